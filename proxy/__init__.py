@@ -1,0 +1,1 @@
+"""The modelroute sidecar: compiled route table, router, and the aiohttp proxy."""

@@ -1,0 +1,207 @@
+"""The compiled route table: the one contract between the operator and the sidecar.
+
+The operator (or ``modelroute proxy --routes`` in local mode) compiles the
+``ModelProvider``/``ModelRoute``/``FailoverPolicy`` resources of a namespace
+into one :class:`CompiledTable`; the sidecar only ever reads this.  It is:
+
+* **self-contained** – every target carries its upstream name, price, context
+  window and capabilities, so the sidecar needs no catalogue and no API reads;
+* **versioned** – ``schemaVersion``; a sidecar refuses a table it can't read
+  rather than guessing;
+* **hashed** – ``hash`` is the SHA-256 of the canonical JSON of everything
+  else, so "did the sidecar pick up the new table?" is a string comparison
+  (the operator's rollout gate reads it back from ``/status``).
+
+Secrets never appear: a provider's key is a reference (env var or Secret).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from modelroute.resources import (
+    Budget,
+    Capability,
+    CircuitBreaker,
+    ClassifierSpec,
+    Ejection,
+    Hedge,
+    Retry,
+    SecretKeyRef,
+    Sticky,
+    Timeouts,
+)
+
+SCHEMA_VERSION = 1
+
+
+class TableError(ValueError):
+    """A table document that can't be used (bad JSON, wrong version, hash mismatch)."""
+
+
+class _TableModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class KeySource(_TableModel):
+    """Where the sidecar reads a provider key: an env var, or a mounted Secret file."""
+
+    env: str | None = None
+    secret_ref: SecretKeyRef | None = None
+    header: str = "Authorization"
+
+
+class CompiledEndpoint(_TableModel):
+    region: str
+    base_url: str = Field(alias="baseURL")
+
+
+class CompiledProvider(_TableModel):
+    name: str
+    api: Literal["openai"] = "openai"
+    endpoints: tuple[CompiledEndpoint, ...]
+    credentials: KeySource | None = None
+    connect_timeout_ms: int = 1000
+    max_connections: int = 200
+
+    def endpoint(self, region: str) -> CompiledEndpoint:
+        for ep in self.endpoints:
+            if ep.region == region:
+                return ep
+        raise KeyError(region)
+
+
+class CompiledTarget(_TableModel):
+    """A model at a provider, with everything needed to send to it and to price it."""
+
+    provider: str
+    model: str
+    upstream_model: str
+    tier: int = 0
+    weight: int = 1
+    regions: tuple[str, ...] = Field(
+        description="Regions this target may be served from, in failover order (residency applied)."
+    )
+    output_usd_per_mtok: float | None = Field(default=None, alias="outputUSDPerMTok")
+    input_usd_per_mtok: float | None = Field(default=None, alias="inputUSDPerMTok")
+    context_tokens: int = 128_000
+    capabilities: tuple[Capability, ...] = (Capability.TEXT,)
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class CompiledMirror(_TableModel):
+    target: CompiledTarget
+    percent: float
+    max_concurrent: int = 4
+
+
+class CompiledRoute(_TableModel):
+    name: str
+    namespace: str | None = None
+    aliases: tuple[str, ...]
+    match_headers: tuple[tuple[str, str], ...] = ()
+    requires: tuple[Capability, ...] = ()
+    targets: tuple[CompiledTarget, ...]
+    classify: bool = False
+    classifier: ClassifierSpec | None = None
+    residency_regions: tuple[str, ...] | None = None
+    latency_budget_ms: int | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: Retry = Field(default_factory=Retry)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    hedge: Hedge | None = None
+    budget: Budget | None = None
+    mirror: CompiledMirror | None = None
+    sticky: Sticky | None = None
+    forward_client_auth: bool = False
+    record_content: bool = False
+
+
+class CompiledFailover(_TableModel):
+    policy: str
+    region_preference: tuple[str, ...]
+    ejection: Ejection = Field(default_factory=Ejection)
+    failback_delay_seconds: float = 60
+
+
+class CompiledTable(_TableModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    namespace: str
+    providers: tuple[CompiledProvider, ...] = ()
+    routes: tuple[CompiledRoute, ...] = ()
+    failover: CompiledFailover | None = None
+    hash: str = ""
+
+    # -- identity -----------------------------------------------------------------
+
+    def content(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json", exclude={"hash"})
+
+    def compute_hash(self) -> str:
+        canonical = orjson.dumps(self.content(), option=orjson.OPT_SORT_KEYS)
+        return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+    def sealed(self) -> CompiledTable:
+        """The same table with its ``hash`` filled in."""
+        return self.model_copy(update={"hash": self.compute_hash()})
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash.removeprefix("sha256:")[:12]
+
+    # -- wire format ----------------------------------------------------------------
+
+    def to_json(self) -> bytes:
+        sealed = self if self.hash else self.sealed()
+        return orjson.dumps(
+            sealed.model_dump(by_alias=True, mode="json"),
+            option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> CompiledTable:
+        """Parse and verify a table document; raise :class:`TableError` saying what is wrong."""
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise TableError(f"route table is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise TableError("route table must be a JSON object")
+        version = raw.get("schemaVersion")
+        if version != SCHEMA_VERSION:
+            raise TableError(
+                f"route table schemaVersion {version!r} is not supported by this sidecar "
+                f"(supports {SCHEMA_VERSION}); upgrade the sidecar or the operator"
+            )
+        try:
+            table = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise TableError(f"route table does not match the schema: {exc}") from exc
+        if table.hash and table.hash != table.compute_hash():
+            raise TableError("route table hash does not match its content (corrupted or edited)")
+        return table if table.hash else table.sealed()
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def provider(self, name: str) -> CompiledProvider:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def aliases(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for route in self.routes:
+            for alias in route.aliases:
+                seen.setdefault(alias, None)
+        return list(seen)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the real tools the tests use, from the registries this machine reaches.
+# Idempotent and quiet when everything is already there.  Each tool is installed
+# by its own function so the reason for it stays next to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS/bin"
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+apt_install() {
+    # apt_install <command-to-check> <debian-package>...
+    local check="$1"; shift
+    if command -v "$check" >/dev/null 2>&1; then return 0; fi
+    if [ -z "${APT_UPDATED:-}" ]; then
+        $SUDO apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Redis: shared budget counters across two proxy processes (tests/integration/test_budget_redis.py)
+apt_install redis-server redis-server

@@ -1,0 +1,1 @@
+"""Development tools shipped with modelroute: the fake provider and the demo."""

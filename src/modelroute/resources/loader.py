@@ -1,0 +1,164 @@
+"""Turn manifests (YAML files, or the dicts the Kubernetes API returns) into typed resources.
+
+Local mode and the operator both come through here, so "what works on a
+laptop works in the cluster": the YAML that ``kubectl apply`` takes is the
+YAML ``modelroute proxy --routes`` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .base import GROUP_VERSION
+from .policy import FailoverPolicy
+from .problems import Problem, Reason
+from .provider import ModelProvider
+from .route import ModelRoute
+
+Resource = ModelProvider | ModelRoute | FailoverPolicy
+
+_KINDS: dict[str, type[ModelProvider] | type[ModelRoute] | type[FailoverPolicy]] = {
+    "ModelProvider": ModelProvider,
+    "ModelRoute": ModelRoute,
+    "FailoverPolicy": FailoverPolicy,
+}
+
+
+@dataclass
+class ResourceSet:
+    """Everything one namespace's table is compiled from (plus the cluster-wide policies)."""
+
+    providers: list[ModelProvider] = field(default_factory=list)
+    routes: list[ModelRoute] = field(default_factory=list)
+    policies: list[FailoverPolicy] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, resource: Resource) -> None:
+        if isinstance(resource, ModelProvider):
+            self.providers.append(resource)
+        elif isinstance(resource, ModelRoute):
+            self.routes.append(resource)
+        else:
+            self.policies.append(resource)
+
+    def extend(self, other: ResourceSet) -> None:
+        self.providers.extend(other.providers)
+        self.routes.extend(other.routes)
+        self.policies.extend(other.policies)
+        self.problems.extend(other.problems)
+
+
+def describe(manifest: Mapping[str, Any], fallback: str) -> str:
+    """``ModelRoute default/general`` – how problems name a manifest."""
+    kind = manifest.get("kind", "resource")
+    meta = manifest.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("name"):
+        ns = meta.get("namespace")
+        return f"{kind} {ns}/{meta['name']}" if ns else f"{kind} {meta['name']}"
+    return f"{kind} ({fallback})"
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_problems(error: ValidationError, where: str) -> list[Problem]:
+    """Pydantic's errors, one :class:`Problem` each, with the manifest's own field names."""
+    problems = []
+    for err in error.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; fields are camelCase)"
+        problems.append(Problem(where=where, field=_field_path(loc), message=msg))
+    return problems
+
+
+def parse_manifest(manifest: Any, where: str) -> Resource | list[Problem]:
+    """One manifest dict to a typed resource, or the problems that stop it."""
+    if not isinstance(manifest, Mapping):
+        return [Problem(where, "", "expected a mapping (a Kubernetes manifest)", Reason.PARSE_ERROR)]
+    kind = manifest.get("kind")
+    name = describe(manifest, where)
+    if manifest.get("apiVersion") != GROUP_VERSION:
+        return [
+            Problem(
+                name,
+                "apiVersion",
+                f"expected {GROUP_VERSION!r}, got {manifest.get('apiVersion')!r}",
+                Reason.PARSE_ERROR,
+            )
+        ]
+    model = _KINDS.get(str(kind))
+    if model is None:
+        return [
+            Problem(
+                name,
+                "kind",
+                f"unknown kind {kind!r}; expected one of {', '.join(_KINDS)}",
+                Reason.PARSE_ERROR,
+            )
+        ]
+    clean = {k: v for k, v in manifest.items() if k != "status"}
+    try:
+        return model.model_validate(clean)
+    except ValidationError as exc:
+        return validation_problems(exc, name)
+
+
+def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
+    out = ResourceSet()
+    for index, manifest in enumerate(manifests):
+        if manifest is None:  # empty YAML document (a trailing ---)
+            continue
+        if isinstance(manifest, Mapping) and manifest.get("kind") == "List":
+            out.extend(parse_manifests(manifest.get("items") or [], source))
+            continue
+        result = parse_manifest(manifest, f"{source} document {index + 1}")
+        if isinstance(result, list):
+            out.problems.extend(result)
+        else:
+            out.add(result)
+    return out
+
+
+def load_text(text: str, source: str = "<string>") -> ResourceSet:
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source} line {mark.line + 1}" if mark is not None else source
+        return ResourceSet(problems=[Problem(where, "", f"not valid YAML: {exc}", Reason.PARSE_ERROR)])
+    return parse_manifests(docs, source)
+
+
+def load_files(paths: Iterable[str | Path]) -> ResourceSet:
+    """Read every file (a directory means its *.yaml and *.yml files, sorted)."""
+    out = ResourceSet()
+    for raw in paths:
+        path = Path(raw)
+        files = (
+            sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        )
+        for file in files:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except OSError as exc:
+                out.problems.append(
+                    Problem(str(file), "", f"cannot read: {exc.strerror}", Reason.PARSE_ERROR)
+                )
+                continue
+            out.extend(load_text(text, str(file)))
+    return out
