@@ -1,0 +1,22 @@
+-- wrk script: POST one chat completion (non-streaming) and print exact figures as JSON.
+-- The body is the same for every target; BENCH_MODEL picks the model alias.
+local model = os.getenv("BENCH_MODEL") or "bench"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":'
+  .. '"Say hello in one short sentence."}],"max_tokens":50}'
+
+function done(summary, latency, requests)
+  -- latency values are microseconds; wrk's own --latency print rounds them
+  local out = string.format(
+    '{"requests":%d,"duration_us":%d,"bytes":%d,"errors":{"connect":%d,"read":%d,'
+    .. '"write":%d,"status":%d,"timeout":%d},"latency_us":{"min":%d,"mean":%.1f,'
+    .. '"max":%d,"stdev":%.1f,"p50":%d,"p90":%d,"p99":%d,"p999":%d}}',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.status, summary.errors.timeout,
+    latency.min, latency.mean, latency.max, latency.stdev,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9))
+  io.stderr:write("WRKJSON " .. out .. "\n")
+end
