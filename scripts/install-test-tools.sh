@@ -23,3 +23,6 @@ apt_install() {
 
 # Redis: shared budget counters across two proxy processes (tests/integration/test_budget_redis.py)
 apt_install redis-server redis-server
+
+# wrk: the load tool of the CPU-per-request ratio guard (tests/bench/test_overhead_ratio.py)
+apt_install wrk wrk

@@ -1,0 +1,197 @@
+"""Regression guard for the sidecar's cost: CPU per request, as a ratio to a bare pass-through.
+
+Absolute times on a shared 2-core machine are noise; a ratio measured in the
+same test, same upstream, same load tool, is not.  The bare aiohttp
+pass-through (bench/bare_proxy.py: one pooled ClientSession, no routing) and
+``modelroute proxy`` (bench/routes.yaml: 3-target route, budget, metrics,
+tracing spans built by the SDK with the exporter set to ``none``) each take
+the same ``wrk`` load against the same fake upstream; the CPU each server
+process used (utime+stime from /proc, not wall time) is divided by the
+requests it answered.  Runs alternate (bare, modelroute, bare, modelroute) and
+the lower figure of each is kept, so a burst of noise in one run can't fail
+the test.  The bound is generous on purpose: it catches a hot path that got
+several times dearer (a per-request regex compile, an un-pooled session, JSON
+parsed twice per chunk), not a few percent.  The real figures are in
+``make bench`` (docs/performance.md).
+
+Bounded: about 15 s (two 2-second runs per server plus start-up); every
+process it starts is stopped in the fixture's teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+MODELROUTE = BIN / "modelroute"
+
+RATIO_BOUND = 4.0  # modelroute CPU/request <= 4x the bare pass-through's
+RUN_SECONDS = 2
+CONNECTIONS = 8
+UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pin(cpu: str) -> list[str]:
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", cpu]
+    return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime+stime of ``pid`` and its children (SO_REUSEPORT workers, if any)."""
+    pids, total = {pid}, 0
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(stat[1]) == pid:
+                        pids.add(int(entry.name))
+    for p in pids:
+        with contextlib.suppress(OSError):
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+    return total / CLK_TCK
+
+
+def _ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    data = json.dumps(BODY).encode()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout} s: {last}")
+
+
+@contextlib.contextmanager
+def _server(
+    argv: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _cpu_per_request(url: str, pid: int) -> tuple[float, int]:
+    """Run wrk against ``url``; CPU µs the server ``pid`` used per answered request."""
+    argv = [
+        *_pin("1"), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{RUN_SECONDS}s", "--timeout", "5s",
+        "-s", str(BENCH / "lua" / "post.lua"), url,
+    ]  # fmt: skip
+    before = _cpu_seconds(pid)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_SECONDS + 30)
+    used = _cpu_seconds(pid) - before
+    m = re.search(r"WRKJSON (\{.*\})", out.stderr + out.stdout)
+    assert m, f"wrk gave no figures: {out.stderr[-500:]}"
+    figures = json.loads(m.group(1))
+    errors = sum(figures["errors"].values())
+    answered = figures["requests"] - figures["errors"]["status"]
+    assert errors == 0, f"{url}: wrk saw errors {figures['errors']}"
+    assert answered > 500, f"{url}: only {answered} requests answered in {RUN_SECONDS} s"
+    return used * 1e6 / answered, answered
+
+
+def _proxy_available() -> bool:
+    try:
+        out = subprocess.run([str(MODELROUTE), "proxy", "--help"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
+def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path) -> None:
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (scripts/install-test-tools.sh installs it)")
+    if not _proxy_available():
+        pytest.skip("`modelroute proxy` is not available in this build")
+
+    up, bare, mr, admin = (_free_port() for _ in range(4))
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
+    )
+    otel = {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    chat = "/v1/chat/completions"
+
+    with (
+        _server([*_pin("1"), str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
+                 "--latency-ms", str(UPSTREAM_LATENCY_MS), "--output-tokens", "50"]) as upstream,
+        _server([*_pin("0"), sys.executable, str(BENCH / "bare_proxy.py"), "--listen",
+                 f"127.0.0.1:{bare}", "--upstream", f"http://127.0.0.1:{up}"]) as bare_proc,
+        _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+                 f"127.0.0.1:{mr}", "--admin", f"127.0.0.1:{admin}"], otel) as mr_proc,
+    ):  # fmt: skip
+        _ready(f"http://127.0.0.1:{up}{chat}", upstream)
+        _ready(f"http://127.0.0.1:{bare}{chat}", bare_proc)
+        _ready(f"http://127.0.0.1:{mr}{chat}", mr_proc)
+
+        bare_runs, mr_runs = [], []
+        for _ in range(2):  # alternate, so drift on the machine hits both alike
+            bare_runs.append(_cpu_per_request(f"http://127.0.0.1:{bare}{chat}", bare_proc.pid))
+            mr_runs.append(_cpu_per_request(f"http://127.0.0.1:{mr}{chat}", mr_proc.pid))
+
+    bare_us = min(r[0] for r in bare_runs)
+    mr_us = min(r[0] for r in mr_runs)
+    ratio = mr_us / bare_us
+    detail = (
+        f"CPU per request: modelroute {mr_us:.0f} µs, bare pass-through {bare_us:.0f} µs, "
+        f"ratio {ratio:.2f} (bound {RATIO_BOUND}); runs bare={bare_runs} modelroute={mr_runs}"
+    )
+    print(detail)
+    assert ratio <= RATIO_BOUND, detail
