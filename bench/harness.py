@@ -16,9 +16,9 @@ and every load tool to core 1 (``taskset``), so the proxy never shares its core
 with the load.  The upstream's CPU use is recorded for each run, so a run where
 the upstream (not the proxy) was the limit is visible.
 
-Load tools: ``wrk`` (fixed concurrency, exact microsecond percentiles from its
-Lua ``done`` hook), ``hey`` (fixed request rate via per-worker QPS; percentiles
-at hey's 0.1 ms resolution), and bench/stream_client.py for streaming.  All
+Load tools: ``wrk`` (fixed concurrency, and paced load at about 200, 1,000 and
+3,000 req/s via random think times; exact microsecond percentiles from its Lua
+``done`` hook), and bench/stream_client.py for streaming.  All
 are separate processes; nothing measures from inside the process under test.
 
 Repetition: all targets run side by side, interleaved round by round (rep 1 of
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import os
 import platform
@@ -70,6 +68,7 @@ PORT_NGINX = 18530
 PORT_LITELLM = 18540
 PORT_SINK = 18560
 CHAT = "/v1/chat/completions"
+THINK_MS = 30.0  # mean think time per connection in paced runs
 BODY = {
     "model": "bench",
     "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
@@ -523,7 +522,7 @@ class Bench:
         into["sut_util"] = round((c1 - c0) / (w1 - w0), 3)
         into["upstream_util"] = round((u1 - u0) / (w1 - w0), 3)
 
-    def wrk(self, t: Target, conns: int, seconds: float) -> dict[str, Any]:
+    def wrk(self, t: Target, conns: int, seconds: float, think_ms: float = 0) -> dict[str, Any]:
         argv = [
             *taskset(self.load_cpu),
             "wrk",
@@ -538,7 +537,13 @@ class Bench:
         ]
         res: dict[str, Any] = {}
         with self.cpu_window(t, res):
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+            out = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+                env={**os.environ, "BENCH_THINK_MS": f"{think_ms:g}"},
+            )
         m = re.search(r"WRKJSON (\{.*\})", out.stderr + out.stdout)
         if not m:
             return {"error": f"wrk gave no figures: {out.stderr[-300:]}{out.stdout[-300:]}"}
@@ -556,58 +561,16 @@ class Bench:
         res["cpu_us_per_req"] = round(res["cpu_s"] * 1e6 / ok, 1) if ok > 0 else None
         return res
 
-    def hey(self, t: Target, rate: int, seconds: float) -> dict[str, Any]:
-        workers = max(1, rate // 10)  # 10 req/s per worker: 100 ms between a worker's sends
-        qps = rate / workers
-        body = RAW / "body.json"
-        argv = [
-            *taskset(self.load_cpu),
-            "hey",
-            "-z",
-            f"{seconds}s",
-            "-c",
-            str(workers),
-            "-q",
-            f"{qps:g}",
-            "-cpus",
-            "1",
-            "-t",
-            "5",
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-D",
-            str(body),
-            "-o",
-            "csv",
-            t.url,
-        ]
-        res: dict[str, Any] = {"rate": rate}
-        with self.cpu_window(t, res):
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-        lat: list[float] = []
-        errors = 0
-        for row in csv.DictReader(io.StringIO(out.stdout)):
-            try:
-                if row["status-code"] == "200":
-                    lat.append(float(row["response-time"]) * 1e6)
-                else:
-                    errors += 1
-            except (KeyError, ValueError):
-                errors += 1
-        if not lat:
-            return {"rate": rate, "error": f"hey gave no answers: {out.stderr[-300:]}"}
-        lat.sort()
-        res.update(
-            requests=len(lat) + errors,
-            rps=round(len(lat) / seconds, 1),
-            errors=errors,
-            p50=pct(lat, 50),
-            p90=pct(lat, 90),
-            p99=pct(lat, 99),
-            cpu_us_per_req=round(res["cpu_s"] * 1e6 / len(lat), 1),
-        )
+    def paced(self, t: Target, rate: int, seconds: float) -> dict[str, Any]:
+        """About ``rate`` req/s: wrk with a random think time per connection (see post.lua).
+
+        Each connection cycles through answer (~21 ms) + think (exponential, mean
+        30 ms), ~20 req/s per connection, so ``rate / 20`` connections offer ``rate``
+        req/s as Poisson-like arrivals.  A slower target gets somewhat fewer (closed
+        loop); the achieved req/s is reported next to its latencies.
+        """
+        res = self.wrk(t, max(1, round(rate / 20)), seconds, think_ms=THINK_MS)
+        res["rate"] = rate
         return res
 
     def stream(self, t: Target, n: int) -> dict[str, Any]:
@@ -654,7 +617,7 @@ class Bench:
             self.settle(t)
         if "rates" in t.scenarios:
             for rate in self.args.rates:
-                r[f"rate{rate}"] = self.hey(t, rate, d)
+                r[f"rate{rate}"] = self.paced(t, rate, d)
                 self.settle(t)
         if "stream" in t.scenarios:
             r["stream"] = self.stream(t, self.args.streams)
@@ -760,14 +723,6 @@ def port_of(url: str) -> int:
     m = re.match(r"https?://[^:/]+:(\d+)", url)
     assert m, url
     return int(m.group(1))
-
-
-def pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
-    return round(sorted_values[k], 1)
 
 
 # -- summarising --------------------------------------------------------------------------
@@ -968,7 +923,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": commit + (" (+ uncommitted proxy/src changes)" if dirty else ""),
         "wrk": version(["wrk", "--version"]),
-        "hey": "hey (Debian " + version(["dpkg-query", "-W", "-f=${Version}", "hey"]) + ")",
         "nginx": version(["nginx", "-v"]),
         "litellm": version(
             [
@@ -1048,7 +1002,10 @@ def markdown(doc: dict[str, Any]) -> str:
     table("Fixed concurrency: 20 connections (wrk)", "c20", lat_cols)
     for rate in cfg["rates"]:
         table(
-            f"Fixed rate: {rate:,} req/s offered (hey, 0.1 ms resolution)", f"rate{rate}", lat_cols
+            f"Paced: about {rate:,} req/s offered (wrk, {max(1, round(rate / 20))} connections, "
+            f"random think time, mean {THINK_MS:g} ms)",
+            f"rate{rate}",
+            lat_cols,
         )
     table(
         f"Saturation: {cfg['sat_conns']} connections (wrk)",

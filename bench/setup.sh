@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs, from Debian's packages and PyPI, through their
 # ordinary clients.  Idempotent and quiet: a second run does nothing.
-#   wrk, hey, nginx          – Debian packages (load tools and the nginx peer)
+#   wrk, nginx               – Debian packages (the load tool and the nginx peer)
 #   bench/.litellm-venv      – LiteLLM's proxy in its own virtualenv, pinned to 1.102.4
 #                              (1.107.0 is a known-compromised release: never that one)
 set -euo pipefail
@@ -13,7 +13,6 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v hey >/dev/null 2>&1 || missing+=(hey)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then

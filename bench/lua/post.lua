@@ -6,6 +6,23 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":'
   .. '"Say hello in one short sentence."}],"max_tokens":50}'
 
+-- Paced load (BENCH_THINK_MS > 0): each connection waits a random, exponentially
+-- distributed think time before each request, so many connections together make
+-- Poisson-like arrivals at about connections / (latency + think) req/s, with no
+-- lockstep bursts.  wrk rounds the delay down to whole milliseconds.
+local think = tonumber(os.getenv("BENCH_THINK_MS") or "0")
+
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+end
+
+function delay()
+  if think > 0 then
+    return -think * math.log(1 - math.random())
+  end
+  return 0
+end
+
 function done(summary, latency, requests)
   -- latency values are microseconds; wrk's own --latency print rounds them
   local out = string.format(
