@@ -4,7 +4,7 @@ Absolute times on a shared 2-core machine are noise; a ratio measured in the
 same test, same upstream, same load tool, is not.  The bare aiohttp
 pass-through (bench/bare_proxy.py: one pooled ClientSession, no routing) and
 ``modelroute proxy`` (bench/routes.yaml: 3-target route, budget, metrics,
-tracing spans built by the SDK with the exporter set to ``none``) each take
+tracing exported as OTLP/HTTP to bench/otlp_sink.py, as in ``make bench``) each take
 the same ``wrk`` load against the same fake upstream; the CPU each server
 process used (utime+stime from /proc, not wall time) is divided by the
 requests it answered.  Runs alternate (bare, modelroute, bare, modelroute) and
@@ -157,13 +157,16 @@ def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path
     if not _proxy_available():
         pytest.skip("`modelroute proxy` is not available in this build")
 
-    up, bare, mr, admin = (_free_port() for _ in range(4))
+    up, bare, mr, admin, sink = (_free_port() for _ in range(5))
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
     )
     otel = {
-        "OTEL_TRACES_EXPORTER": "none",
+        # tracing as in `make bench`: spans built, batched, exported as OTLP/HTTP to a local sink
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink}/v1/traces",
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
@@ -172,6 +175,7 @@ def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path
     with (
         _server([*_pin("1"), str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
                  "--latency-ms", str(UPSTREAM_LATENCY_MS), "--output-tokens", "50"]) as upstream,
+        _server([*_pin("1"), sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink)]),
         _server([*_pin("0"), sys.executable, str(BENCH / "bare_proxy.py"), "--listen",
                  f"127.0.0.1:{bare}", "--upstream", f"http://127.0.0.1:{up}"]) as bare_proc,
         _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
