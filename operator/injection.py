@@ -1,0 +1,229 @@
+"""Sidecar injection as a pure function: AdmissionReview pod in, JSON patch out.
+
+Kept free of kopf so the whole decision (enrolled? opted out? already injected?
+native sidecar or not?) is testable with plain dicts, and the kopf handler in
+``mutation.py`` stays a few lines of glue.  The patch is RFC 6902 because that
+is what the API server applies for a mutating webhook.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ENABLED_LABEL = "modelroute.io/enabled"
+INJECT_ANNOTATION = "modelroute.io/inject"
+INJECTED_ANNOTATION = "modelroute.io/injected"
+ADMIN_PORT_ANNOTATION = "modelroute.io/admin-port"
+SECRETS_ANNOTATION = "modelroute.io/secrets"
+SIDECAR_NAME = "modelroute-proxy"
+TABLE_CONFIGMAP = "modelroute-table"
+TABLE_VOLUME = "modelroute-table"
+TABLE_DIR = "/etc/modelroute/table"
+SECRETS_DIR = "/var/run/secrets/modelroute"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+
+Patch = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    """What the operator was configured with (chart values → operator flags)."""
+
+    image: str = "ghcr.io/modelroute/modelroute:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    proxy_port: int = 15400
+    admin_port: int = 15401
+    requests: Mapping[str, str] = field(
+        default_factory=lambda: {"cpu": "50m", "memory": "64Mi"}
+    )
+    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "256Mi"})
+    run_as_user: int = 65532
+    # Secrets every sidecar mounts, in addition to the namespace's own list
+    # (annotation ``modelroute.io/secrets``).  See docs/injection.md.
+    secrets: Sequence[str] = ()
+
+
+def parse_version(version: Mapping[str, Any] | str) -> tuple[int, int]:
+    """(major, minor) from a /version document or a "v1.30.2" string.
+
+    Managed clusters report minors such as "29+", so only the leading digits count.
+    """
+    if isinstance(version, str):
+        m = re.match(r"v?(\d+)\.(\d+)", version)
+        if not m:
+            raise ValueError(f"unparseable server version {version!r}")
+        return int(m.group(1)), int(m.group(2))
+    major = re.match(r"\d+", str(version.get("major", "")))
+    minor = re.match(r"\d+", str(version.get("minor", "")))
+    if not major or not minor:
+        return parse_version(str(version.get("gitVersion", "")))
+    return int(major.group(0)), int(minor.group(0))
+
+
+def supports_native_sidecars(version: tuple[int, int]) -> bool:
+    """Init containers with restartPolicy Always are on by default from 1.29."""
+    return version >= (1, 29)
+
+
+def should_inject(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+    """Enrolled namespace, no opt-out, not already injected (idempotence)."""
+    if namespace_labels.get(ENABLED_LABEL) != "true":
+        return False
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(INJECT_ANNOTATION) == "false":
+        return False
+    return not _has_sidecar(pod)
+
+
+def _has_sidecar(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for c in (spec.get("containers") or [])]
+    names += [c.get("name") for c in (spec.get("initContainers") or [])]
+    return SIDECAR_NAME in names
+
+
+def secret_names(
+    namespace_annotations: Mapping[str, str], settings: InjectionSettings
+) -> list[str]:
+    """Operator-wide secrets plus the namespace's comma-separated annotation, deduplicated."""
+    names = list(settings.secrets)
+    raw = namespace_annotations.get(SECRETS_ANNOTATION, "")
+    names += [n.strip() for n in raw.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def _secret_volume(name: str) -> str:
+    # Volume names are DNS labels (<= 63); secret names may be longer subdomains.
+    return ("mr-secret-" + name.replace(".", "-"))[:63].rstrip("-")
+
+
+def sidecar_container(
+    settings: InjectionSettings, secrets: Sequence[str], native: bool
+) -> dict[str, Any]:
+    """The proxy container; probes hit the admin port so kubelet sees its health."""
+    container: dict[str, Any] = {
+        "name": SIDECAR_NAME,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelroute"],
+        "args": [
+            "proxy",
+            "--kube",
+            "--table-file", f"{TABLE_DIR}/table.json",
+            "--listen", f"127.0.0.1:{settings.proxy_port}",
+            "--admin", f"0.0.0.0:{settings.admin_port}",
+            "--secrets-dir", SECRETS_DIR,
+        ],
+        "env": [
+            {"name": "POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "ports": [{"name": "mr-admin", "containerPort": settings.admin_port, "protocol": "TCP"}],
+        "resources": {"requests": dict(settings.requests), "limits": dict(settings.limits)},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": settings.admin_port},
+            "periodSeconds": 10, "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": settings.admin_port},
+            "periodSeconds": 5, "failureThreshold": 2,
+        },
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": TABLE_VOLUME, "mountPath": TABLE_DIR + "/", "readOnly": True},
+            *(
+                {"name": _secret_volume(s), "mountPath": f"{SECRETS_DIR}/{s}/", "readOnly": True}
+                for s in secrets
+            ),
+        ],
+    }
+    if native:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def _pointer(segment: str) -> str:
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def build_patch(
+    pod: Mapping[str, Any],
+    *,
+    namespace_labels: Mapping[str, str],
+    namespace_annotations: Mapping[str, str],
+    server_version: tuple[int, int],
+    settings: InjectionSettings,
+) -> Patch:
+    """The JSON patch that injects the sidecar, or [] when nothing is to be done."""
+    if not should_inject(pod, namespace_labels):
+        return []
+    spec = pod.get("spec") or {}
+    metadata = pod.get("metadata") or {}
+    native = supports_native_sidecars(server_version)
+    secrets = secret_names(namespace_annotations, settings)
+    patch: Patch = []
+
+    volumes: list[dict[str, Any]] = [
+        {"name": TABLE_VOLUME,
+         "configMap": {"name": TABLE_CONFIGMAP, "optional": True,
+                       "items": [{"key": "table.json", "path": "table.json"}]}},
+        *({"name": _secret_volume(s), "secret": {"secretName": s, "optional": True}}
+          for s in secrets),
+    ]
+    if "volumes" in spec and spec["volumes"] is not None:
+        patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
+    else:
+        patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+
+    sidecar = sidecar_container(settings, secrets, native)
+    if native:
+        # First among the init containers, so the proxy is up before any
+        # later init container (e.g. a migration) that calls a model.
+        if spec.get("initContainers"):
+            patch.append({"op": "add", "path": "/spec/initContainers/0", "value": sidecar})
+        else:
+            patch.append({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})
+
+    base_url = f"http://127.0.0.1:{settings.proxy_port}/v1"
+    for i, container in enumerate(spec.get("containers") or []):
+        env = container.get("env")
+        if env and any(e.get("name") == BASE_URL_ENV for e in env):
+            continue  # the app chose its own endpoint; respect it
+        entry = {"name": BASE_URL_ENV, "value": base_url}
+        if env:
+            patch.append({"op": "add", "path": f"/spec/containers/{i}/env/-", "value": entry})
+        else:
+            patch.append({"op": "add", "path": f"/spec/containers/{i}/env", "value": [entry]})
+
+    if not native:
+        # Appended after the app containers so the indices above stay valid.
+        patch.append({"op": "add", "path": "/spec/containers/-", "value": sidecar})
+
+    new_annotations = {
+        INJECTED_ANNOTATION: "true",
+        ADMIN_PORT_ANNOTATION: str(settings.admin_port),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(settings.admin_port),
+        "prometheus.io/path": "/metrics",
+    }
+    existing = metadata.get("annotations")
+    if existing is None:
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": new_annotations})
+    else:
+        for key, value in new_annotations.items():
+            # "add" replaces an existing member, so this is also right for re-injection.
+            patch.append(
+                {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value}
+            )
+    return patch

@@ -1,0 +1,73 @@
+"""The kopf mutating webhook that injects the sidecar into pods of enrolled namespaces.
+
+Glue only: the decision and the patch live in ``injection.py`` (pure, tested with
+real AdmissionReview JSON).  Settings come from the environment the chart sets
+on the operator Deployment, so the chart's values are the single source.
+
+The webhook is served by kopf at ``/<handler id>`` = ``/inject-sidecar``; the
+chart's MutatingWebhookConfiguration points there.
+
+Namespace labels and annotations are not part of an AdmissionReview, so an
+index of namespaces (kept by kopf's watch, no API call per pod) supplies them.
+The server version is not in the review either: helm knows it at install time
+(``.Capabilities.KubeVersion``) and passes it as ``MODELROUTE_KUBE_VERSION``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jsonpatch
+import kopf
+from modelroute.operator.injection import InjectionSettings, build_patch, parse_version
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
+    """Read the sidecar settings the chart renders into the operator's environment."""
+    defaults = InjectionSettings()
+    return InjectionSettings(
+        image=env.get("MODELROUTE_SIDECAR_IMAGE", defaults.image),
+        image_pull_policy=env.get("MODELROUTE_SIDECAR_PULL_POLICY", defaults.image_pull_policy),
+        proxy_port=int(env.get("MODELROUTE_SIDECAR_PROXY_PORT", defaults.proxy_port)),
+        admin_port=int(env.get("MODELROUTE_SIDECAR_ADMIN_PORT", defaults.admin_port)),
+        requests=json.loads(env["MODELROUTE_SIDECAR_REQUESTS"])
+        if "MODELROUTE_SIDECAR_REQUESTS" in env else defaults.requests,
+        limits=json.loads(env["MODELROUTE_SIDECAR_LIMITS"])
+        if "MODELROUTE_SIDECAR_LIMITS" in env else defaults.limits,
+        secrets=tuple(
+            s.strip() for s in env.get("MODELROUTE_SIDECAR_SECRETS", "").split(",") if s.strip()
+        ),
+    )
+
+
+@kopf.index("namespaces")
+def modelroute_namespaces(
+    name: str, labels: Mapping[str, str], annotations: Mapping[str, str], **_: Any
+) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """name → (labels, annotations), what the injector needs to decide per pod."""
+    return {name: (dict(labels), dict(annotations))}
+
+
+@kopf.on.mutate("pods", id="inject-sidecar", operations={"CREATE"})  # type: ignore[arg-type]
+def inject_sidecar(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    namespace: str | None,
+    modelroute_namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]],
+    **_: Any,
+) -> None:
+    """Hand the pod to the pure injector and let kopf turn the result into its JSON patch."""
+    entries = list(modelroute_namespaces.get(namespace or "", []))
+    labels, annotations = entries[0] if entries else ({}, {})
+    ops = build_patch(
+        dict(body),
+        namespace_labels=labels,
+        namespace_annotations=annotations,
+        server_version=parse_version(os.environ.get("MODELROUTE_KUBE_VERSION", "v1.29.0")),
+        settings=settings_from_env(),
+    )
+    if ops:
+        patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))

@@ -1,0 +1,247 @@
+"""Sidecar injection: real AdmissionReview JSON in, JSON patch out, patched pod validated.
+
+The patch is applied with the ``jsonpatch`` library (already installed as kopf's
+own dependency, the same code kopf uses to build admission patches), so these
+tests check what the API server would store, not our own reading of the ops.
+The result is validated against Kubernetes' Pod schema for the server version
+the review claims, with ``kubernetes-validate --strict`` semantics.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+
+from modelroute.operator.injection import (
+    SIDECAR_NAME,
+    InjectionSettings,
+    build_patch,
+    parse_version,
+)
+from modelroute.operator.mutation import settings_from_env
+
+ENROLLED = {"modelroute.io/enabled": "true", "kubernetes.io/metadata.name": "llm-apps"}
+NS_ANNOTATIONS = {"modelroute.io/secrets": "gateway-credentials, other-key"}
+SETTINGS = InjectionSettings(secrets=("platform-key",))
+
+
+def admission_review(pod_spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it for a Deployment's pod (no name yet)."""
+    metadata: dict[str, Any] = {
+        "generateName": "chat-app-7d9f8b6c5-",
+        "namespace": "llm-apps",
+        "labels": {"app.kubernetes.io/name": "chat-app", "pod-template-hash": "7d9f8b6c5"},
+        "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "chat-app-7d9f8b6c5",
+            "uid": "0f6e3a52-6a43-4b8e-9f1c-3f2d2d0b7a11", "controller": True,
+            "blockOwnerDeletion": True,
+        }],
+    }
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "llm-apps",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec},
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def app_spec(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app", "image": "python:3.11-slim", "command": ["python", "app.py"],
+        "resources": {"requests": {"cpu": "10m"}},
+    }
+    if env is not None:
+        container["env"] = env
+    return {
+        "containers": [container, {"name": "worker", "image": "busybox:1.36"}],
+        "restartPolicy": "Always",
+        "serviceAccountName": "default",
+        "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}],
+    }
+
+
+def mutate(review: dict[str, Any], version: str, labels: dict[str, str] = ENROLLED) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    pod = review["request"]["object"]
+    ops = build_patch(
+        pod, namespace_labels=labels, namespace_annotations=NS_ANNOTATIONS,
+        server_version=parse_version(version), settings=SETTINGS,
+    )
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
+    kubernetes_validate.validate(patched, version.lstrip("v").rsplit(".", 1)[0] + ".0", strict=True)
+    return ops, patched
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def test_native_sidecar_on_1_30() -> None:
+    ops, pod = mutate(admission_review(app_spec()), "v1.30.4")
+    assert ops, "an enrolled pod must be patched"
+    [sidecar] = pod["spec"]["initContainers"]
+    assert sidecar["name"] == SIDECAR_NAME
+    assert sidecar["restartPolicy"] == "Always"
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "worker"]
+    assert sidecar["command"] == ["modelroute"]
+    assert sidecar["args"] == [
+        "proxy", "--kube", "--table-file", "/etc/modelroute/table/table.json",
+        "--listen", "127.0.0.1:15400", "--admin", "0.0.0.0:15401",
+        "--secrets-dir", "/var/run/secrets/modelroute",
+    ]
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 15401}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 15401}
+    sc = sidecar["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"]}
+    assert downward == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+
+
+def test_regular_container_on_1_28() -> None:
+    _, pod = mutate(admission_review(app_spec()), "v1.28.9")
+    assert "initContainers" not in pod["spec"]
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    assert names == ["app", "worker", SIDECAR_NAME]
+    assert "restartPolicy" not in pod["spec"]["containers"][2]
+
+
+@pytest.mark.parametrize("version", ["v1.28.9", "v1.30.4"])
+def test_volumes_only_in_sidecar(version: str) -> None:
+    _, pod = mutate(admission_review(app_spec()), version)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["modelroute-table"]["configMap"]["name"] == "modelroute-table"
+    assert volumes["modelroute-table"]["configMap"]["items"] == [{"key": "table.json", "path": "table.json"}]
+    secrets = sorted(v["secret"]["secretName"] for v in volumes.values() if "secret" in v)
+    assert secrets == ["gateway-credentials", "other-key", "platform-key"]
+    assert "kube-api-access" in volumes, "the pod's own volumes are kept"
+    sidecar = next(c for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+                   if c["name"] == SIDECAR_NAME)
+    mounts = {m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts == {
+        "/etc/modelroute/table/",
+        "/var/run/secrets/modelroute/gateway-credentials/",
+        "/var/run/secrets/modelroute/other-key/",
+        "/var/run/secrets/modelroute/platform-key/",
+    }
+    for app in pod["spec"]["containers"]:
+        if app["name"] != SIDECAR_NAME:
+            assert not app.get("volumeMounts"), "credentials must never reach app containers"
+
+
+def test_base_url_and_annotations() -> None:
+    _, pod = mutate(admission_review(app_spec(), annotations={"team": "search"}), "v1.30.0")
+    for app in pod["spec"]["containers"]:
+        assert env_of(app)["OPENAI_BASE_URL"] == "http://127.0.0.1:15400/v1"
+    assert pod["metadata"]["annotations"] == {
+        "team": "search",
+        "modelroute.io/injected": "true",
+        "modelroute.io/admin-port": "15401",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "15401",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_own_base_url_is_kept() -> None:
+    own = [{"name": "LOG_LEVEL", "value": "info"},
+           {"name": "OPENAI_BASE_URL", "value": "https://api.example/v1"}]
+    _, pod = mutate(admission_review(app_spec(env=own)), "v1.30.0")
+    app, worker = pod["spec"]["containers"]
+    assert app["env"] == own
+    assert env_of(worker)["OPENAI_BASE_URL"] == "http://127.0.0.1:15400/v1"
+
+
+def test_existing_env_is_appended_to() -> None:
+    _, pod = mutate(admission_review(app_spec(env=[{"name": "A", "value": "1"}])), "v1.28.0")
+    assert env_of(pod["spec"]["containers"][0]) == {
+        "A": "1", "OPENAI_BASE_URL": "http://127.0.0.1:15400/v1"}
+
+
+def test_opt_out() -> None:
+    review = admission_review(app_spec(), annotations={"modelroute.io/inject": "false"})
+    ops, _ = mutate(review, "v1.30.0")
+    assert ops == []
+
+
+def test_namespace_not_enrolled() -> None:
+    ops, _ = mutate(admission_review(app_spec()), "v1.30.0", labels={"team": "x"})
+    assert ops == []
+    ops, _ = mutate(admission_review(app_spec()), "v1.30.0",
+                    labels={"modelroute.io/enabled": "false"})
+    assert ops == []
+
+
+@pytest.mark.parametrize("version", ["v1.28.9", "v1.30.4"])
+def test_idempotent(version: str) -> None:
+    review = admission_review(app_spec())
+    _, once = mutate(review, version)
+    review["request"]["object"] = once
+    ops, twice = mutate(review, version)
+    assert ops == []
+    assert twice == once
+    sidecars = [c for c in once["spec"].get("initContainers", []) + once["spec"]["containers"]
+                if c["name"] == SIDECAR_NAME]
+    assert len(sidecars) == 1
+
+
+def test_existing_sidecar_from_template_is_not_duplicated() -> None:
+    spec = app_spec()
+    spec["initContainers"] = [{"name": SIDECAR_NAME, "image": "custom:1", "restartPolicy": "Always"}]
+    ops, pod = mutate(admission_review(spec), "v1.30.0")
+    assert ops == []
+    assert len(pod["spec"]["initContainers"]) == 1
+
+
+def test_native_sidecar_goes_first_among_init_containers() -> None:
+    spec = app_spec()
+    spec["initContainers"] = [{"name": "migrate", "image": "busybox:1.36"}]
+    _, pod = mutate(admission_review(spec), "v1.30.0")
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME, "migrate"]
+
+
+def test_pod_without_volumes() -> None:
+    spec = app_spec()
+    del spec["volumes"]
+    _, pod = mutate(admission_review(spec), "v1.30.0")
+    assert {v["name"] for v in pod["spec"]["volumes"]} >= {"modelroute-table"}
+
+
+def test_version_parsing() -> None:
+    assert parse_version({"major": "1", "minor": "29+", "gitVersion": "v1.29.3-eks"}) == (1, 29)
+    assert parse_version("v1.28.15") == (1, 28)
+    with pytest.raises(ValueError, match="unparseable"):
+        parse_version("latest")
+
+
+def test_settings_from_chart_env() -> None:
+    s = settings_from_env({
+        "MODELROUTE_SIDECAR_IMAGE": "registry.local/modelroute:1.2.3",
+        "MODELROUTE_SIDECAR_ADMIN_PORT": "16401",
+        "MODELROUTE_SIDECAR_REQUESTS": '{"cpu": "100m", "memory": "128Mi"}',
+        "MODELROUTE_SIDECAR_SECRETS": "a, b",
+    })
+    assert s.image == "registry.local/modelroute:1.2.3"
+    assert s.admin_port == 16401
+    assert s.requests == {"cpu": "100m", "memory": "128Mi"}
+    assert tuple(s.secrets) == ("a", "b")
