@@ -15,7 +15,6 @@ from typing import Any
 import jsonpatch
 import kubernetes_validate
 import pytest
-
 from modelroute.operator.injection import (
     SIDECAR_NAME,
     InjectionSettings,
@@ -29,7 +28,9 @@ NS_ANNOTATIONS = {"modelroute.io/secrets": "gateway-credentials, other-key"}
 SETTINGS = InjectionSettings(secrets=("platform-key",))
 
 
-def admission_review(pod_spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def admission_review(
+    pod_spec: dict[str, Any], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     """An AdmissionReview as the API server sends it for a Deployment's pod (no name yet)."""
     metadata: dict[str, Any] = {
         "generateName": "chat-app-7d9f8b6c5-",
@@ -79,7 +80,9 @@ def app_spec(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     }
 
 
-def mutate(review: dict[str, Any], version: str, labels: dict[str, str] = ENROLLED) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def mutate(
+    review: dict[str, Any], version: str, labels: dict[str, str] = ENROLLED
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     pod = review["request"]["object"]
     ops = build_patch(
         pod, namespace_labels=labels, namespace_annotations=NS_ANNOTATIONS,
@@ -110,10 +113,12 @@ def test_native_sidecar_on_1_30() -> None:
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 15401}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 15401}
     sc = sidecar["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["allowPrivilegeEscalation"] is False
-    assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
+    assert sidecar["resources"]["requests"]
+    assert sidecar["resources"]["limits"]
     downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"]}
     assert downward == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
 
@@ -131,7 +136,8 @@ def test_volumes_only_in_sidecar(version: str) -> None:
     _, pod = mutate(admission_review(app_spec()), version)
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["modelroute-table"]["configMap"]["name"] == "modelroute-table"
-    assert volumes["modelroute-table"]["configMap"]["items"] == [{"key": "table.json", "path": "table.json"}]
+    items = volumes["modelroute-table"]["configMap"]["items"]
+    assert items == [{"key": "table.json", "path": "table.json"}]
     secrets = sorted(v["secret"]["secretName"] for v in volumes.values() if "secret" in v)
     assert secrets == ["gateway-credentials", "other-key", "platform-key"]
     assert "kube-api-access" in volumes, "the pod's own volumes are kept"
@@ -207,7 +213,9 @@ def test_idempotent(version: str) -> None:
 
 def test_existing_sidecar_from_template_is_not_duplicated() -> None:
     spec = app_spec()
-    spec["initContainers"] = [{"name": SIDECAR_NAME, "image": "custom:1", "restartPolicy": "Always"}]
+    spec["initContainers"] = [
+        {"name": SIDECAR_NAME, "image": "custom:1", "restartPolicy": "Always"}
+    ]
     ops, pod = mutate(admission_review(spec), "v1.30.0")
     assert ops == []
     assert len(pod["spec"]["initContainers"]) == 1
