@@ -217,6 +217,12 @@ def build_patch(
         "prometheus.io/port": str(settings.admin_port),
         "prometheus.io/path": "/metrics",
     }
+    # A label too, because PodMonitors (and kubectl -l) select on labels only.
+    if metadata.get("labels") is None:
+        label: dict[str, Any] = {"path": "/metadata/labels", "value": {INJECTED_ANNOTATION: "true"}}
+    else:
+        label = {"path": f"/metadata/labels/{_pointer(INJECTED_ANNOTATION)}", "value": "true"}
+    patch.append({"op": "add", **label})
     existing = metadata.get("annotations")
     if existing is None:
         patch.append({"op": "add", "path": "/metadata/annotations", "value": new_annotations})

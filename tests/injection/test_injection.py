@@ -159,6 +159,8 @@ def test_base_url_and_annotations() -> None:
     _, pod = mutate(admission_review(app_spec(), annotations={"team": "search"}), "v1.30.0")
     for app in pod["spec"]["containers"]:
         assert env_of(app)["OPENAI_BASE_URL"] == "http://127.0.0.1:15400/v1"
+    assert pod["metadata"]["labels"]["modelroute.io/injected"] == "true"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "chat-app"
     assert pod["metadata"]["annotations"] == {
         "team": "search",
         "modelroute.io/injected": "true",
