@@ -730,7 +730,7 @@ def port_of(url: str) -> int:
 
 def med(values: list[Any]) -> float | None:
     vals = [v for v in values if v is not None and v == v]
-    return round(statistics.median(vals), 1) if vals else None
+    return round(statistics.median(vals), 3) if vals else None
 
 
 def summarise(b: Bench) -> dict[str, Any]:
@@ -1101,6 +1101,24 @@ def warnings(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+DOC = ROOT / "docs" / "performance.md"
+DOC_START, DOC_END = "<!-- latest:start -->", "<!-- latest:end -->"
+
+
+def sync_docs(md: str) -> None:
+    """Put the latest table into docs/performance.md, between its two markers."""
+    if not DOC.exists():
+        return
+    text = DOC.read_text()
+    if DOC_START not in text or DOC_END not in text:
+        return
+    body = md.split("\n", 1)[1].replace("\n### ", "\n#### ")  # drop the H1, demote the rest
+    head, rest = text.split(DOC_START, 1)
+    tail = rest.split(DOC_END, 1)[1]
+    DOC.write_text(f"{head}{DOC_START}\n{body.strip()}\n{DOC_END}{tail}")
+    log(f"updated the latest table in {DOC.relative_to(ROOT)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description="modelroute side-by-side benchmark")
     p.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
@@ -1170,6 +1188,8 @@ def main() -> int:
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     stem.with_suffix(".md").write_text(markdown(doc))
     log(f"wrote {stem.with_suffix('.md')} and .json in {doc['elapsed_s']:.0f} s")
+    if stem == RESULTS / "latest":
+        sync_docs(markdown(doc))
     print(markdown(doc))
     return 0
 
