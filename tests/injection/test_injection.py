@@ -255,3 +255,14 @@ def test_settings_from_chart_env() -> None:
     assert s.admin_port == 16401
     assert s.requests == {"cpu": "100m", "memory": "128Mi"}
     assert tuple(s.secrets) == ("a", "b")
+
+
+def test_handler_is_registered_at_the_chart_path() -> None:
+    """kopf serves a webhook at /<handler id>; the chart points at /inject-sidecar."""
+    import kopf
+    from modelroute.operator import mutation
+
+    registry = kopf.get_default_registry()
+    ids = {h.id for h in registry._webhooks.get_all_handlers()}
+    assert "inject-sidecar" in ids
+    assert mutation.inject_sidecar.__name__ == "inject_sidecar"
