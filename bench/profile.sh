@@ -16,19 +16,19 @@ mkdir -p "$RAW"
 pids=()
 cleanup() {
     local pid
-    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
-setsid taskset -c 1 .venv/bin/modelroute fake-provider --listen 127.0.0.1:18500 --latency-ms 20 \
+taskset -c 1 .venv/bin/modelroute fake-provider --listen 127.0.0.1:18500 --latency-ms 20 \
     --output-tokens 50 --tokens-per-second 1000 >"$RAW/profile-upstream.log" 2>&1 &
 pids+=($!)
-setsid taskset -c 1 .venv/bin/python bench/otlp_sink.py --port 18560 >"$RAW/profile-sink.log" 2>&1 &
+taskset -c 1 .venv/bin/python bench/otlp_sink.py --port 18560 >"$RAW/profile-sink.log" 2>&1 &
 pids+=($!)
 OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:18560/v1/traces OTEL_METRICS_EXPORTER=none \
 OTEL_LOGS_EXPORTER=none OTEL_SERVICE_NAME=modelroute-bench \
-    setsid taskset -c 0 .venv/bin/modelroute proxy --routes bench/routes.yaml \
+    taskset -c 0 .venv/bin/modelroute proxy --routes bench/routes.yaml \
     --listen 127.0.0.1:18520 --admin 127.0.0.1:18521 >"$RAW/profile-modelroute.log" 2>&1 &
 MR=$!
 pids+=("$MR")
