@@ -29,11 +29,9 @@ def kubeconfig(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
                 "current-context": "kmock",
                 "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
                 "users": [{"name": "kmock", "user": {"token": "test-token"}}],
-                "contexts": [
-                    {"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}
-                ],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
             }
         )
     )
     monkeypatch.setenv("KUBECONFIG", str(path))
-    yield path
+    return path

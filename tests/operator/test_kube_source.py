@@ -55,13 +55,13 @@ def _cm(data: str) -> dict[str, Any]:
     }
 
 
-async def _wait_for(predicate: Any, timeout: float) -> float:
+async def _wait_for(predicate: Any, within: float) -> float:
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    while time.monotonic() - start < within:
         if predicate():
             return time.monotonic() - start
         await asyncio.sleep(0.01)
-    raise AssertionError(f"not within {timeout}s")
+    raise AssertionError(f"not within {within}s")
 
 
 async def test_kube_source_follows_configmap_and_keeps_last_good(
@@ -78,7 +78,8 @@ async def test_kube_source_follows_configmap_and_keeps_last_good(
         source = KubeTableSource(store, namespace=NS, kubeconfig=str(kubeconfig))
         await asyncio.wait_for(source.start(), 5)
         try:
-            assert store.loaded and store.current.hash == first.hash
+            assert store.loaded
+            assert store.current.hash == first.hash
 
             patch = {"data": {"table.json": second.to_json().decode()}}
             hdrs = {"Content-Type": "application/merge-patch+json"}
@@ -111,7 +112,8 @@ async def test_start_does_not_block_when_api_unreachable(tmp_path: Path) -> None
     await asyncio.wait_for(source.start(), 6)
     try:
         assert not store.loaded
-        assert source.last_error and "list failed" in source.last_error
+        assert source.last_error
+        assert "list failed" in source.last_error
     finally:
         await source.stop()
 
@@ -120,5 +122,6 @@ async def test_start_does_not_block_when_api_unreachable(tmp_path: Path) -> None
 async def test_start_without_credentials_returns(tmp_path: Path, missing: str) -> None:
     source = KubeTableSource(TableStore(), namespace=NS, kubeconfig=str(tmp_path / missing))
     await asyncio.wait_for(source.start(), 2)
-    assert source.last_error and "credentials" in source.last_error
+    assert source.last_error
+    assert "credentials" in source.last_error
     await source.stop()
