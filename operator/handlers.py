@@ -1,0 +1,181 @@
+"""kopf handlers: thin translations of Kubernetes events into :class:`Service` calls.
+
+Run with ``modelroute operator`` (or ``kopf run -m modelroute.operator.handlers``).
+Options that kopf's CLI doesn't carry (webhook server, peering name) come from
+:data:`OPTIONS`, which ``modelroute operator`` fills before starting kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from modelroute.proxy.kube_source import KubeConfig
+
+from .kube import ApiError, KubeApi
+from .service import Service
+
+log = logging.getLogger("modelroute.operator")
+
+GROUP = "modelroute.io"
+PREFIX = "modelroute.io"
+POLICY_IDLE_SECONDS = 2.0
+
+
+@dataclass
+class Options:
+    webhook_listen: str | None = None
+    webhook_cert: str | None = None
+    webhook_key: str | None = None
+    peering: str = "modelroute"
+
+
+OPTIONS = Options()
+
+# The sidecar-injection webhook lives in its own module, owned separately; load it when present.
+try:
+    importlib.import_module("modelroute.operator.mutation")
+except ModuleNotFoundError as exc:  # only "the module isn't there" is tolerated
+    if exc.name != "modelroute.operator.mutation":
+        raise
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Same credentials the rest of the operator uses, read at start-up (not at import)."""
+    cfg = KubeConfig.resolve()
+    return kopf.ConnectionInfo(
+        server=cfg.server,
+        ca_path=cfg.ca_file,
+        ca_data=cfg.ca_data,
+        insecure=cfg.insecure,
+        scheme="Bearer" if cfg.token else None,
+        token=cfg.token,
+        default_namespace=cfg.namespace,
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.peering.name = OPTIONS.peering
+    settings.peering.clusterwide = True
+    settings.posting.level = logging.WARNING
+    settings.admission.managed = None  # the Helm chart owns the webhook configurations
+    if OPTIONS.webhook_listen:
+        host, _sep, port = OPTIONS.webhook_listen.rpartition(":")
+        settings.admission.server = kopf.WebhookServer(
+            addr=host or "0.0.0.0",
+            port=int(port),
+            certfile=OPTIONS.webhook_cert,
+            pkeyfile=OPTIONS.webhook_key,
+            insecure=OPTIONS.webhook_cert is None,
+        )
+    else:
+        # kopf refuses to start with admission handlers and no server; without a configured
+        # listener (local runs, tests) serve them on loopback only, on a free port.
+        settings.admission.server = kopf.WebhookServer(addr="127.0.0.1", insecure=True)
+    api = KubeApi(KubeConfig.resolve())
+    await api.__aenter__()
+    memo.api = api
+    memo.service = Service(api)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    api: KubeApi | None = getattr(memo, "api", None)
+    if api is not None:
+        await api.close()
+
+
+async def _reconcile(memo: kopf.Memo, namespace: str | None) -> None:
+    if not namespace:
+        return
+    service: Service = memo.service
+    try:
+        await service.reconcile_namespace(namespace)
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"namespace {namespace}: {exc}", delay=2) from exc
+
+
+# Routes and providers: any change re-compiles their namespace.
+@kopf.on.resume(GROUP, "modelroutes")
+@kopf.on.create(GROUP, "modelroutes")
+@kopf.on.update(GROUP, "modelroutes")
+@kopf.on.resume(GROUP, "modelproviders")
+@kopf.on.create(GROUP, "modelproviders")
+@kopf.on.update(GROUP, "modelproviders")
+async def route_or_provider_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile(memo, namespace)
+
+
+@kopf.on.event(GROUP, "modelroutes")
+@kopf.on.event(GROUP, "modelproviders")
+async def route_or_provider_deleted(
+    type: str, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Deletions need no finalizer: the table is rebuilt from what is left."""
+    if type == "DELETED":
+        await _reconcile(memo, namespace)
+
+
+@kopf.on.resume("", "v1", "namespaces")
+@kopf.on.create("", "v1", "namespaces")
+@kopf.on.update("", "v1", "namespaces", field="metadata.labels")
+async def namespace_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Enrolment by label: gaining it writes table and RBAC, losing it removes them."""
+    await _reconcile(memo, name)
+
+
+@kopf.daemon(GROUP, "failoverpolicies")
+async def policy_rollout(name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    """Drive the policy's rollout; re-reads the policy each step, so an edit restarts it."""
+    service: Service = memo.service
+    while not stopped:
+        try:
+            delay = await service.rollout_step(name)
+        except ApiError as exc:
+            log.warning("failover policy %s: %s", name, exc)
+            delay = POLICY_IDLE_SECONDS
+        await stopped.wait(POLICY_IDLE_SECONDS if delay is None else max(delay, 0.05))
+
+
+@kopf.on.event(GROUP, "failoverpolicies")
+async def policy_deleted(type: str, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted policy leaves the tables it governed: re-compile every enrolled namespace."""
+    if type == "DELETED":
+        service: Service = memo.service
+        await service.reconcile_all()
+
+
+async def _admit(memo: kopf.Memo, body: kopf.Body) -> None:
+    service: Service = memo.service
+    try:
+        errors = await asyncio.wait_for(service.validate(dict(body)), timeout=8)
+    except (ApiError, TimeoutError) as exc:
+        raise kopf.AdmissionError(f"could not check references: {exc}", code=503) from exc
+    if errors:
+        raise kopf.AdmissionError("; ".join(errors), code=422)
+
+
+@kopf.on.validate(GROUP, "modelroutes", id="validate-modelroute")
+async def validate_route(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _admit(memo, body)
+
+
+@kopf.on.validate(GROUP, "modelproviders", id="validate-modelprovider")
+async def validate_provider(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _admit(memo, body)
+
+
+@kopf.on.validate(GROUP, "failoverpolicies", id="validate-failoverpolicy")
+async def validate_policy(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _admit(memo, body)
