@@ -119,6 +119,9 @@ _POLICY_STATUS: dict[str, Any] = {
         "hash": {"type": "string", "description": "Hash of the policy spec being rolled out."},
         "phase": {"type": "string", "enum": ["Pending", "Progressing", "Complete", "Halted"]},
         "currentBatch": {"type": "integer"},
+        "batchStartedAt": {"type": "number", "nullable": True},
+        "healthySince": {"type": "number", "nullable": True},
+        "message": {"type": "string"},
         "namespaces": {
             "type": "array",
             "items": {
