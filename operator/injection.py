@@ -36,9 +36,7 @@ class InjectionSettings:
     image_pull_policy: str = "IfNotPresent"
     proxy_port: int = 15400
     admin_port: int = 15401
-    requests: Mapping[str, str] = field(
-        default_factory=lambda: {"cpu": "50m", "memory": "64Mi"}
-    )
+    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "64Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "256Mi"})
     run_as_user: int = 65532
     # Secrets every sidecar mounts, in addition to the namespace's own list
@@ -112,25 +110,33 @@ def sidecar_container(
         "args": [
             "proxy",
             "--kube",
-            "--table-file", f"{TABLE_DIR}/table.json",
-            "--listen", f"127.0.0.1:{settings.proxy_port}",
-            "--admin", f"0.0.0.0:{settings.admin_port}",
-            "--secrets-dir", SECRETS_DIR,
+            "--table-file",
+            f"{TABLE_DIR}/table.json",
+            "--listen",
+            f"127.0.0.1:{settings.proxy_port}",
+            "--admin",
+            f"0.0.0.0:{settings.admin_port}",
+            "--secrets-dir",
+            SECRETS_DIR,
         ],
         "env": [
-            {"name": "POD_NAMESPACE",
-             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "ports": [{"name": "mr-admin", "containerPort": settings.admin_port, "protocol": "TCP"}],
         "resources": {"requests": dict(settings.requests), "limits": dict(settings.limits)},
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": settings.admin_port},
-            "periodSeconds": 10, "failureThreshold": 3,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
         },
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": settings.admin_port},
-            "periodSeconds": 5, "failureThreshold": 2,
+            "periodSeconds": 5,
+            "failureThreshold": 2,
         },
         "securityContext": {
             "readOnlyRootFilesystem": True,
@@ -175,11 +181,18 @@ def build_patch(
     patch: Patch = []
 
     volumes: list[dict[str, Any]] = [
-        {"name": TABLE_VOLUME,
-         "configMap": {"name": TABLE_CONFIGMAP, "optional": True,
-                       "items": [{"key": "table.json", "path": "table.json"}]}},
-        *({"name": _secret_volume(s), "secret": {"secretName": s, "optional": True}}
-          for s in secrets),
+        {
+            "name": TABLE_VOLUME,
+            "configMap": {
+                "name": TABLE_CONFIGMAP,
+                "optional": True,
+                "items": [{"key": "table.json", "path": "table.json"}],
+            },
+        },
+        *(
+            {"name": _secret_volume(s), "secret": {"secretName": s, "optional": True}}
+            for s in secrets
+        ),
     ]
     if "volumes" in spec and spec["volumes"] is not None:
         patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]

@@ -34,9 +34,11 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
         proxy_port=int(env.get("MODELROUTE_SIDECAR_PROXY_PORT", defaults.proxy_port)),
         admin_port=int(env.get("MODELROUTE_SIDECAR_ADMIN_PORT", defaults.admin_port)),
         requests=json.loads(env["MODELROUTE_SIDECAR_REQUESTS"])
-        if "MODELROUTE_SIDECAR_REQUESTS" in env else defaults.requests,
+        if "MODELROUTE_SIDECAR_REQUESTS" in env
+        else defaults.requests,
         limits=json.loads(env["MODELROUTE_SIDECAR_LIMITS"])
-        if "MODELROUTE_SIDECAR_LIMITS" in env else defaults.limits,
+        if "MODELROUTE_SIDECAR_LIMITS" in env
+        else defaults.limits,
         secrets=tuple(
             s.strip() for s in env.get("MODELROUTE_SIDECAR_SECRETS", "").split(",") if s.strip()
         ),

@@ -1,0 +1,126 @@
+"""What happened to a request, as plain records the observers (metrics, traces, cost) consume.
+
+The dispatcher fills these in as it goes and calls the observers at four
+points; observers must be cheap and must never raise into the request path
+(:class:`Observers` guards each call).  Nothing here knows Prometheus or
+OpenTelemetry: those live in their own modules behind :class:`Observer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("modelroute.events")
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    number: int  # 1-based within the request
+    provider: str
+    model: str
+    upstream_model: str
+    region: str
+    server_address: str
+    started: float  # perf_counter
+    fallback_reason: str | None = None  # why this attempt exists (the previous one's result)
+    hedge: bool = False
+    result: str = "pending"  # ok | connect | timeout | 429 | 5xx | invalid_response | ...
+    status: int | None = None
+    duration: float = 0.0
+    ttfb: float | None = None  # time to first body byte from this upstream
+    detail: str = ""
+    span: Any = None  # the tracing observer's handle
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    endpoint: str  # chat | completions | embeddings
+    operation: str  # gen_ai.operation.name
+    requested_model: str
+    stream: bool
+    started: float  # perf_counter
+    wall_started: float  # time.time(), for logs and explain
+    route: str | None = None
+    namespace: str | None = None
+    category: str | None = None  # the classifier's answer, when the model was classified
+    classify_reason: str | None = None
+    sticky_arm: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    served: AttemptRecord | None = None
+    outcome: str = "pending"  # ok | error | client_closed | stream_error | rejected
+    status: int = 0
+    error_code: str | None = None
+    duration: float = 0.0
+    ttft: float | None = None  # time to first byte sent to the client (streams: first chunk)
+    upstream_wait: float = 0.0  # time spent waiting on upstreams (attempts, not our own work)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    cost_usd: float | None = None
+    unpriced_input_tokens: int = 0
+    unpriced_output_tokens: int = 0
+    budget_action: str | None = None
+    record_content: bool = False
+    span: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def overhead(self) -> float:
+        """The proxy's own added time: total minus time spent waiting on upstreams."""
+        return max(0.0, self.duration - self.upstream_wait)
+
+    @property
+    def fallback(self) -> bool:
+        return self.served is not None and self.served.number > 1
+
+
+class Observer(Protocol):
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None: ...
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None: ...
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None: ...
+    def request_finished(self, record: RequestRecord) -> None: ...
+
+
+class Observers:
+    """Fan-out to every observer; an observer that raises is logged, never propagated."""
+
+    def __init__(self, observers: list[Observer] | None = None) -> None:
+        self.observers: list[Observer] = list(observers or [])
+
+    def add(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        for o in self.observers:
+            try:
+                o.request_started(record, headers)
+            except Exception:
+                log.exception("observer %r failed in request_started", o)
+
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        for o in self.observers:
+            try:
+                o.attempt_started(record, attempt)
+            except Exception:
+                log.exception("observer %r failed in attempt_started", o)
+
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        for o in self.observers:
+            try:
+                o.attempt_finished(record, attempt)
+            except Exception:
+                log.exception("observer %r failed in attempt_finished", o)
+
+    def request_finished(self, record: RequestRecord) -> None:
+        for o in self.observers:
+            try:
+                o.request_finished(record)
+            except Exception:
+                log.exception("observer %r failed in request_finished", o)

@@ -1,0 +1,394 @@
+"""Live health of every candidate: circuit breakers, Retry-After holds, latency, region ejection.
+
+Pure state machines on an injected clock (no I/O), so each rule is unit-tested
+without sockets and the router can ask "may I send here now?" in a few
+hundred nanoseconds.  Memory is bounded per key: a breaker keeps at most
+``failureThreshold`` timestamps, a latency tracker two DDSketches, a region
+window a fixed ring of buckets.
+
+Keys: a *target* is ``provider/model``; a *candidate* is a target in one
+region (``provider/model@region``); a *region* is ``provider@region``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ddsketch import DDSketch
+
+from modelroute.resources import CircuitBreaker as BreakerConfig
+from modelroute.resources import Ejection
+
+# ---------------------------------------------------------------------------------------
+# circuit breaker
+
+
+class CircuitState(IntEnum):
+    """Numeric so it can be a Prometheus gauge: 0 closed, 1 open, 2 half-open."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+class Breaker:
+    """Open after ``failureThreshold`` failures within ``windowSeconds``; one probe after ``openSeconds``."""
+
+    __slots__ = ("config", "failures", "opened_at", "probe_in_flight", "state", "trips")
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self.config = config
+        self.failures: deque[float] = deque(maxlen=config.failure_threshold)
+        self.state = CircuitState.CLOSED
+        self.opened_at = 0.0
+        self.probe_in_flight = False
+        self.trips = 0
+
+    def reopens_at(self) -> float:
+        return self.opened_at + self.config.open_seconds
+
+    def state_at(self, now: float) -> CircuitState:
+        if self.state is CircuitState.OPEN and now >= self.reopens_at():
+            return CircuitState.HALF_OPEN
+        return self.state
+
+    def available(self, now: float) -> bool:
+        """May a request be sent now?  Doesn't claim the half-open probe (see :meth:`acquire`)."""
+        state = self.state_at(now)
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.HALF_OPEN:
+            return not self.probe_in_flight
+        return False
+
+    def acquire(self, now: float) -> bool:
+        """Claim the right to send; in half-open only one caller wins (the probe)."""
+        state = self.state_at(now)
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.HALF_OPEN and not self.probe_in_flight:
+            self.state = CircuitState.HALF_OPEN
+            self.probe_in_flight = True
+            return True
+        return False
+
+    def release(self) -> None:
+        """The probe ended without a verdict (cancelled): let another caller probe."""
+        self.probe_in_flight = False
+
+    def record_success(self, now: float) -> None:
+        if self.state is not CircuitState.CLOSED:
+            self.state = CircuitState.CLOSED
+            self.failures.clear()
+        self.probe_in_flight = False
+
+    def record_failure(self, now: float) -> None:
+        self.probe_in_flight = False
+        if self.state_at(now) is CircuitState.HALF_OPEN:
+            self._open(now)
+            return
+        if self.state is CircuitState.OPEN:
+            return
+        self.failures.append(now)
+        window = self.config.window_seconds
+        if (
+            len(self.failures) >= self.config.failure_threshold
+            and now - self.failures[0] <= window
+        ):
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self.state = CircuitState.OPEN
+        self.opened_at = now
+        self.failures.clear()
+        self.trips += 1
+
+
+# ---------------------------------------------------------------------------------------
+# latency
+
+
+class LatencyTracker:
+    """Rolling quantiles over roughly the last ``window`` seconds, in bounded memory.
+
+    Two DDSketches (1 % relative accuracy): samples go into the current one;
+    every ``window / 2`` seconds the older is dropped.  Quantiles are read from
+    both merged, cached per rotation second, so reading is cheap on the hot path.
+    """
+
+    __slots__ = ("_cache", "_cache_at", "_current", "_previous", "_rotated_at", "count_total", "window")
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._current = DDSketch(relative_accuracy=0.01)
+        self._previous = DDSketch(relative_accuracy=0.01)
+        self._rotated_at = -math.inf
+        self._cache: dict[float, float | None] = {}
+        self._cache_at = -1.0
+        self.count_total = 0
+
+    def _rotate(self, now: float) -> None:
+        if now - self._rotated_at >= self.window / 2:
+            if now - self._rotated_at >= self.window:
+                self._previous = DDSketch(relative_accuracy=0.01)
+            else:
+                self._previous = self._current
+            self._current = DDSketch(relative_accuracy=0.01)
+            self._rotated_at = now
+            self._cache.clear()
+
+    def add(self, seconds: float, now: float) -> None:
+        self._rotate(now)
+        self._current.add(max(seconds, 1e-6))
+        self.count_total += 1
+
+    def count(self, now: float) -> float:
+        self._rotate(now)
+        return float(self._current.count + self._previous.count)
+
+    def quantile(self, q: float, now: float, min_samples: int = 1) -> float | None:
+        """The q-quantile in seconds, or None with fewer than ``min_samples`` in the window."""
+        self._rotate(now)
+        whole_second = math.floor(now)
+        if whole_second != self._cache_at:
+            self._cache.clear()
+            self._cache_at = whole_second
+        if q in self._cache:
+            value = self._cache[q]
+        else:
+            if self._current.count + self._previous.count == 0:
+                value = None
+            else:
+                merged = DDSketch(relative_accuracy=0.01)
+                merged.merge(self._current)
+                if self._previous.count:
+                    merged.merge(self._previous)
+                value = merged.get_quantile_value(q)
+            self._cache[q] = value
+        if value is None or self.count(now) < min_samples:
+            return None
+        return value
+
+
+# ---------------------------------------------------------------------------------------
+# regions
+
+
+class RollingCounts:
+    """Requests and errors over a sliding window, as a ring of ``buckets`` fixed-width buckets."""
+
+    __slots__ = ("_epoch", "_errors", "_requests", "buckets", "width")
+
+    def __init__(self, window: float, buckets: int = 10) -> None:
+        self.buckets = buckets
+        self.width = window / buckets
+        self._requests = [0] * buckets
+        self._errors = [0] * buckets
+        self._epoch = [-1] * buckets
+
+    def _slot(self, now: float) -> int:
+        epoch = int(now / self.width)
+        slot = epoch % self.buckets
+        if self._epoch[slot] != epoch:
+            self._epoch[slot] = epoch
+            self._requests[slot] = 0
+            self._errors[slot] = 0
+        return slot
+
+    def add(self, ok: bool, now: float) -> None:
+        slot = self._slot(now)
+        self._requests[slot] += 1
+        if not ok:
+            self._errors[slot] += 1
+
+    def totals(self, now: float) -> tuple[int, int]:
+        current = int(now / self.width)
+        req = err = 0
+        for i in range(self.buckets):
+            if current - self._epoch[i] < self.buckets:
+                req += self._requests[i]
+                err += self._errors[i]
+        return req, err
+
+    def reset(self) -> None:
+        self._epoch = [-1] * self.buckets
+
+
+@dataclass
+class RegionHealth:
+    """One provider region under a FailoverPolicy: ejected on error rate or p99, failed back after a delay."""
+
+    ejection: Ejection
+    failback_delay: float
+    counts: RollingCounts = field(init=False)
+    latency: LatencyTracker = field(init=False)
+    ejected_at: float | None = None
+    ejected_reason: str = ""
+    probe_in_flight: bool = False
+    ejections: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = RollingCounts(self.ejection.window_seconds)
+        self.latency = LatencyTracker(self.ejection.window_seconds)
+
+    def available(self, now: float) -> bool:
+        if self.ejected_at is None:
+            return True
+        return now - self.ejected_at >= self.failback_delay and not self.probe_in_flight
+
+    def acquire(self, now: float) -> bool:
+        if self.ejected_at is None:
+            return True
+        if now - self.ejected_at >= self.failback_delay and not self.probe_in_flight:
+            self.probe_in_flight = True
+            return True
+        return False
+
+    def release(self) -> None:
+        self.probe_in_flight = False
+
+    def record(self, ok: bool, seconds: float | None, now: float) -> None:
+        if self.ejected_at is not None:
+            self.probe_in_flight = False
+            if ok:  # a probe after the failback delay succeeded: back in rotation
+                self.ejected_at = None
+                self.ejected_reason = ""
+                self.counts.reset()
+                self.latency = LatencyTracker(self.ejection.window_seconds)
+            else:
+                self.ejected_at = now  # the probe failed: wait another failback delay
+            return
+        self.counts.add(ok, now)
+        if ok and seconds is not None:
+            self.latency.add(seconds, now)
+        requests, errors = self.counts.totals(now)
+        if requests < self.ejection.min_requests:
+            return
+        rate = errors / requests
+        if rate >= self.ejection.error_rate:
+            self._eject(now, f"error rate {rate:.0%} over {requests} requests")
+            return
+        if self.ejection.p99_latency_ms is not None:
+            p99 = self.latency.quantile(0.99, now, self.ejection.min_requests)
+            if p99 is not None and p99 * 1000 >= self.ejection.p99_latency_ms:
+                self._eject(now, f"p99 {p99 * 1000:.0f} ms ≥ {self.ejection.p99_latency_ms} ms")
+
+    def _eject(self, now: float, reason: str) -> None:
+        self.ejected_at = now
+        self.ejected_reason = reason
+        self.ejections += 1
+
+
+# ---------------------------------------------------------------------------------------
+# retry budget
+
+
+class RetryBudget:
+    """Extra attempts allowed as a share of first attempts over a 10 s window, with a small floor.
+
+    The floor (``min_per_window``) keeps a quiet route able to fail over at
+    all; the ratio keeps a storm of failures from multiplying traffic.
+    """
+
+    __slots__ = ("counts", "min_per_window", "ratio")
+
+    def __init__(self, ratio: float, window: float = 10.0, min_per_window: int = 10) -> None:
+        self.ratio = ratio
+        self.min_per_window = min_per_window
+        self.counts = RollingCounts(window)  # "requests" = first attempts, "errors" = retries
+
+    def record_first(self, now: float) -> None:
+        self.counts.add(True, now)
+
+    def try_spend(self, now: float) -> bool:
+        firsts, retries = self.counts.totals(now)
+        allowed = max(self.min_per_window, int(self.ratio * firsts))
+        if retries >= allowed:
+            return False
+        slot = self.counts._slot(now)
+        self.counts._errors[slot] += 1
+        return True
+
+
+# ---------------------------------------------------------------------------------------
+# the book: every piece of health state, keyed
+
+
+def candidate_key(provider: str, model: str, region: str) -> str:
+    return f"{provider}/{model}@{region}"
+
+
+class HealthBook:
+    """All live health state of one sidecar, surviving table reloads for keys that still exist.
+
+    Breakers are per route and candidate (their thresholds are a route
+    setting); Retry-After holds, latency and region health are shared by every
+    route, since they describe the upstream, not the route.
+    """
+
+    def __init__(self) -> None:
+        self.breakers: dict[tuple[str, str], Breaker] = {}
+        self.holds: dict[str, float] = {}
+        self.latency: dict[str, LatencyTracker] = {}
+        self.ttft: dict[str, LatencyTracker] = {}
+        self.regions: dict[str, RegionHealth] = {}
+        self.budgets: dict[str, RetryBudget] = {}
+        self._ejection: Ejection | None = None
+        self._failback = 60.0
+
+    def configure(self, ejection: Ejection | None, failback_delay: float) -> None:
+        """Apply a table's FailoverPolicy; region state is kept when the settings didn't change."""
+        if ejection != self._ejection or failback_delay != self._failback:
+            self.regions.clear()
+        self._ejection = ejection
+        self._failback = failback_delay
+
+    def forget_routes_except(self, routes: set[str]) -> None:
+        for key in [k for k in self.breakers if k[0] not in routes]:
+            del self.breakers[key]
+        for name in [k for k in self.budgets if k not in routes]:
+            del self.budgets[name]
+
+    def breaker(self, route: str, candidate: str, config: BreakerConfig) -> Breaker:
+        key = (route, candidate)
+        found = self.breakers.get(key)
+        if found is None or found.config != config:
+            found = self.breakers[key] = Breaker(config)
+        return found
+
+    def region(self, provider: str, region: str) -> RegionHealth | None:
+        if self._ejection is None:
+            return None
+        key = f"{provider}@{region}"
+        found = self.regions.get(key)
+        if found is None:
+            found = self.regions[key] = RegionHealth(self._ejection, self._failback)
+        return found
+
+    def held_until(self, candidate: str) -> float:
+        return self.holds.get(candidate, 0.0)
+
+    def hold(self, candidate: str, until: float) -> None:
+        if until > self.holds.get(candidate, 0.0):
+            self.holds[candidate] = until
+
+    def target_latency(self, target: str) -> LatencyTracker:
+        found = self.latency.get(target)
+        if found is None:
+            found = self.latency[target] = LatencyTracker()
+        return found
+
+    def target_ttft(self, target: str) -> LatencyTracker:
+        found = self.ttft.get(target)
+        if found is None:
+            found = self.ttft[target] = LatencyTracker()
+        return found
+
+    def retry_budget(self, route: str, ratio: float) -> RetryBudget:
+        found = self.budgets.get(route)
+        if found is None or found.ratio != ratio:
+            found = self.budgets[route] = RetryBudget(ratio)
+        return found

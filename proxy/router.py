@@ -1,0 +1,274 @@
+"""Which route serves a request, and in which order its candidates are tried.
+
+Pure and synchronous – no HTTP, no clock of its own – so ``modelroute explain``
+shows exactly what the live proxy would do, and every rule is a unit test.
+
+Order of a plan (the brief's request path):
+
+1. drop targets that can't serve this request – capability (image parts need
+   vision, audio needs audio, ``tools`` needs tools, embeddings need an
+   embeddings model), context window (estimated prompt + ``max_tokens``),
+   residency (no allowed region) – these are never bypassed;
+2. tiers ascending; inside a tier, weighted order (or the sticky arm first),
+   standby targets (weight 0) last, and targets whose live p99 is over the
+   route's latency budget moved behind the healthy ones;
+3. each target expands into its regions in failover order, so a failure in
+   one region tries the same model in the next region before the next tier;
+4. candidates that are unhealthy right now (circuit open, Retry-After hold,
+   region ejected) are dropped – unless that would leave nothing, in which
+   case they are tried anyway ("panic" mode, as Envoy does): a sick upstream
+   is a better bet than a certain error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .health import HealthBook, candidate_key
+from .request import RequestFeatures
+from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
+
+LATENCY_MIN_SAMPLES = 20
+
+
+class DropReason(StrEnum):
+    CAPABILITY = "capability"
+    CONTEXT_WINDOW = "context_window"
+    RESIDENCY = "residency"
+    CIRCUIT_OPEN = "circuit_open"
+    RATE_LIMITED = "rate_limited"
+    REGION_EJECTED = "region_ejected"
+
+    @property
+    def is_health(self) -> bool:
+        return self in (DropReason.CIRCUIT_OPEN, DropReason.RATE_LIMITED, DropReason.REGION_EJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One place to send the request: a target in one region."""
+
+    target: CompiledTarget
+    provider: CompiledProvider
+    region: str
+    base_url: str
+    key: str
+    note: str = ""  # why it sits where it does (latency demotion, panic, sticky arm …)
+
+    @property
+    def target_key(self) -> str:
+        return self.target.key
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    target: str
+    region: str | None
+    reason: DropReason
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"{self.target}@{self.region}" if self.region else self.target
+        return f"{where}: {self.reason.value} ({self.detail})"
+
+
+@dataclass
+class Plan:
+    route: CompiledRoute
+    candidates: list[Candidate] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    panic: bool = False
+
+
+# ---------------------------------------------------------------------------------------
+# route resolution
+
+
+class RouteIndex:
+    """Alias → routes, most specific header match first; built once per table."""
+
+    def __init__(self, table: CompiledTable) -> None:
+        self.table = table
+        by_alias: dict[str, list[CompiledRoute]] = {}
+        for route in table.routes:
+            for alias in route.aliases:
+                by_alias.setdefault(alias, []).append(route)
+        for routes in by_alias.values():
+            routes.sort(key=lambda r: -len(r.match_headers))
+        self.by_alias = by_alias
+        self.by_name = {r.name: r for r in table.routes}
+
+    def resolve(self, model: str, headers: Mapping[str, str]) -> CompiledRoute | None:
+        for route in self.by_alias.get(model, ()):
+            if all(headers.get(name) == value for name, value in route.match_headers):
+                return route
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# ordering
+
+
+def _sticky_point(value: str) -> float:
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def weighted_order(
+    targets: Sequence[CompiledTarget], rng: random.Random, sticky: str | None = None
+) -> list[CompiledTarget]:
+    """Weighted order without replacement (Efraimidis–Spirakis); weight 0 last.
+
+    With a sticky key the first pick is a deterministic function of the key
+    (the same user always lands on the same arm while the arms are unchanged),
+    and the share of keys per arm follows the weights.
+    """
+    live = [t for t in targets if t.weight > 0]
+    standby = [t for t in targets if t.weight == 0]
+    if len(live) <= 1:
+        return live + standby
+    if sticky is not None:
+        point = _sticky_point(sticky) * sum(t.weight for t in live)
+        first = live[-1]
+        acc = 0.0
+        for t in live:
+            acc += t.weight
+            if point < acc:
+                first = t
+                break
+        rest = [t for t in live if t is not first]
+        return [first, *sorted(rest, key=lambda t: -t.weight), *standby]
+    keyed = sorted(live, key=lambda t: rng.random() ** (1.0 / t.weight), reverse=True)
+    return keyed + standby
+
+
+def _eligibility(target: CompiledTarget, route: CompiledRoute, features: RequestFeatures) -> Dropped | None:
+    missing = features.needs.difference(target.capabilities)
+    if missing:
+        return Dropped(
+            target.key,
+            None,
+            DropReason.CAPABILITY,
+            f"request needs {', '.join(sorted(m.value for m in missing))}; "
+            f"{target.model} has {', '.join(c.value for c in target.capabilities)}",
+        )
+    wanted = features.prompt_tokens + features.max_output_tokens
+    if wanted > target.context_tokens:
+        return Dropped(
+            target.key,
+            None,
+            DropReason.CONTEXT_WINDOW,
+            f"~{features.prompt_tokens} prompt + {features.max_output_tokens} output tokens "
+            f"exceed the {target.context_tokens}-token context window",
+        )
+    if not target.regions:
+        allowed = list(route.residency_regions or ())
+        return Dropped(
+            target.key, None, DropReason.RESIDENCY, f"no endpoint in the allowed regions {allowed}"
+        )
+    return None
+
+
+def price_key(target: CompiledTarget) -> float:
+    """Cheapest first; a model without a known price sorts last (unknown is not cheap)."""
+    return target.output_usd_per_mtok if target.output_usd_per_mtok is not None else float("inf")
+
+
+def plan(
+    route: CompiledRoute,
+    table: CompiledTable,
+    features: RequestFeatures,
+    health: HealthBook,
+    now: float,
+    rng: random.Random,
+    sticky: str | None = None,
+    cheapest_first: bool = False,
+) -> Plan:
+    """Ordered candidates for one request, and every dropped one with its reason."""
+    result = Plan(route=route)
+    eligible: list[CompiledTarget] = []
+    for target in route.targets:
+        dropped = _eligibility(target, route, features)
+        if dropped is None:
+            eligible.append(target)
+        else:
+            result.dropped.append(dropped)
+
+    ordered: list[tuple[CompiledTarget, str]] = []
+    if cheapest_first:
+        for t in sorted(eligible, key=lambda t: (price_key(t), t.tier)):
+            ordered.append((t, "budget downgrade: cheapest capable target first"))
+    else:
+        for tier in sorted({t.tier for t in eligible}):
+            in_tier = weighted_order([t for t in eligible if t.tier == tier], rng, sticky)
+            budget = route.latency_budget_ms
+            fast: list[tuple[CompiledTarget, str]] = []
+            slow: list[tuple[CompiledTarget, str]] = []
+            for t in in_tier:
+                p99 = None
+                if budget is not None:
+                    p99 = health.target_latency(t.key).quantile(0.99, now, LATENCY_MIN_SAMPLES)
+                if p99 is not None and budget is not None and p99 * 1000 > budget:
+                    slow.append((t, f"p99 {p99 * 1000:.0f} ms over the {budget} ms budget: moved back"))
+                else:
+                    fast.append((t, f"tier {tier}" + (" (sticky arm)" if sticky and not fast else "")))
+            ordered.extend(fast + slow)
+
+    reserve: list[Candidate] = []
+    for target, note in ordered:
+        provider = table.provider(target.provider)
+        for region in target.regions:
+            key = candidate_key(target.provider, target.model, region)
+            cand = Candidate(
+                target=target,
+                provider=provider,
+                region=region,
+                base_url=provider.endpoint(region).base_url,
+                key=key,
+                note=note,
+            )
+            reason = _health_drop(route, target, region, key, health, now)
+            if reason is None:
+                result.candidates.append(cand)
+            else:
+                result.dropped.append(reason)
+                reserve.append(cand)
+    if not result.candidates and reserve:
+        result.panic = True
+        result.candidates = [
+            Candidate(c.target, c.provider, c.region, c.base_url, c.key, "panic: every candidate unhealthy")
+            for c in reserve
+        ]
+    return result
+
+
+def _health_drop(
+    route: CompiledRoute,
+    target: CompiledTarget,
+    region: str,
+    key: str,
+    health: HealthBook,
+    now: float,
+) -> Dropped | None:
+    until = health.held_until(key)
+    if until > now:
+        return Dropped(target.key, region, DropReason.RATE_LIMITED, f"Retry-After: {until - now:.1f}s left")
+    region_health = health.region(target.provider, region)
+    if region_health is not None and not region_health.available(now):
+        return Dropped(
+            target.key, region, DropReason.REGION_EJECTED, region_health.ejected_reason or "ejected"
+        )
+    breaker = health.breaker(route.name, key, route.circuit_breaker)
+    if not breaker.available(now):
+        return Dropped(
+            target.key,
+            region,
+            DropReason.CIRCUIT_OPEN,
+            f"{breaker.config.failure_threshold} failures in {breaker.config.window_seconds:g}s; "
+            f"half-open in {max(0.0, breaker.reopens_at() - now):.1f}s",
+        )
+    return None

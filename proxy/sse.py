@@ -1,0 +1,138 @@
+"""Watch an OpenAI server-sent-event stream go by without holding it up.
+
+The proxy forwards each upstream chunk as soon as it arrives.  On the side it
+needs a few facts from the stream: the served model (first event), the usage
+(last event when ``stream_options.include_usage`` was asked for), the finish
+reasons, whether ``[DONE]`` arrived and whether the upstream sent an error
+event.  Only events that can carry those facts are JSON-decoded; the rest is
+a substring check.
+
+One case needs holding: when the *proxy* asked the upstream for usage and
+the client didn't, the usage-only event must not reach the client.  Then
+complete events are forwarded and at most one partial event (a few hundred
+bytes, usually completed by the same read) waits for its end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_MAX_CARRY = 1 << 20  # an "event" larger than 1 MiB without a separator is not SSE we understand
+
+
+class StreamFacts:
+    __slots__ = (
+        "error",
+        "finish_reasons",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "saw_done",
+        "saw_event",
+    )
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.finish_reasons: list[str] = []
+        self.saw_done = False
+        self.saw_event = False
+        self.error: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Did the stream end properly ([DONE], or at least a finish reason)?"""
+        return self.saw_done or bool(self.finish_reasons)
+
+
+class SSEScanner:
+    def __init__(self, strip_usage_event: bool) -> None:
+        self.strip_usage_event = strip_usage_event
+        self.facts = StreamFacts()
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take an upstream chunk; return the bytes to forward to the client now."""
+        data = self._carry + chunk if self._carry else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._carry = data
+            if len(data) > _MAX_CARRY:
+                raise ValueError("upstream stream has an event over 1 MiB; not OpenAI SSE")
+            return b"" if self.strip_usage_event else chunk
+        complete, self._carry = data[: end + 2], data[end + 2 :]
+        if not self.strip_usage_event:
+            self._scan(complete)
+            return chunk
+        kept = [ev for ev in complete.split(b"\n\n") if ev and not self._scan_event(ev)]
+        return b"".join(ev + b"\n\n" for ev in kept)
+
+    def flush(self) -> bytes:
+        """The end of the stream: whatever partial event is left (forwarded if holding)."""
+        rest, self._carry = self._carry, b""
+        if rest.strip():
+            self._scan(rest)
+        return rest if self.strip_usage_event else b""
+
+    def _scan(self, events: bytes) -> None:
+        for ev in events.split(b"\n\n"):
+            if ev:
+                self._scan_event(ev)
+
+    def _scan_event(self, event: bytes) -> bool:
+        """Record facts from one event; True if it is the usage-only event to strip."""
+        facts = self.facts
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                facts.saw_done = True
+                continue
+            first = not facts.saw_event
+            facts.saw_event = True
+            interesting = (
+                first
+                or b'"usage":{' in payload
+                or b'"usage": {' in payload
+                or b'"finish_reason":"' in payload
+                or b'"finish_reason": "' in payload
+                or b'"error"' in payload
+            )
+            if not interesting:
+                continue
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if first and isinstance(doc.get("model"), str):
+                facts.model = doc["model"]
+            if isinstance(doc.get("error"), dict):
+                facts.error = doc["error"]
+            for choice in doc.get("choices") or ():
+                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                    facts.finish_reasons.append(choice["finish_reason"])
+            usage = doc.get("usage")
+            if isinstance(usage, dict):
+                facts.input_tokens = _int(usage.get("prompt_tokens"))
+                facts.output_tokens = _int(usage.get("completion_tokens"))
+                if not doc.get("choices"):
+                    return True
+        return False
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def error_event(message: str, code: str, route: str | None) -> bytes:
+    """An SSE error event; the OpenAI SDKs raise it as an APIError instead of ending silently."""
+    error: dict[str, Any] = {"message": message, "type": "server_error", "code": code}
+    if route:
+        error["route"] = route
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
