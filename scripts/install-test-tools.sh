@@ -42,3 +42,12 @@ install_helm_kubectl() {
     rm -rf "$work"
 }
 install_helm_kubectl
+
+install_promtool() {
+    # promtool (Debian's `prometheus` package) checks the /metrics exposition and the
+    # alert rules, and unit-tests the alerts on synthetic series (tests/observability/).
+    # Recommends are skipped; the package's own Prometheus service is never started here.
+    if command -v promtool >/dev/null 2>&1; then return 0; fi
+    apt_install promtool prometheus
+}
+install_promtool
