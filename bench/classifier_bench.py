@@ -10,7 +10,7 @@ timings (shared CI machines are too noisy for that).
     .venv/bin/python bench/classifier_bench.py [--number 2000] [--repeat 7]
 """
 
-# ruff: noqa: RUF001  (the Chinese sample uses full-width punctuation on purpose)
+
 from __future__ import annotations
 
 import argparse

@@ -71,7 +71,9 @@ class CompileResult:
 
 def provider_catalogue(provider: ModelProvider) -> dict[str, CatalogueModel]:
     """The models a provider serves: the built-in catalogue (unless switched off) plus its own."""
-    models: dict[str, CatalogueModel] = dict(BUILTIN_BY_NAME) if provider.spec.builtin_catalogue else {}
+    models: dict[str, CatalogueModel] = (
+        dict(BUILTIN_BY_NAME) if provider.spec.builtin_catalogue else {}
+    )
     for model in provider.spec.models:
         models[model.name] = model
     return models
@@ -120,8 +122,12 @@ class _Compiler:
             name = provider.metadata.name
             if name in self.providers:
                 self.problems.append(
-                    Problem(f"ModelProvider {name}", "metadata.name", "defined twice; the first one is used",
-                            Reason.DUPLICATE_NAME)
+                    Problem(
+                        f"ModelProvider {name}",
+                        "metadata.name",
+                        "defined twice; the first one is used",
+                        Reason.DUPLICATE_NAME,
+                    )
                 )
                 continue
             self.providers[name] = provider
@@ -242,8 +248,15 @@ class _Compiler:
         targets: list[CompiledTarget] = []
         for i, t in enumerate(spec.targets):
             ct = self.resolve_target(
-                where, f"spec.targets[{i}]", t.provider, t.model, t.tier, t.weight, t.regions,
-                residency, outcome,
+                where,
+                f"spec.targets[{i}]",
+                t.provider,
+                t.model,
+                t.tier,
+                t.weight,
+                t.regions,
+                residency,
+                outcome,
             )
             if ct is None:
                 continue
@@ -287,12 +300,21 @@ class _Compiler:
         mirror = None
         if spec.mirror is not None:
             mt = self.resolve_target(
-                where, "spec.mirror", spec.mirror.provider, spec.mirror.model, 0, 1, None,
-                residency, outcome,
+                where,
+                "spec.mirror",
+                spec.mirror.provider,
+                spec.mirror.model,
+                0,
+                1,
+                None,
+                residency,
+                outcome,
             )
             if mt is not None:
                 mirror = CompiledMirror(
-                    target=mt, percent=spec.mirror.percent, max_concurrent=spec.mirror.max_concurrent
+                    target=mt,
+                    percent=spec.mirror.percent,
+                    max_concurrent=spec.mirror.max_concurrent,
                 )
         if not outcome.ready:
             return None, outcome
@@ -331,12 +353,18 @@ def compile_table(
     routes: list[CompiledRoute] = []
     outcomes: dict[tuple[str | None, str], RouteOutcome] = {}
     claimed: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-    for route in sorted(resources.routes, key=lambda r: (r.metadata.namespace or "", r.metadata.name)):
+    for route in sorted(
+        resources.routes, key=lambda r: (r.metadata.namespace or "", r.metadata.name)
+    ):
         key = (route.metadata.namespace, route.metadata.name)
         if key in outcomes:
             compiler.problems.append(
-                Problem(_where(route), "metadata.name", "defined twice; the first one is used",
-                        Reason.DUPLICATE_NAME)
+                Problem(
+                    _where(route),
+                    "metadata.name",
+                    "defined twice; the first one is used",
+                    Reason.DUPLICATE_NAME,
+                )
             )
             continue
         compiled, outcome = compiler.compile_route(route)

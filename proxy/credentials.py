@@ -22,7 +22,9 @@ class MissingCredentials(Exception):
 
 
 class Credentials:
-    def __init__(self, secrets_dir: Path = DEFAULT_SECRETS_DIR, recheck_seconds: float = 5.0) -> None:
+    def __init__(
+        self, secrets_dir: Path = DEFAULT_SECRETS_DIR, recheck_seconds: float = 5.0
+    ) -> None:
         self.secrets_dir = secrets_dir
         self.recheck_seconds = recheck_seconds
         self._files: dict[Path, tuple[float, float, str]] = {}  # path -> (checked_at, mtime, value)

@@ -107,7 +107,9 @@ class NoEligibleTarget(ModelRouteError):
     type = "invalid_request_error"
     code = "no_eligible_target"
 
-    def __init__(self, message: str, *, status: int = 400, code: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, status: int = 400, code: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.status = status
         if code:
@@ -126,7 +128,9 @@ class UpstreamUnavailable(ModelRouteError):
     type = "server_error"
     code = "upstream_unavailable"
 
-    def __init__(self, message: str, *, status: int = 503, code: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, status: int = 503, code: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.status = status
         if code:

@@ -81,11 +81,29 @@ class RequestRecord:
         return self.served is not None and self.served.number > 1
 
 
+@dataclass(slots=True)
+class ShadowRecord:
+    """A mirrored copy of a request (``mirror:``): measured on its own, never seen by the client."""
+
+    route: str
+    provider: str
+    model: str
+    region: str
+    outcome: str = "pending"  # ok | error | skipped (concurrency bound reached)
+    status: int | None = None
+    duration: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    detail: str = ""
+
+
 class Observer(Protocol):
     def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None: ...
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None: ...
     def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None: ...
     def request_finished(self, record: RequestRecord) -> None: ...
+    def shadow_finished(self, record: ShadowRecord) -> None: ...
 
 
 class Observers:
@@ -124,3 +142,10 @@ class Observers:
                 o.request_finished(record)
             except Exception:
                 log.exception("observer %r failed in request_finished", o)
+
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        for o in self.observers:
+            try:
+                o.shadow_finished(record)
+            except Exception:
+                log.exception("observer %r failed in shadow_finished", o)

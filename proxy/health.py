@@ -94,10 +94,7 @@ class Breaker:
             return
         self.failures.append(now)
         window = self.config.window_seconds
-        if (
-            len(self.failures) >= self.config.failure_threshold
-            and now - self.failures[0] <= window
-        ):
+        if len(self.failures) >= self.config.failure_threshold and now - self.failures[0] <= window:
             self._open(now)
 
     def _open(self, now: float) -> None:
@@ -119,7 +116,15 @@ class LatencyTracker:
     both merged, cached per rotation second, so reading is cheap on the hot path.
     """
 
-    __slots__ = ("_cache", "_cache_at", "_current", "_previous", "_rotated_at", "count_total", "window")
+    __slots__ = (
+        "_cache",
+        "_cache_at",
+        "_current",
+        "_previous",
+        "_rotated_at",
+        "count_total",
+        "window",
+    )
 
     def __init__(self, window: float = 60.0) -> None:
         self.window = window

@@ -29,14 +29,18 @@ class Endpoint(StrEnum):
 
     @property
     def path(self) -> str:
-        return {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}[
-            self.value
-        ]
+        return {
+            "chat": "/chat/completions",
+            "completions": "/completions",
+            "embeddings": "/embeddings",
+        }[self.value]
 
     @property
     def operation(self) -> str:
         """``gen_ai.operation.name`` of the GenAI semantic conventions."""
-        return {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}[self.value]
+        return {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}[
+            self.value
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,9 @@ def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
         raise InvalidRequest("request body must be a JSON object")
     model = body.get("model")
     if model is None or model == "":
-        raise MissingModel("`model` is required: name a model or route alias (GET /v1/models lists them)")
+        raise MissingModel(
+            "`model` is required: name a model or route alias (GET /v1/models lists them)"
+        )
     if not isinstance(model, str):
         raise InvalidRequest("`model` must be a string")
     needs: set[Capability] = set()
@@ -125,7 +131,13 @@ def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
             tokens = estimate_text_tokens(value)
         elif isinstance(value, list) and value:
             tokens = max(
-                (estimate_text_tokens(v) if isinstance(v, str) else len(v) if isinstance(v, list) else 1)
+                (
+                    estimate_text_tokens(v)
+                    if isinstance(v, str)
+                    else len(v)
+                    if isinstance(v, list)
+                    else 1
+                )
                 for v in value
             )
         else:

@@ -27,7 +27,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from .classifier import classifier_for
+from .errors import UnknownModel
 from .health import HealthBook, candidate_key
 from .request import RequestFeatures
 from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
@@ -109,6 +112,51 @@ class RouteIndex:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The route a request lands on, and – when it was classified – the category and why."""
+
+    route: CompiledRoute
+    requested_model: str
+    classified_by: str | None = None  # the classify route that sent it here
+    category: str | None = None
+    reason: str | None = None
+
+
+def resolve_request(
+    index: RouteIndex, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> Resolution:
+    """Route for ``model``; a ``classify`` route hands the request to its category's route.
+
+    Raises :class:`UnknownModel` naming what is served when nothing captures
+    the model (or the category the classifier chose).
+    """
+    route = index.resolve(model, headers)
+    if route is None:
+        known = ", ".join(sorted(index.by_alias)) or "none (no route table loaded)"
+        raise UnknownModel(
+            f"no ModelRoute captures model {model!r} (with these headers); served models: {known}"
+        )
+    if not route.classify:
+        return Resolution(route=route, requested_model=model)
+    answer = classifier_for(route.classifier).classify(body, headers)
+    target = index.resolve(answer.model, headers)
+    if target is None or target.classify:
+        raise UnknownModel(
+            f"route {route.name!r} classified the request as {answer.category!r} ({answer.reason}) "
+            f"but no ModelRoute with targets captures model {answer.model!r}; add it to the "
+            f"`models` of the route that should serve {answer.category} traffic",
+            route=route.name,
+        )
+    return Resolution(
+        route=target,
+        requested_model=model,
+        classified_by=route.name,
+        category=answer.category,
+        reason=answer.reason,
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # ordering
 
@@ -146,7 +194,9 @@ def weighted_order(
     return keyed + standby
 
 
-def _eligibility(target: CompiledTarget, route: CompiledRoute, features: RequestFeatures) -> Dropped | None:
+def _eligibility(
+    target: CompiledTarget, route: CompiledRoute, features: RequestFeatures
+) -> Dropped | None:
     missing = features.needs.difference(target.capabilities)
     if missing:
         return Dropped(
@@ -213,9 +263,13 @@ def plan(
                 if budget is not None:
                     p99 = health.target_latency(t.key).quantile(0.99, now, LATENCY_MIN_SAMPLES)
                 if p99 is not None and budget is not None and p99 * 1000 > budget:
-                    slow.append((t, f"p99 {p99 * 1000:.0f} ms over the {budget} ms budget: moved back"))
+                    slow.append(
+                        (t, f"p99 {p99 * 1000:.0f} ms over the {budget} ms budget: moved back")
+                    )
                 else:
-                    fast.append((t, f"tier {tier}" + (" (sticky arm)" if sticky and not fast else "")))
+                    fast.append(
+                        (t, f"tier {tier}" + (" (sticky arm)" if sticky and not fast else ""))
+                    )
             ordered.extend(fast + slow)
 
     reserve: list[Candidate] = []
@@ -240,7 +294,14 @@ def plan(
     if not result.candidates and reserve:
         result.panic = True
         result.candidates = [
-            Candidate(c.target, c.provider, c.region, c.base_url, c.key, "panic: every candidate unhealthy")
+            Candidate(
+                c.target,
+                c.provider,
+                c.region,
+                c.base_url,
+                c.key,
+                "panic: every candidate unhealthy",
+            )
             for c in reserve
         ]
     return result
@@ -256,7 +317,9 @@ def _health_drop(
 ) -> Dropped | None:
     until = health.held_until(key)
     if until > now:
-        return Dropped(target.key, region, DropReason.RATE_LIMITED, f"Retry-After: {until - now:.1f}s left")
+        return Dropped(
+            target.key, region, DropReason.RATE_LIMITED, f"Retry-After: {until - now:.1f}s left"
+        )
     region_health = health.region(target.provider, region)
     if region_health is not None and not region_health.available(now):
         return Dropped(

@@ -44,7 +44,9 @@ class UpstreamPool:
         )
         session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=provider.connect_timeout_ms / 1000),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=provider.connect_timeout_ms / 1000
+            ),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
             trust_env=False,
@@ -59,7 +61,7 @@ class UpstreamPool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-def forwarded_headers(headers: "aiohttp.typedefs.LooseHeaders") -> dict[str, str]:
+def forwarded_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
     out: dict[str, str] = {}
     items = headers.items() if hasattr(headers, "items") else headers
     for name, value in items:

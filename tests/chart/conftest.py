@@ -37,8 +37,9 @@ def _find_helm() -> str | None:
 def helm() -> str:
     path = _find_helm()
     if path is None:
-        message = ("helm not found in .tools/bin or PATH; "
-                   "run `make tools` (scripts/install-test-tools.sh)")
+        message = (
+            "helm not found in .tools/bin or PATH; run `make tools` (scripts/install-test-tools.sh)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -54,10 +55,20 @@ def render(helm: str) -> Render:
     def _render(
         values: Path | None = None, *extra: str, kube_version: str | None = None
     ) -> list[dict[str, Any]]:
-        cmd = [helm, "template", "mr", str(CHART), "--namespace", "modelroute-system",
-               "--kube-version", kube_version or kube_version_for(values), *extra]
+        cmd = [
+            helm,
+            "template",
+            "mr",
+            str(CHART),
+            "--namespace",
+            "modelroute-system",
+            "--kube-version",
+            kube_version or kube_version_for(values),
+            *extra,
+        ]
         if values is not None:
             cmd += ["--values", str(values)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         return [d for d in yaml.safe_load_all(out) if d]
+
     return _render

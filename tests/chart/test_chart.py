@@ -86,11 +86,18 @@ def test_self_signed_certificate_chain(render: Render, tmp_path: Path) -> None:
     (tmp_path / "tls.crt").write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to verify the chart-generated certificate chain"
-    verify = subprocess.run([openssl, "verify", "-CAfile", str(tmp_path / "ca.crt"),
-                             str(tmp_path / "tls.crt")], capture_output=True, text=True)
+    verify = subprocess.run(
+        [openssl, "verify", "-CAfile", str(tmp_path / "ca.crt"), str(tmp_path / "tls.crt")],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    text = subprocess.run([openssl, "x509", "-noout", "-text", "-in", str(tmp_path / "tls.crt")],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [openssl, "x509", "-noout", "-text", "-in", str(tmp_path / "tls.crt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "DNS:mr-modelroute-webhook.modelroute-system.svc" in text
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         for hook in by_kind(docs, kind)[0]["webhooks"]:
@@ -106,7 +113,8 @@ def test_cert_manager(render: Render) -> None:
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         [conf] = by_kind(docs, kind)
         assert conf["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-            f"modelroute-system/{cert['metadata']['name']}")
+            f"modelroute-system/{cert['metadata']['name']}"
+        )
         assert all("caBundle" not in h["clientConfig"] for h in conf["webhooks"])
 
 
@@ -133,18 +141,27 @@ def test_networkpolicy_and_full(render: Render) -> None:
     roles = by_kind(docs, "Role")
     assert {r["metadata"]["namespace"] for r in roles} == {"llm-apps", "search"}
     for role in roles:
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                                  "resourceNames": ["modelroute-table"],
-                                  "verbs": ["get", "list", "watch"]}]
+        assert role["rules"] == [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["modelroute-table"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ]
     [mwc] = by_kind(docs, "MutatingWebhookConfiguration")
     assert mwc["webhooks"][0]["failurePolicy"] == "Fail"
 
 
 def test_schema_rejects_unknown_and_wrong_values(helm: str) -> None:
-    for bad in ("operator.replicaz=2", "webhook.injectionFailurePolicy=Maybe",
-                "sidecar.adminPort=0"):
-        result = subprocess.run([helm, "template", "mr", str(CHART), "--set", bad],
-                                capture_output=True, text=True)
+    for bad in (
+        "operator.replicaz=2",
+        "webhook.injectionFailurePolicy=Maybe",
+        "sidecar.adminPort=0",
+    ):
+        result = subprocess.run(
+            [helm, "template", "mr", str(CHART), "--set", bad], capture_output=True, text=True
+        )
         assert result.returncode != 0, bad
         assert "schema" in result.stderr.lower(), result.stderr
 
@@ -167,8 +184,11 @@ def test_schema_covers_every_value() -> None:
 
 
 def test_notes_give_next_commands(helm: str) -> None:
-    out = subprocess.run([helm, "install", "mr", str(CHART), "--dry-run=client",
-                          "--namespace", "modelroute-system"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [helm, "install", "mr", str(CHART), "--dry-run=client", "--namespace", "modelroute-system"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "kubectl label namespace" in out
     assert "kubectl get mroute" in out

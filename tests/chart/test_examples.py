@@ -83,13 +83,20 @@ def test_app_manifests_and_injected_pod_are_valid() -> None:
     [ns] = [d for d in docs if d["kind"] == "Namespace"]
     [deploy] = [d for d in docs if d["kind"] == "Deployment"]
     template = deploy["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {**template["metadata"], "namespace": ns["metadata"]["name"]},
-           "spec": template["spec"]}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "namespace": ns["metadata"]["name"]},
+        "spec": template["spec"],
+    }
     for version in ((1, 28), (1, 30)):
-        ops = build_patch(pod, namespace_labels=ns["metadata"]["labels"],
-                          namespace_annotations=ns["metadata"]["annotations"],
-                          server_version=version, settings=InjectionSettings())
+        ops = build_patch(
+            pod,
+            namespace_labels=ns["metadata"]["labels"],
+            namespace_annotations=ns["metadata"]["annotations"],
+            server_version=version,
+            settings=InjectionSettings(),
+        )
         injected = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
         kubernetes_validate.validate(injected, f"{version[0]}.{version[1]}.0", strict=True)
         assert injected["metadata"]["annotations"]["modelroute.io/injected"] == "true"

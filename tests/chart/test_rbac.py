@@ -25,7 +25,13 @@ OPERATOR_NEEDS: dict[tuple[str, str], set[str]] = {
     # the sidecars' read-only Role + RoleBinding per namespace
     ("rbac.authorization.k8s.io", "roles"): {"get", "list", "watch", "create", "patch", "delete"},
     ("rbac.authorization.k8s.io", "rolebindings"): {
-        "get", "list", "watch", "create", "patch", "delete"},
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    },
     ("", "namespaces"): {"get", "list", "watch"},
     # rollout health gate reads sidecar pods
     ("", "pods"): {"get", "list", "watch"},
@@ -69,6 +75,7 @@ def test_binding_targets_the_operator_account(render: Render) -> None:
     [binding] = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     [sa] = [d for d in docs if d["kind"] == "ServiceAccount"]
     [deploy] = [d for d in docs if d["kind"] == "Deployment"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": "modelroute-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "modelroute-system"}
+    ]
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]

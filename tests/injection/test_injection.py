@@ -36,11 +36,16 @@ def admission_review(
         "generateName": "chat-app-7d9f8b6c5-",
         "namespace": "llm-apps",
         "labels": {"app.kubernetes.io/name": "chat-app", "pod-template-hash": "7d9f8b6c5"},
-        "ownerReferences": [{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "chat-app-7d9f8b6c5",
-            "uid": "0f6e3a52-6a43-4b8e-9f1c-3f2d2d0b7a11", "controller": True,
-            "blockOwnerDeletion": True,
-        }],
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "chat-app-7d9f8b6c5",
+                "uid": "0f6e3a52-6a43-4b8e-9f1c-3f2d2d0b7a11",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
     }
     if annotations is not None:
         metadata["annotations"] = annotations
@@ -66,7 +71,9 @@ def admission_review(
 
 def app_spec(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
-        "name": "app", "image": "python:3.11-slim", "command": ["python", "app.py"],
+        "name": "app",
+        "image": "python:3.11-slim",
+        "command": ["python", "app.py"],
         "resources": {"requests": {"cpu": "10m"}},
     }
     if env is not None:
@@ -75,8 +82,16 @@ def app_spec(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         "containers": [container, {"name": "worker", "image": "busybox:1.36"}],
         "restartPolicy": "Always",
         "serviceAccountName": "default",
-        "volumes": [{"name": "kube-api-access", "projected": {"sources": [
-            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}],
+        "volumes": [
+            {
+                "name": "kube-api-access",
+                "projected": {
+                    "sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}
+                    ]
+                },
+            }
+        ],
     }
 
 
@@ -85,8 +100,11 @@ def mutate(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     pod = review["request"]["object"]
     ops = build_patch(
-        pod, namespace_labels=labels, namespace_annotations=NS_ANNOTATIONS,
-        server_version=parse_version(version), settings=SETTINGS,
+        pod,
+        namespace_labels=labels,
+        namespace_annotations=NS_ANNOTATIONS,
+        server_version=parse_version(version),
+        settings=SETTINGS,
     )
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
     kubernetes_validate.validate(patched, version.lstrip("v").rsplit(".", 1)[0] + ".0", strict=True)
@@ -106,9 +124,16 @@ def test_native_sidecar_on_1_30() -> None:
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "worker"]
     assert sidecar["command"] == ["modelroute"]
     assert sidecar["args"] == [
-        "proxy", "--kube", "--table-file", "/etc/modelroute/table/table.json",
-        "--listen", "127.0.0.1:15400", "--admin", "0.0.0.0:15401",
-        "--secrets-dir", "/var/run/secrets/modelroute",
+        "proxy",
+        "--kube",
+        "--table-file",
+        "/etc/modelroute/table/table.json",
+        "--listen",
+        "127.0.0.1:15400",
+        "--admin",
+        "0.0.0.0:15401",
+        "--secrets-dir",
+        "/var/run/secrets/modelroute",
     ]
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 15401}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 15401}
@@ -141,8 +166,11 @@ def test_volumes_only_in_sidecar(version: str) -> None:
     secrets = sorted(v["secret"]["secretName"] for v in volumes.values() if "secret" in v)
     assert secrets == ["gateway-credentials", "other-key", "platform-key"]
     assert "kube-api-access" in volumes, "the pod's own volumes are kept"
-    sidecar = next(c for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
-                   if c["name"] == SIDECAR_NAME)
+    sidecar = next(
+        c
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+        if c["name"] == SIDECAR_NAME
+    )
     mounts = {m["mountPath"] for m in sidecar["volumeMounts"]}
     assert mounts == {
         "/etc/modelroute/table/",
@@ -172,8 +200,10 @@ def test_base_url_and_annotations() -> None:
 
 
 def test_own_base_url_is_kept() -> None:
-    own = [{"name": "LOG_LEVEL", "value": "info"},
-           {"name": "OPENAI_BASE_URL", "value": "https://api.example/v1"}]
+    own = [
+        {"name": "LOG_LEVEL", "value": "info"},
+        {"name": "OPENAI_BASE_URL", "value": "https://api.example/v1"},
+    ]
     _, pod = mutate(admission_review(app_spec(env=own)), "v1.30.0")
     app, worker = pod["spec"]["containers"]
     assert app["env"] == own
@@ -183,7 +213,9 @@ def test_own_base_url_is_kept() -> None:
 def test_existing_env_is_appended_to() -> None:
     _, pod = mutate(admission_review(app_spec(env=[{"name": "A", "value": "1"}])), "v1.28.0")
     assert env_of(pod["spec"]["containers"][0]) == {
-        "A": "1", "OPENAI_BASE_URL": "http://127.0.0.1:15400/v1"}
+        "A": "1",
+        "OPENAI_BASE_URL": "http://127.0.0.1:15400/v1",
+    }
 
 
 def test_opt_out() -> None:
@@ -195,8 +227,9 @@ def test_opt_out() -> None:
 def test_namespace_not_enrolled() -> None:
     ops, _ = mutate(admission_review(app_spec()), "v1.30.0", labels={"team": "x"})
     assert ops == []
-    ops, _ = mutate(admission_review(app_spec()), "v1.30.0",
-                    labels={"modelroute.io/enabled": "false"})
+    ops, _ = mutate(
+        admission_review(app_spec()), "v1.30.0", labels={"modelroute.io/enabled": "false"}
+    )
     assert ops == []
 
 
@@ -208,8 +241,11 @@ def test_idempotent(version: str) -> None:
     ops, twice = mutate(review, version)
     assert ops == []
     assert twice == once
-    sidecars = [c for c in once["spec"].get("initContainers", []) + once["spec"]["containers"]
-                if c["name"] == SIDECAR_NAME]
+    sidecars = [
+        c
+        for c in once["spec"].get("initContainers", []) + once["spec"]["containers"]
+        if c["name"] == SIDECAR_NAME
+    ]
     assert len(sidecars) == 1
 
 
@@ -245,12 +281,14 @@ def test_version_parsing() -> None:
 
 
 def test_settings_from_chart_env() -> None:
-    s = settings_from_env({
-        "MODELROUTE_SIDECAR_IMAGE": "registry.local/modelroute:1.2.3",
-        "MODELROUTE_SIDECAR_ADMIN_PORT": "16401",
-        "MODELROUTE_SIDECAR_REQUESTS": '{"cpu": "100m", "memory": "128Mi"}',
-        "MODELROUTE_SIDECAR_SECRETS": "a, b",
-    })
+    s = settings_from_env(
+        {
+            "MODELROUTE_SIDECAR_IMAGE": "registry.local/modelroute:1.2.3",
+            "MODELROUTE_SIDECAR_ADMIN_PORT": "16401",
+            "MODELROUTE_SIDECAR_REQUESTS": '{"cpu": "100m", "memory": "128Mi"}',
+            "MODELROUTE_SIDECAR_SECRETS": "a, b",
+        }
+    )
     assert s.image == "registry.local/modelroute:1.2.3"
     assert s.admin_port == 16401
     assert s.requests == {"cpu": "100m", "memory": "128Mi"}

@@ -6,7 +6,7 @@ fourth) were never looked at while tuning, so their figures are the honest
 estimate.  The per-category table is printed whatever pytest's capture mode.
 """
 
-# ruff: noqa: RUF001  (Chinese test prompts use full-width punctuation on purpose)
+
 from __future__ import annotations
 
 import json

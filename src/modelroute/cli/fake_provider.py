@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", default="127.0.0.1:18101", type=parse_hostport, metavar="HOST:PORT")
     p.add_argument("--region", default="local", help="echoed in the x-fake-region header")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
-    p.add_argument("--ttft-ms", type=float, default=0.0, help="extra delay before the first stream chunk")
-    p.add_argument("--tokens-per-second", type=float, default=0.0, help="stream pacing; 0 = no pause")
+    p.add_argument(
+        "--ttft-ms", type=float, default=0.0, help="extra delay before the first stream chunk"
+    )
+    p.add_argument(
+        "--tokens-per-second", type=float, default=0.0, help="stream pacing; 0 = no pause"
+    )
     p.add_argument("--output-tokens", type=int, default=20)
     p.add_argument("--error-rate", type=float, default=0.0, help="share of requests that fail")
     p.add_argument("--error-status", type=int, default=503)

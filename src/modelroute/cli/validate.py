@@ -10,7 +10,8 @@ from modelroute.resources import load_files
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "validate", help="check ModelProvider/ModelRoute/FailoverPolicy files with the operator's rules"
+        "validate",
+        help="check ModelProvider/ModelRoute/FailoverPolicy files with the operator's rules",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="YAML files or directories")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")

@@ -112,7 +112,9 @@ class FakeProvider:
 
     # -- behaviour shared by every endpoint ----------------------------------------------
 
-    async def _prelude(self, request: web.Request) -> tuple[dict[str, Any], web.StreamResponse | None]:
+    async def _prelude(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], web.StreamResponse | None]:
         """Read the body, count it, and apply the failure knobs; returns an early answer if any."""
         k = self.knobs
         self.stats.requests += 1
@@ -163,7 +165,11 @@ class FakeProvider:
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
         prompt = _estimate_tokens(body)
         completion = self.knobs.output_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
 
     def _headers(self) -> dict[str, str]:
         return {"x-fake-region": self.knobs.region}
@@ -215,7 +221,11 @@ class FakeProvider:
     async def _stream_chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         k = self.knobs
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **self._headers()}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self._headers(),
+            }
         )
         await resp.prepare(request)
         if k.ttft_ms:
@@ -270,12 +280,18 @@ class FakeProvider:
             "created": int(time.time()),
             "model": body.get("model"),
             "choices": [
-                {"index": 0, "text": " ".join(["tok"] * self.knobs.output_tokens),
-                 "finish_reason": "stop", "logprobs": None}
+                {
+                    "index": 0,
+                    "text": " ".join(["tok"] * self.knobs.output_tokens),
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
             ],
             "usage": self._usage(body),
         }
-        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=self._headers())
+        return web.Response(
+            body=orjson.dumps(answer), content_type="application/json", headers=self._headers()
+        )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._prelude(request)
@@ -293,7 +309,9 @@ class FakeProvider:
             ],
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
-        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=self._headers())
+        return web.Response(
+            body=orjson.dumps(answer), content_type="application/json", headers=self._headers()
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []}, headers=self._headers())

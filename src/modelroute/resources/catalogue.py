@@ -45,7 +45,9 @@ class Capability(StrEnum):
 class CatalogueModel(SpecModel):
     """One model as a provider serves it.  Also the shape of ``ModelProvider.spec.models[]``."""
 
-    name: str = Field(min_length=1, description="The id routes refer to, lowercase (deepseek-v4-flash).")
+    name: str = Field(
+        min_length=1, description="The id routes refer to, lowercase (deepseek-v4-flash)."
+    )
     upstream_model: str | None = Field(
         default=None,
         alias="upstreamModel",

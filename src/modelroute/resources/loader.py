@@ -89,7 +89,9 @@ def validation_problems(error: ValidationError, where: str) -> list[Problem]:
 def parse_manifest(manifest: Any, where: str) -> Resource | list[Problem]:
     """One manifest dict to a typed resource, or the problems that stop it."""
     if not isinstance(manifest, Mapping):
-        return [Problem(where, "", "expected a mapping (a Kubernetes manifest)", Reason.PARSE_ERROR)]
+        return [
+            Problem(where, "", "expected a mapping (a Kubernetes manifest)", Reason.PARSE_ERROR)
+        ]
     kind = manifest.get("kind")
     name = describe(manifest, where)
     if manifest.get("apiVersion") != GROUP_VERSION:
@@ -140,7 +142,9 @@ def load_text(text: str, source: str = "<string>") -> ResourceSet:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source} line {mark.line + 1}" if mark is not None else source
-        return ResourceSet(problems=[Problem(where, "", f"not valid YAML: {exc}", Reason.PARSE_ERROR)])
+        return ResourceSet(
+            problems=[Problem(where, "", f"not valid YAML: {exc}", Reason.PARSE_ERROR)]
+        )
     return parse_manifests(docs, source)
 
 
@@ -149,9 +153,7 @@ def load_files(paths: Iterable[str | Path]) -> ResourceSet:
     out = ResourceSet()
     for raw in paths:
         path = Path(raw)
-        files = (
-            sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
-        )
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
         for file in files:
             try:
                 text = file.read_text(encoding="utf-8")

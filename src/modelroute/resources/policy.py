@@ -68,13 +68,19 @@ class Rollout(SpecModel):
         description="How long a batch may take to report the new hash and stay healthy.",
     )
     max_error_rate: float = Field(
-        default=0.05, ge=0, le=1, alias="maxErrorRate", description="Gate: sidecar error rate ceiling."
+        default=0.05,
+        ge=0,
+        le=1,
+        alias="maxErrorRate",
+        description="Gate: sidecar error rate ceiling.",
     )
     auto_rollback: bool = Field(default=True, alias="autoRollback")
 
 
 class FailoverPolicySpec(SpecModel):
-    namespace_selector: LabelSelector = Field(default_factory=LabelSelector, alias="namespaceSelector")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, alias="namespaceSelector"
+    )
     region_preference: tuple[str, ...] = Field(min_length=1, alias="regionPreference")
     ejection: Ejection = Field(default_factory=Ejection)
     failback_delay_seconds: float = Field(default=60, ge=0, le=86_400, alias="failbackDelaySeconds")

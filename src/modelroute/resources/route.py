@@ -26,7 +26,9 @@ class Target(SpecModel):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     tier: int = Field(default=0, ge=0, le=100, description="Tier 0 is tried first.")
-    weight: int = Field(default=1, ge=0, le=10_000, description="Share within the tier; 0 = standby.")
+    weight: int = Field(
+        default=1, ge=0, le=10_000, description="Share within the tier; 0 = standby."
+    )
     regions: tuple[str, ...] | None = Field(
         default=None, description="Restrict this target to some of the provider's regions."
     )
@@ -101,7 +103,9 @@ class Hedge(SpecModel):
 
 
 class Residency(SpecModel):
-    regions: tuple[str, ...] = Field(min_length=1, description="Allow-list, enforced in every fallback.")
+    regions: tuple[str, ...] = Field(
+        min_length=1, description="Allow-list, enforced in every fallback."
+    )
 
 
 class BudgetAction(StrEnum):
@@ -118,7 +122,9 @@ class Budget(SpecModel):
 
     @model_validator(mode="after")
     def _one_window(self) -> Budget:
-        set_ = [v for v in (self.usd_per_hour, self.usd_per_day, self.usd_per_month) if v is not None]
+        set_ = [
+            v for v in (self.usd_per_hour, self.usd_per_day, self.usd_per_month) if v is not None
+        ]
         if len(set_) != 1:
             raise ValueError("budget: set exactly one of usdPerHour, usdPerDay or usdPerMonth")
         return self
