@@ -1,0 +1,669 @@
+"""Why a request would go where it goes: ``modelroute explain`` and the admin ``/explain``.
+
+An operator debugging "why did this prompt land on the $3.00/M model?" needs
+the router's own answer, not a re-implementation that drifts from it.  So
+:func:`explain` calls exactly the functions the live proxy calls –
+:func:`~.request.extract_features`, :func:`~.router.resolve_request`,
+:func:`~.router.plan` – and only *describes* their results: the route and
+category (with the classifier's reason), every candidate in the order it
+would be tried with the note the router gave it, every dropped target with
+its :class:`~.router.DropReason` and detail, the budget's effect, and an
+estimated cost at catalogue prices.  Nothing is sent.
+
+Errors the proxy would answer with (unknown model, malformed request, no
+eligible target, budget reject) become part of the explanation – they are
+the answer to "what would happen" – never exceptions.
+
+Determinism: inside a tier the live proxy draws a weighted random order per
+request.  :func:`explain` draws it from ``random.Random(seed)`` (the CLI
+uses seed 0 and says so), so the same files and request print the same
+explanation every time – which is what makes golden tests possible.
+
+Cost estimate: output tokens are the request's ``max_completion_tokens`` /
+``max_tokens`` when set, else :data:`DEFAULT_OUTPUT_TOKENS`, times the
+target's output price per million tokens.  The catalogue quotes no input
+prices, so input is reported as *unpriced* (never as $0) unless a provider's
+``spec.models`` gives an input price; a target with no output price shows
+"unknown".
+
+:func:`describe_live` renders a finished live request (its
+:class:`~.events.RequestRecord` and the :class:`~.router.Plan` it used) in
+the same vocabulary, for the admin port's ring of recent requests.
+
+Pure: no aiohttp, no clock of its own, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from modelroute.resources import BudgetAction
+
+from .errors import (
+    BudgetExhausted,
+    MalformedJSON,
+    ModelRouteError,
+    NoEligibleTarget,
+)
+from .events import RequestRecord
+from .health import HealthBook
+from .request import Endpoint, RequestFeatures, extract_features
+from .router import Candidate, Dropped, Plan, RouteIndex, plan, resolve_request
+from .table import CompiledRoute, CompiledTable, CompiledTarget
+
+DEFAULT_OUTPUT_TOKENS = 1000
+"""Output tokens assumed for the estimate when the request sets no ``max_tokens``."""
+
+DEFAULT_SEED = 0
+"""Seed of the weighted order ``modelroute explain`` draws (fixed: the output repeats)."""
+
+BudgetStateFn = Callable[[CompiledRoute], object | None]
+"""``budget_state(route)``: ``None`` while the route is within its budget, else an object
+whose ``str()`` says how it is spent (e.g. ``"$51.20 of $50.00 today"``).  An object with
+an ``exhausted`` attribute is taken at its word (``exhausted=False`` means within budget)."""
+
+
+# ---------------------------------------------------------------------------------------
+# shared vocabulary (explain and describe_live)
+
+
+def _usd(value: float | None) -> float | None:
+    """JSON-stable dollars: rounded well below a cent's millionth, no float noise."""
+    return None if value is None else round(value, 10)
+
+
+def _price_text(per_mtok: float | None) -> str:
+    return "unknown" if per_mtok is None else f"${per_mtok:.2f}"
+
+
+def _cost_text(usd: float | None) -> str:
+    """Dollars with six decimals, or as many as a tiny amount needs to show its digits."""
+    if usd is None:
+        return "unknown"
+    if usd == 0 or usd >= 0.000001:
+        return f"${usd:.6f}"
+    decimals = 1 - math.floor(math.log10(usd))  # two significant digits
+    return f"${usd:.{decimals}f}".rstrip("0")
+
+
+def output_cost(target: CompiledTarget, output_tokens: int) -> float | None:
+    """USD for ``output_tokens`` on ``target`` at its catalogue price; ``None`` when unpriced."""
+    if target.output_usd_per_mtok is None:
+        return None
+    return output_tokens * target.output_usd_per_mtok / 1_000_000
+
+
+def candidate_row(
+    position: int, cand: Candidate, output_tokens: int | None = None
+) -> dict[str, Any]:
+    """One candidate as both ``explain`` and ``/explain`` print it."""
+    t = cand.target
+    row: dict[str, Any] = {
+        "position": position,
+        "target": t.key,
+        "provider": t.provider,
+        "model": t.model,
+        "upstreamModel": t.upstream_model,
+        "region": cand.region,
+        "baseURL": cand.base_url,
+        "tier": t.tier,
+        "weight": t.weight,
+        "outputUSDPerMTok": t.output_usd_per_mtok,
+        "inputUSDPerMTok": t.input_usd_per_mtok,
+        "note": cand.note,
+    }
+    if output_tokens is not None:
+        row["estimatedOutputUSD"] = _usd(output_cost(t, output_tokens))
+    return row
+
+
+def dropped_row(drop: Dropped) -> dict[str, Any]:
+    return {
+        "target": drop.target,
+        "region": drop.region,
+        "reason": drop.reason.value,
+        "detail": drop.detail,
+    }
+
+
+def _budget_window(route: CompiledRoute) -> str:
+    b = route.budget
+    if b is None:
+        return ""
+    for value, unit in (
+        (b.usd_per_hour, "hour"),
+        (b.usd_per_day, "day"),
+        (b.usd_per_month, "month"),
+    ):
+        if value is not None:
+            return f"${value:.2f} per {unit}"
+    return ""  # pragma: no cover - the resource model requires one window
+
+
+_ACTION_EFFECT = {
+    BudgetAction.ALERT: "alert only: served in the normal order, the overspend is reported",
+    BudgetAction.DOWNGRADE: "downgrade: candidates reordered cheapest first",
+    BudgetAction.REJECT: "reject: nothing would be sent (429 budget_exceeded)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """The route's budget and what it does to this request."""
+
+    window: str  # "$50.00 per day"
+    action: BudgetAction
+    exhausted: bool | None  # None: no live spend known (offline explain)
+    state: str
+    effect: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "action": self.action.value,
+            "exhausted": self.exhausted,
+            "state": self.state,
+            "effect": self.effect,
+        }
+
+
+def _budget_view(route: CompiledRoute, budget_state: BudgetStateFn | None) -> BudgetView | None:
+    if route.budget is None:
+        return None
+    action = route.budget.action
+    window = _budget_window(route)
+    if budget_state is None:
+        return BudgetView(
+            window,
+            action,
+            None,
+            "live spend unknown here; explained as within budget",
+            f"when exhausted, {_ACTION_EFFECT[action]}",
+        )
+    state = budget_state(route)
+    exhausted = state is not None and bool(getattr(state, "exhausted", True))
+    if not exhausted:
+        return BudgetView(window, action, False, "within budget", "none")
+    return BudgetView(window, action, True, f"exhausted: {state}", _ACTION_EFFECT[action])
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The error the proxy would answer with, in its own code and status."""
+
+    code: str
+    status: int
+    message: str
+
+    @classmethod
+    def of(cls, error: ModelRouteError) -> Refusal:
+        return cls(error.code, error.status, error.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "status": self.status, "message": self.message}
+
+
+# ---------------------------------------------------------------------------------------
+# explain
+
+
+@dataclass
+class Explanation:
+    """What the proxy would do with one request; ``refusal`` set when it would not send it."""
+
+    endpoint: Endpoint
+    seed: int
+    requested_model: str | None = None
+    features: RequestFeatures | None = None
+    output_tokens: int = 0
+    output_tokens_from: str = "default"  # max_completion_tokens | max_tokens | default | embeddings
+    route: CompiledRoute | None = None
+    classified_by: str | None = None
+    category: str | None = None
+    classify_reason: str | None = None
+    sticky_header: str | None = None  # the route's sticky header, when the request carries it
+    budget: BudgetView | None = None
+    plan: Plan | None = None
+    refusal: Refusal | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def would_serve(self) -> bool:
+        return self.refusal is None
+
+    # -- cost ---------------------------------------------------------------------------
+
+    def _first(self) -> Candidate | None:
+        if self.plan is None or not self.plan.candidates:
+            return None
+        return self.plan.candidates[0]
+
+    def _worst(self) -> tuple[CompiledTarget, float] | None:
+        """The most expensive priced candidate: the estimate if every cheaper one failed."""
+        if self.plan is None:
+            return None
+        priced = [
+            (c.target, cost)
+            for c in self.plan.candidates
+            if (cost := output_cost(c.target, self.output_tokens)) is not None
+        ]
+        return max(priced, key=lambda p: p[1]) if priced else None
+
+    def cost_dict(self) -> dict[str, Any]:
+        first = self._first()
+        worst = self._worst()
+        prompt = self.features.prompt_tokens if self.features else None
+        out: dict[str, Any] = {
+            "outputTokens": self.output_tokens,
+            "outputTokensFrom": self.output_tokens_from,
+            "promptTokensEstimate": prompt,
+            "firstCandidate": first.target.key if first else None,
+            "firstCandidateOutputUSD": (
+                _usd(output_cost(first.target, self.output_tokens)) if first else None
+            ),
+            "worstCaseCandidate": worst[0].key if worst else None,
+            "worstCaseOutputUSD": _usd(worst[1]) if worst else None,
+            "inputUSD": None,
+            "input": "unpriced",
+        }
+        if first is not None and first.target.input_usd_per_mtok is not None and prompt is not None:
+            out["inputUSD"] = _usd(prompt * first.target.input_usd_per_mtok / 1_000_000)
+            out["input"] = "priced"
+        return out
+
+    # -- renderings ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable JSON: the same request and files always give the same document."""
+        f = self.features
+        doc: dict[str, Any] = {
+            "wouldServe": self.would_serve,
+            "endpoint": self.endpoint.value,
+            "requestedModel": self.requested_model,
+            "request": (
+                {
+                    "stream": f.stream,
+                    "needs": sorted(c.value for c in f.needs),
+                    "promptTokensEstimate": f.prompt_tokens,
+                    "maxOutputTokens": f.max_output_tokens or None,
+                }
+                if f
+                else None
+            ),
+            "route": self.route.name if self.route else None,
+            "namespace": self.route.namespace if self.route else None,
+            "classifiedBy": self.classified_by,
+            "category": self.category,
+            "categoryReason": self.classify_reason,
+            "stickyHeader": self.sticky_header,
+            "seed": self.seed,
+            "budget": self.budget.to_dict() if self.budget else None,
+            "candidates": [],
+            "dropped": [],
+            "panic": False,
+            "cost": self.cost_dict(),
+            "refusal": self.refusal.to_dict() if self.refusal else None,
+            "notes": list(self.notes),
+        }
+        if self.plan is not None:
+            doc["candidates"] = [
+                candidate_row(i, c, self.output_tokens)
+                for i, c in enumerate(self.plan.candidates, 1)
+            ]
+            doc["dropped"] = [dropped_row(d) for d in self.plan.dropped]
+            doc["panic"] = self.plan.panic
+        return doc
+
+    def to_json(self) -> str:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()
+
+    def to_text(self) -> str:
+        """The human table ``modelroute explain`` prints."""
+        lines: list[str] = []
+        f = self.features
+        model = repr(self.requested_model) if self.requested_model is not None else "(none)"
+        lines.append(f"request:  {self.endpoint.value}, model {model}")
+        if f is not None:
+            max_out = (
+                f"max output {f.max_output_tokens:,} tokens"
+                if f.max_output_tokens
+                else "max output not set"
+            )
+            stream = ", stream" if f.stream else ""
+            lines.append(
+                f"          needs {f.describe_needs()}; ~{f.prompt_tokens:,} prompt tokens "
+                f"(estimated); {max_out}{stream}"
+            )
+        if self.route is not None:
+            where = f" (namespace {self.route.namespace})" if self.route.namespace else ""
+            if self.classified_by is not None:
+                lines.append(
+                    f"route:    {self.route.name}{where}, chosen by classify route "
+                    f"{self.classified_by!r}"
+                )
+                reason = (self.classify_reason or "").removeprefix(f"{self.category}: ")
+                lines.append(f"category: {self.category} ({reason})")
+            else:
+                lines.append(f"route:    {self.route.name}{where}, which captures {model}")
+                lines.append("category: none (not classified: the model names a route directly)")
+        if self.sticky_header is not None:
+            lines.append(
+                f"sticky:   header {self.sticky_header} is set: its value fixes the first arm"
+            )
+        if self.budget is not None:
+            b = self.budget
+            lines.append(f"budget:   {b.window}, action {b.action.value}; {b.state}")
+            if b.effect != "none":
+                lines.append(f"          effect: {b.effect}")
+        if self.route is not None:
+            lines.append(
+                f"order:    weighted draws use seed {self.seed} (fixed, so this output repeats; "
+                "live traffic draws its own order per request)"
+            )
+        if self.plan is not None:
+            lines.append("")
+            lines.extend(self._candidates_text())
+            lines.extend(self._dropped_text())
+            lines.append("")
+            lines.extend(self._cost_text())
+        for note in self.notes:
+            lines.append(f"note:     {note}")
+        lines.append("")
+        if self.refusal is not None:
+            r = self.refusal
+            lines.append(f"result:   REFUSED, {r.status} {r.code}: {r.message}")
+        else:
+            first = self._first()
+            assert first is not None  # a plan with candidates is what "would serve" means
+            lines.append(
+                f"result:   would send to {first.target.key}@{first.region} first "
+                f"({len(self.plan.candidates) if self.plan else 0} candidate(s) in order)"
+            )
+        return "\n".join(lines) + "\n"
+
+    def _candidates_text(self) -> list[str]:
+        assert self.plan is not None
+        if not self.plan.candidates:
+            return ["candidates: none"]
+        head = "candidates, in the order they would be tried"
+        if self.plan.panic:
+            head += " (panic: every candidate is unhealthy, so all are tried anyway)"
+        header = (
+            "#",
+            "PROVIDER",
+            "MODEL",
+            "REGION",
+            "TIER",
+            "WEIGHT",
+            "OUTPUT $/M",
+            "EST. OUTPUT $",
+            "NOTE",
+        )
+        rows = [
+            (
+                str(i),
+                c.target.provider,
+                c.target.model,
+                c.region,
+                str(c.target.tier),
+                str(c.target.weight),
+                _price_text(c.target.output_usd_per_mtok),
+                _cost_text(output_cost(c.target, self.output_tokens)),
+                c.note,
+            )
+            for i, c in enumerate(self.plan.candidates, 1)
+        ]
+        return [f"{head}:", *_table(header, rows)]
+
+    def _dropped_text(self) -> list[str]:
+        assert self.plan is not None
+        if not self.plan.dropped:
+            return ["dropped: none"]
+        header = ("TARGET", "REGION", "REASON", "DETAIL")
+        rows = [(d.target, d.region or "-", d.reason.value, d.detail) for d in self.plan.dropped]
+        return ["dropped:", *_table(header, rows)]
+
+    def _cost_text(self) -> list[str]:
+        source = {
+            "max_completion_tokens": "max_completion_tokens",
+            "max_tokens": "max_tokens",
+            "default": f"max_tokens not set: the default {DEFAULT_OUTPUT_TOKENS:,}",
+            "embeddings": "embeddings produce no output tokens",
+        }[self.output_tokens_from]
+        lines = [f"estimate: {self.output_tokens:,} output tokens ({source}), at catalogue prices"]
+        first = self._first()
+        if first is not None:
+            price = first.target.output_usd_per_mtok
+            cost = output_cost(first.target, self.output_tokens)
+            if price is None:
+                lines.append(
+                    f"          first candidate {first.target.key}: unknown (no output price in "
+                    "the catalogue; its tokens are counted as unpriced, not as $0)"
+                )
+            else:
+                lines.append(
+                    f"          first candidate {first.target.key}: {self.output_tokens:,} x "
+                    f"${price:.2f}/M = {_cost_text(cost)}"
+                )
+            worst = self._worst()
+            if worst is not None and worst[0].key != first.target.key:
+                lines.append(
+                    f"          up to {_cost_text(worst[1])} if it falls back to {worst[0].key}"
+                )
+        prompt = self.features.prompt_tokens if self.features else 0
+        if first is not None and first.target.input_usd_per_mtok is not None:
+            usd = prompt * first.target.input_usd_per_mtok / 1_000_000
+            lines.append(
+                f"          input: ~{prompt:,} prompt tokens x "
+                f"${first.target.input_usd_per_mtok:.2f}/M = {_cost_text(usd)}"
+            )
+        else:
+            lines.append(
+                f"          input: ~{prompt:,} prompt tokens, unpriced in the catalogue "
+                "(not counted, and not $0)"
+            )
+        return lines
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[int, str]:
+    if features.endpoint is Endpoint.EMBEDDINGS:
+        return 0, "embeddings"
+    if features.max_output_tokens:
+        # extract_features reads max_completion_tokens first, as the proxy does.
+        source = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        return features.max_output_tokens, source
+    return DEFAULT_OUTPUT_TOKENS, "default"
+
+
+def _no_eligible(route: CompiledRoute, result: Plan) -> NoEligibleTarget:
+    counts: dict[str, int] = {}
+    for d in result.dropped:
+        counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
+    why = ", ".join(f"{reason} ({n})" for reason, n in counts.items()) or "no targets"
+    return NoEligibleTarget(
+        f"no target of route {route.name!r} can serve this request; dropped for {why}",
+        route=route.name,
+    )
+
+
+def explain(
+    table: CompiledTable,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    endpoint: Endpoint = Endpoint.CHAT,
+    *,
+    health: HealthBook | None = None,
+    budget_state: BudgetStateFn | None = None,
+    now: float = 0.0,
+    seed: int = DEFAULT_SEED,
+) -> Explanation:
+    """What the proxy would do with ``body`` on ``endpoint``, without sending anything.
+
+    ``health`` is the live health (``None``: everything healthy, as offline);
+    ``budget_state`` reports whether a route's budget is exhausted (see
+    :data:`BudgetStateFn`); ``now`` is the clock ``health`` is read at.
+    """
+    out = Explanation(endpoint=endpoint, seed=seed)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    model = body.get("model") if isinstance(body, Mapping) else None
+    out.requested_model = model if isinstance(model, str) else None
+    try:
+        features = extract_features(body, endpoint)
+    except ModelRouteError as exc:
+        out.refusal = Refusal.of(exc)
+        return out
+    out.features = features
+    out.output_tokens, out.output_tokens_from = _output_tokens(body, features)
+    try:
+        resolution = resolve_request(RouteIndex(table), features.model, body, lowered)
+    except ModelRouteError as exc:
+        out.refusal = Refusal.of(exc)
+        if exc.route is not None:
+            out.classified_by = exc.route
+        return out
+    route = resolution.route
+    out.route = route
+    out.classified_by = resolution.classified_by
+    out.category = resolution.category
+    out.classify_reason = resolution.reason
+
+    sticky = None
+    if route.sticky is not None:
+        name = route.sticky.header.lower()
+        sticky = lowered.get(name)
+        if sticky is not None:
+            out.sticky_header = name
+    out.budget = _budget_view(route, budget_state)
+    downgrade = bool(
+        out.budget and out.budget.exhausted and out.budget.action is BudgetAction.DOWNGRADE
+    )
+    result = plan(
+        route,
+        table,
+        features,
+        health if health is not None else HealthBook(),
+        now,
+        random.Random(seed),
+        sticky=sticky,
+        cheapest_first=downgrade,
+    )
+    out.plan = result
+    if out.budget and out.budget.exhausted and out.budget.action is BudgetAction.REJECT:
+        out.refusal = Refusal.of(
+            BudgetExhausted(
+                f"route {route.name!r} spent its budget ({out.budget.window}) and rejects "
+                "requests until the window rolls over; the candidates above would not be tried",
+                route=route.name,
+            )
+        )
+    elif not result.candidates:
+        out.refusal = Refusal.of(_no_eligible(route, result))
+    return out
+
+
+def explain_json(
+    table: CompiledTable,
+    raw: bytes | str,
+    headers: Mapping[str, str],
+    endpoint: Endpoint = Endpoint.CHAT,
+    *,
+    health: HealthBook | None = None,
+    budget_state: BudgetStateFn | None = None,
+    now: float = 0.0,
+    seed: int = DEFAULT_SEED,
+) -> Explanation:
+    """:func:`explain` on a raw request body; JSON that doesn't parse is refused as the proxy does."""
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        out = Explanation(endpoint=endpoint, seed=seed)
+        out.refusal = Refusal.of(MalformedJSON(f"request body is not valid JSON: {exc}"))
+        return out
+    # A body that is not an object is refused by extract_features, in the proxy's words.
+    return explain(
+        table,
+        body,
+        headers,
+        endpoint,
+        health=health,
+        budget_state=budget_state,
+        now=now,
+        seed=seed,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# live
+
+
+def describe_live(record: RequestRecord, used: Plan | None) -> dict[str, Any]:
+    """A finished live request in ``explain``'s vocabulary, for the admin ``/explain`` ring.
+
+    ``used`` is the plan the dispatcher tried (``None`` when the request was
+    refused before planning: malformed, unknown model, budget reject).
+    Carries no prompt text, no headers and no keys: only what metrics and
+    spans already carry, plus the routing decision.
+    """
+    served = record.served
+    doc: dict[str, Any] = {
+        "startedAt": record.wall_started,
+        "endpoint": record.endpoint,
+        "requestedModel": record.requested_model,
+        "stream": record.stream,
+        "route": record.route,
+        "namespace": record.namespace,
+        "category": record.category,
+        "categoryReason": record.classify_reason,
+        "stickyArm": record.sticky_arm,
+        "budgetAction": record.budget_action,
+        "candidates": [],
+        "dropped": [],
+        "panic": False,
+        "attempts": [
+            {
+                "number": a.number,
+                "target": a.target,
+                "region": a.region,
+                "hedge": a.hedge,
+                "fallbackReason": a.fallback_reason,
+                "result": a.result,
+                "status": a.status,
+                "durationSeconds": round(a.duration, 6),
+                "detail": a.detail,
+            }
+            for a in record.attempts
+        ],
+        "servedBy": f"{served.target}@{served.region}" if served else None,
+        "fallback": record.fallback,
+        "outcome": record.outcome,
+        "status": record.status,
+        "errorCode": record.error_code,
+        "durationSeconds": round(record.duration, 6),
+        "overheadSeconds": round(record.overhead, 6),
+        "ttftSeconds": None if record.ttft is None else round(record.ttft, 6),
+        "usage": {"inputTokens": record.input_tokens, "outputTokens": record.output_tokens},
+        "cost": {
+            "usd": _usd(record.cost_usd),
+            "unpricedInputTokens": record.unpriced_input_tokens,
+            "unpricedOutputTokens": record.unpriced_output_tokens,
+        },
+    }
+    if used is not None:
+        doc["candidates"] = [candidate_row(i, c) for i, c in enumerate(used.candidates, 1)]
+        doc["dropped"] = [dropped_row(d) for d in used.dropped]
+        doc["panic"] = used.panic
+    return doc
