@@ -1,0 +1,283 @@
+"""OpenTelemetry traces following the GenAI semantic conventions, off unless ``OTEL_*`` asks.
+
+One SERVER span per request continues the app's ``traceparent``; under it one
+CLIENT span per upstream attempt, so a fallback shows as two attempts side by
+side in the trace, the failed one carrying ``error.type``.  The serving
+attempt carries usage, cost and the response model.
+
+Tracing costs nothing when it isn't configured: :func:`tracing_from_env`
+returns None without importing OpenTelemetry at all (this module imports it
+only inside :class:`TracingObserver`), so the sidecar's memory and import time
+don't grow for users who don't trace.  When it is configured, everything
+(endpoint, headers, timeout, sampler, batch sizes, resource attributes) is read
+by the OpenTelemetry SDK itself from the standard ``OTEL_*`` variables.
+
+Prompt and completion text are never recorded, unless the route sets
+``recordContent`` and the dispatcher put them in ``record.extra``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .events import AttemptRecord, RequestRecord, ShadowRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
+
+log = logging.getLogger("modelroute.tracing")
+
+_TRUE = ("true", "1", "yes", "on")
+
+
+def tracing_configured(environ: Mapping[str, str]) -> bool:
+    """Do the standard ``OTEL_*`` variables ask for traces?"""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def tracing_from_env(
+    service_name: str = "modelroute", environ: Mapping[str, str] | None = None
+) -> TracingObserver | None:
+    """A :class:`TracingObserver` exporting as ``OTEL_*`` says, or None when tracing is off.
+
+    Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp`` or
+    ``console``) or, with it unset, an OTLP endpoint is given; ``OTEL_SDK_DISABLED=true``
+    turns it off whatever else is set.  OTLP goes over HTTP/protobuf.
+    """
+    env = os.environ if environ is None else environ
+    if not tracing_configured(env):
+        return None
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    exporters = [
+        e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",") if e.strip()
+    ]
+    # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over our default name.
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    added = 0
+    for name in exporters:
+        exporter: SpanExporter
+        if name in ("otlp", "otlp_proto_http"):
+            protocol = env.get(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+            )
+            if protocol and protocol != "http/protobuf":
+                log.warning(
+                    "OTLP protocol %r is not supported: exporting over http/protobuf", protocol
+                )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        elif name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter = ConsoleSpanExporter()
+        else:
+            log.warning("OTEL_TRACES_EXPORTER %r is not supported (otlp, console): ignored", name)
+            continue
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        added += 1
+    if not added:
+        provider.shutdown()
+        return None
+    log.info("tracing on: exporting spans via %s", ", ".join(exporters))
+    return TracingObserver(provider)
+
+
+class TracingObserver:
+    """The :class:`~.events.Observer` that turns request records into spans.
+
+    Spans live in ``record.span`` and ``attempt.span``.  Usage and cost are set
+    on the serving attempt's span when it ends (the dispatcher finishes that
+    attempt after the body is complete) or, if it is still open then, when the
+    request ends.
+    """
+
+    def __init__(self, tracer_provider: TracerProvider) -> None:
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self.provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("modelroute.proxy")
+        self._extract = propagate.extract
+        self._in_context = trace.set_span_in_context
+        self._server = SpanKind.SERVER
+        self._client = SpanKind.CLIENT
+        self._error = Status(StatusCode.ERROR)
+        self._status = Status
+        self._code_error = StatusCode.ERROR
+
+    # -- Observer protocol ------------------------------------------------------------
+
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        parent = self._extract(headers)  # W3C traceparent/tracestate (OTEL_PROPAGATORS)
+        record.span = self.tracer.start_span(
+            f"{record.operation} {record.requested_model}",
+            context=parent,
+            kind=self._server,
+            attributes={
+                "gen_ai.operation.name": record.operation,
+                "gen_ai.request.model": record.requested_model,
+                "http.request.method": "POST",
+                "modelroute.endpoint": record.endpoint,
+                "modelroute.stream": record.stream,
+            },
+        )
+
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        parent = record.span
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": record.operation,
+            "gen_ai.provider.name": attempt.provider,
+            "gen_ai.request.model": attempt.upstream_model,
+            "modelroute.attempt": attempt.number,
+            "modelroute.model": attempt.model,
+            "modelroute.region": attempt.region,
+        }
+        if record.route is not None:
+            attributes["modelroute.route"] = record.route
+        if attempt.fallback_reason is not None:
+            attributes["modelroute.fallback.reason"] = attempt.fallback_reason
+        if attempt.hedge:
+            attributes["modelroute.hedge"] = True
+        attributes.update(_server_address(attempt.server_address))
+        attempt.span = self.tracer.start_span(
+            f"{record.operation} {attempt.upstream_model}",
+            context=self._in_context(parent) if parent is not None else None,
+            kind=self._client,
+            attributes=attributes,
+        )
+
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        span: Span | None = attempt.span
+        if span is None or not span.is_recording():
+            return
+        if attempt.status is not None:
+            span.set_attribute("http.response.status_code", attempt.status)
+        if attempt.result != "ok":
+            span.set_attribute("error.type", attempt.result)
+            # a hedge that lost was cancelled on purpose: not an error of the upstream
+            if attempt.result not in ("hedge_lost", "cancelled"):
+                span.set_status(self._status(self._code_error, attempt.detail or attempt.result))
+        if record.served is attempt:
+            self._served(record, span)
+        span.end()
+
+    def request_finished(self, record: RequestRecord) -> None:
+        served = record.served
+        for attempt in record.attempts:  # attempts the dispatcher never finished (cancelled)
+            span = attempt.span
+            if span is not None and span.is_recording():
+                if attempt is served:
+                    self._served(record, span)
+                elif attempt.result not in ("ok", "pending"):
+                    span.set_attribute("error.type", attempt.result)
+                span.end()
+        span = record.span
+        if span is None or not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            "modelroute.outcome": record.outcome,
+            "modelroute.attempts": len(record.attempts),
+            "modelroute.fallback": record.fallback,
+        }
+        if record.status:
+            attributes["http.response.status_code"] = record.status
+        if record.route is not None:
+            attributes["modelroute.route"] = record.route
+        if record.category is not None:
+            attributes["modelroute.category"] = record.category
+        if record.classify_reason is not None:
+            attributes["modelroute.classify.reason"] = record.classify_reason
+        if served is not None:
+            attributes["gen_ai.provider.name"] = served.provider
+            attributes["modelroute.region"] = served.region
+            if record.response_model:
+                attributes["gen_ai.response.model"] = record.response_model
+        if record.cost_usd is not None:
+            attributes["modelroute.cost_usd"] = record.cost_usd
+        if record.budget_action is not None:
+            attributes["modelroute.budget.action"] = record.budget_action
+        span.set_attributes(attributes)
+        if record.outcome != "ok":
+            span.set_attribute("error.type", record.error_code or record.outcome)
+            # the app hanging up, or a request refused as the client's fault, is not our error
+            if record.outcome in ("error", "stream_error") or record.status >= 500:
+                span.set_status(self._status(self._code_error, record.error_code or record.outcome))
+        span.end()
+
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        pass  # shadows are measured in metrics; they are not part of the app's trace
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _served(self, record: RequestRecord, span: Span) -> None:
+        """Usage, cost and response model: facts of the attempt that answered."""
+        attributes: dict[str, Any] = {}
+        if record.response_model:
+            attributes["gen_ai.response.model"] = record.response_model
+        if record.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = record.input_tokens
+        if record.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = record.output_tokens
+        if record.finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+        if record.cost_usd is not None:
+            attributes["modelroute.cost_usd"] = record.cost_usd
+        if record.record_content:  # opted in per route; only what the dispatcher kept
+            for key, name in (
+                ("prompt", "gen_ai.input.messages"),
+                ("completion", "gen_ai.output.messages"),
+            ):
+                value = record.extra.get(key)
+                if isinstance(value, str):
+                    attributes[name] = value
+                elif value is not None:
+                    attributes[name] = orjson.dumps(value, default=str).decode()
+        span.set_attributes(attributes)
+
+    def shutdown(self) -> None:
+        """Flush what is queued and stop exporting (blocking: call it off the event loop)."""
+        try:
+            self.provider.force_flush()
+        finally:
+            self.provider.shutdown()
+
+
+def _server_address(address: str) -> dict[str, Any]:
+    """``server.address``/``server.port`` from a host, ``host:port`` or a base URL."""
+    if not address:
+        return {}
+    if "://" in address:
+        parts = urlsplit(address)
+        out: dict[str, Any] = {"server.address": parts.hostname or address}
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is not None:
+            out["server.port"] = port
+        return out
+    host, sep, port_text = address.rpartition(":")
+    if sep and port_text.isdigit() and "]" not in port_text:
+        return {"server.address": host.strip("[]"), "server.port": int(port_text)}
+    return {"server.address": address}

@@ -1,0 +1,273 @@
+"""Spans per the GenAI semantic conventions: in memory, and over real OTLP/HTTP.
+
+A fallback must be visible in the trace: one SERVER span continuing the app's
+``traceparent``, under it one CLIENT span per upstream attempt, the failed one
+carrying ``error.type`` and the serving one the usage and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from modelroute.proxy.events import RequestRecord
+from modelroute.proxy.tracing import TracingObserver, tracing_configured, tracing_from_env
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+def fallback_request(rec: SimpleNamespace, **fields: Any) -> RequestRecord:
+    """deepseek-v4-flash answers 503, kimi-k2.5 (upstream name moonshot-k2.5) serves."""
+    first = rec.attempt(1, rec.FLASH, "5xx", status=503)
+    second = rec.attempt(2, rec.KIMI, fallback_reason="5xx", upstream_model="moonshot-k2.5")
+    return rec.request(
+        [first, second], price_per_mtok=3.00, input_tokens=100, output_tokens=20, **fields
+    )
+
+
+def drive(obs: TracingObserver, record: RequestRecord, *, finish_served: bool = True) -> None:
+    """Call the observer in the order the dispatcher does."""
+    obs.request_started(record, {"traceparent": TRACEPARENT, "content-type": "application/json"})
+    for attempt in record.attempts:
+        obs.attempt_started(record, attempt)
+        if attempt is not record.served or finish_served:
+            obs.attempt_finished(record, attempt)
+    obs.request_finished(record)
+
+
+@pytest.fixture
+def memory() -> tuple[TracingObserver, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return TracingObserver(provider), exporter
+
+
+def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in spans if s.kind is kind]
+
+
+@pytest.mark.parametrize("finish_served", [True, False], ids=["served-finished", "served-open"])
+def test_fallback_is_two_client_spans_under_one_server_span(
+    rec: SimpleNamespace,
+    memory: tuple[TracingObserver, InMemorySpanExporter],
+    finish_served: bool,
+) -> None:
+    obs, exporter = memory
+    record = fallback_request(rec, extra={"prompt": "secret prompt text"})
+    drive(obs, record, finish_served=finish_served)
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    [server] = by_kind(spans, SpanKind.SERVER)
+    failed, served = sorted(
+        by_kind(spans, SpanKind.CLIENT), key=lambda s: s.attributes["modelroute.attempt"]
+    )  # type: ignore[index]
+
+    # the app's trace continues: same trace id, parent is the app's span
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
+    assert server.name == "chat general"
+    for client in (failed, served):
+        assert client.context.trace_id == server.context.trace_id
+        assert client.parent is not None and client.parent.span_id == server.context.span_id
+
+    assert failed.name == "chat deepseek-v4-flash"
+    assert failed.attributes is not None
+    assert failed.attributes["gen_ai.operation.name"] == "chat"
+    assert failed.attributes["gen_ai.provider.name"] == "deepseek"
+    assert failed.attributes["gen_ai.request.model"] == "deepseek-v4-flash"
+    assert failed.attributes["error.type"] == "5xx"
+    assert failed.attributes["http.response.status_code"] == 503
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "gen_ai.usage.output_tokens" not in failed.attributes
+    assert "modelroute.fallback.reason" not in failed.attributes
+
+    assert served.name == "chat moonshot-k2.5"
+    assert served.attributes is not None
+    assert dict(served.attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "kimi",
+        "gen_ai.request.model": "moonshot-k2.5",
+        "gen_ai.response.model": "moonshot-k2.5",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 20,
+        "gen_ai.response.finish_reasons": ("stop",),
+        "server.address": "cn-north.kimi.example",
+        "server.port": 8443,
+        "modelroute.route": "general",
+        "modelroute.attempt": 2,
+        "modelroute.model": "kimi-k2.5",
+        "modelroute.region": "cn-north",
+        "modelroute.fallback.reason": "5xx",
+        "modelroute.cost_usd": 20 * 3.00 / 1_000_000,
+        **({"http.response.status_code": 200} if finish_served else {}),
+    }
+    assert served.status.status_code is StatusCode.UNSET
+
+    assert server.attributes is not None
+    assert server.attributes["modelroute.route"] == "general"
+    assert server.attributes["modelroute.outcome"] == "ok"
+    assert server.attributes["modelroute.fallback"] is True
+    assert server.attributes["http.response.status_code"] == 200
+    assert "error.type" not in server.attributes
+    # recordContent is off: the prompt appears nowhere
+    for span in spans:
+        assert "secret prompt text" not in repr(dict(span.attributes or {}))
+
+
+def test_server_span_of_a_failed_classified_request(
+    rec: SimpleNamespace, memory: tuple[TracingObserver, InMemorySpanExporter]
+) -> None:
+    obs, exporter = memory
+    record = rec.request(
+        [rec.attempt(1, rec.FLASH, "timeout", status=None)],
+        outcome="error",
+        category="reasoning",
+        classify_reason="keyword: prove",
+        error_code="upstream_timeout",
+    )
+    drive(obs, record)
+    [server] = by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert server.attributes is not None
+    assert server.attributes["modelroute.category"] == "reasoning"
+    assert server.attributes["modelroute.classify.reason"] == "keyword: prove"
+    assert server.attributes["error.type"] == "upstream_timeout"
+    assert server.attributes["http.response.status_code"] == 502
+    assert server.status.status_code is StatusCode.ERROR
+
+
+def test_content_only_when_the_route_opts_in(
+    rec: SimpleNamespace, memory: tuple[TracingObserver, InMemorySpanExporter]
+) -> None:
+    obs, exporter = memory
+    record = fallback_request(
+        rec, record_content=True, extra={"prompt": "hello", "completion": [{"role": "assistant"}]}
+    )
+    drive(obs, record)
+    [served] = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.attributes and s.attributes.get("modelroute.attempt") == 2
+    ]
+    assert served.attributes is not None
+    assert served.attributes["gen_ai.input.messages"] == "hello"
+    assert served.attributes["gen_ai.output.messages"] == '[{"role":"assistant"}]'
+
+
+def test_tracing_off_without_otel_variables() -> None:
+    assert not tracing_configured({})
+    assert not tracing_configured({"OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing_configured(
+        {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    )
+    assert tracing_configured(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}
+    )
+    assert tracing_configured({"OTEL_TRACES_EXPORTER": "otlp"})
+
+
+def test_tracing_off_imports_no_opentelemetry() -> None:
+    """With no OTEL_* set, the sidecar doesn't even load the SDK (memory, start-up time)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    code = (
+        "import sys\n"
+        "from modelroute.proxy import tracing, metrics, events\n"
+        "assert tracing.tracing_from_env() is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_spans_arrive_over_otlp_http(
+    rec: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real exporter, configured only by OTEL_* variables, to a receiver on loopback."""
+    received: list[ExportTraceServiceRequest] = []
+    arrived = asyncio.Event()
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(body)
+        received.append(message)
+        arrived.set()
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        for name in [k for k in os.environ if k.startswith("OTEL_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout-sidecar")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
+        obs = tracing_from_env()
+        assert obs is not None
+        drive(obs, fallback_request(rec))
+        # shutdown flushes synchronously over HTTP: off the loop that serves the receiver
+        await asyncio.wait_for(asyncio.to_thread(obs.shutdown), timeout=20)
+        await asyncio.wait_for(arrived.wait(), timeout=5)
+    finally:
+        await runner.cleanup()
+
+    spans = [
+        (resource_spans, span)
+        for message in received
+        for resource_spans in message.resource_spans
+        for scope in resource_spans.scope_spans
+        for span in scope.spans
+    ]
+    assert len(spans) == 3
+    service = {
+        a.key: a.value.string_value
+        for a in spans[0][0].resource.attributes
+        if a.key == "service.name"
+    }
+    assert service == {"service.name": "checkout-sidecar"}
+    by_name = {span.name: span for _, span in spans}
+    assert set(by_name) == {"chat general", "chat deepseek-v4-flash", "chat moonshot-k2.5"}
+    server = by_name["chat general"]
+    assert server.trace_id.hex() == TRACE_ID
+    assert server.parent_span_id.hex() == PARENT_ID
+    served = by_name["chat moonshot-k2.5"]
+    assert served.parent_span_id == server.span_id
+    attributes = {a.key: a.value for a in served.attributes}
+    assert attributes["gen_ai.usage.output_tokens"].int_value == 20
+    assert attributes["gen_ai.response.model"].string_value == "moonshot-k2.5"
+    failed = {a.key: a.value for a in by_name["chat deepseek-v4-flash"].attributes}
+    assert failed["error.type"].string_value == "5xx"
