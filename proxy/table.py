@@ -18,7 +18,7 @@ Secrets never appear: a provider's key is a reference (env var or Secret).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,7 +37,7 @@ from modelroute.resources import (
     Timeouts,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class TableError(ValueError):

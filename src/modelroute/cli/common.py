@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
@@ -25,6 +25,7 @@ def parse_hostport(value: str) -> tuple[str, int]:
 
 def run_async(main: Coroutine[Any, Any, Any]) -> None:
     """Run a coroutine on uvloop when available; Ctrl-C ends it quietly."""
+    runner: Callable[[Coroutine[Any, Any, Any]], Any]
     try:
         import uvloop
 

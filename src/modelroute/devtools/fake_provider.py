@@ -215,6 +215,9 @@ class FakeProvider:
         except asyncio.CancelledError:
             self.stats.cancelled += 1
             raise
+        except ConnectionResetError:  # the caller (the proxy) closed the connection mid-stream
+            self.stats.cancelled += 1
+            return web.Response(status=499)
         finally:
             self.stats.in_flight -= 1
 
@@ -257,7 +260,7 @@ class FakeProvider:
         await resp.write(chunk({}, "stop"))
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
-            doc = {
+            usage_doc: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
@@ -265,7 +268,7 @@ class FakeProvider:
                 "choices": [],
                 "usage": self._usage(body),
             }
-            await resp.write(b"data: " + orjson.dumps(doc) + b"\n\n")
+            await resp.write(b"data: " + orjson.dumps(usage_doc) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

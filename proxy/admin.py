@@ -1,0 +1,132 @@
+"""The admin port: probes, metrics, and what the sidecar is doing right now.
+
+* ``/healthz`` – the process answers (liveness).
+* ``/readyz`` – a route table is loaded and the sidecar isn't draining (readiness).
+* ``/metrics`` – Prometheus exposition.
+* ``/status`` – the contract with the operator's rollout gate: ``table.hash``
+  (which table is served) and ``health.ready``/``health.errorRate`` (is it
+  fine), plus circuits, regions and the last refused table for people.
+* ``/explain`` – the last requests with the route, category, candidates and
+  why each was kept or dropped (``?n=20``).
+
+Kept off the API port so an app can never reach it through its base URL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .explain import describe_live
+from .health import CircuitState
+from .metrics import render
+from .server import Proxy
+
+
+def admin_app(proxy: Proxy) -> web.Application:
+    app = web.Application()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if proxy.draining:
+            return web.Response(status=503, text="draining\n")
+        if not proxy.store.loaded:
+            return web.Response(status=503, text="no route table loaded yet\n")
+        return web.Response(text="ready\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = render(proxy.registry)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def status(request: web.Request) -> web.Response:
+        return _json(status_document(proxy))
+
+    async def explain(request: web.Request) -> web.Response:
+        try:
+            n = max(
+                1, min(int(request.query.get("n", "20")), proxy.dispatcher.recent.maxlen or 100)
+            )
+        except ValueError:
+            return _json({"error": {"message": "n must be an integer"}}, status=400)
+        recent = list(proxy.dispatcher.recent)[-n:]
+        return _json({"requests": [describe_live(r.record, r.plan) for r in reversed(recent)]})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    app.router.add_get("/explain", explain)
+    return app
+
+
+def status_document(proxy: Proxy) -> dict[str, Any]:
+    now = time.monotonic()
+    store = proxy.store
+    table: dict[str, Any] = {"loaded": store.loaded}
+    if store.loaded:
+        current = store.current
+        table.update(
+            hash=current.hash,
+            namespace=current.namespace,
+            routes=[r.name for r in current.routes],
+            source=store.source,
+            appliedAt=store.applied_at,
+            reloads=store.reloads,
+        )
+    if store.last_rejected is not None:
+        table["lastRejected"] = {
+            "source": store.last_rejected.source,
+            "reason": store.last_rejected.reason,
+            "at": store.last_rejected.at,
+        }
+    counts = proxy.status_counts
+    recent_requests, recent_errors = counts.recent.totals(now)
+    health = {
+        "ready": store.loaded and not proxy.draining,
+        "draining": proxy.draining,
+        "inFlight": proxy.dispatcher.in_flight,
+        "requests": counts.requests,
+        "errors": counts.errors,
+        "recentRequests": recent_requests,
+        "errorRate": (recent_errors / recent_requests) if recent_requests else 0.0,
+    }
+    circuits = [
+        {
+            "route": route,
+            "candidate": candidate,
+            "state": breaker.state_at(now).name.lower().replace("_", "-"),
+            "trips": breaker.trips,
+        }
+        for (route, candidate), breaker in sorted(proxy.health.breakers.items())
+        if breaker.state_at(now) is not CircuitState.CLOSED or breaker.trips
+    ]
+    regions = [
+        {
+            "region": key,
+            "ejected": state.ejected_at is not None,
+            "reason": state.ejected_reason,
+            "ejections": state.ejections,
+        }
+        for key, state in sorted(proxy.health.regions.items())
+    ]
+    holds = {k: round(v - now, 3) for k, v in proxy.health.holds.items() if v > now}
+    return {
+        "table": table,
+        "health": health,
+        "circuits": circuits,
+        "regions": regions,
+        "retryAfterHolds": holds,
+        "budgets": proxy.budgets.remaining(),
+        "uptimeSeconds": round(time.time() - proxy.started_at, 3),
+    }
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")

@@ -1,0 +1,233 @@
+"""One upstream attempt: send, wait for the first byte, and say what happened.
+
+An attempt ends in one of two ways before anything reaches the client:
+
+* :class:`Ready` – the upstream answered 2xx and its first body bytes are in
+  hand (a whole JSON body for non-streaming requests, the first SSE chunk for
+  streams).  The dispatcher commits to it: from here on nothing is retried.
+* :class:`Failed` – with a :class:`Failure` kind the dispatcher uses to decide
+  whether to fall over (connect, timeout, 429, 5xx, invalid response, context
+  length, auth, model missing) or to hand the upstream's own 4xx to the
+  client (``passthrough``).
+
+"First byte" here is the response status line *and*, for streams, the first
+body chunk: a provider that sends 200 headers and then hangs is a timeout,
+not a success – otherwise one stuck region would hold the request until
+``totalMs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .router import Candidate
+from .upstream import forwarded_headers
+
+
+class Failure(StrEnum):
+    """Why an attempt failed; the values are the ``result`` label and ``retryOn`` kinds."""
+
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "429"
+    SERVER_ERROR = "5xx"
+    CONTEXT_LENGTH = "context-length"
+    INVALID_RESPONSE = "invalid_response"
+    AUTH = "auth"  # our provider key was refused: another provider may still serve
+    MODEL_MISSING = "model_missing"  # the upstream doesn't know the model: likewise
+    PASSTHROUGH = "client_error"  # the upstream judged the request itself bad: tell the client
+    CREDENTIALS = "credentials"  # no key to send: nothing was sent
+
+    @property
+    def reached_upstream(self) -> bool:
+        """Did the upstream do work for this attempt?  (Retry budgets don't charge connect errors.)"""
+        return self not in (Failure.CONNECT, Failure.CREDENTIALS)
+
+    @property
+    def upstream_unhealthy(self) -> bool:
+        """Does this failure count against the candidate's breaker and region health?"""
+        return self in (
+            Failure.CONNECT,
+            Failure.TIMEOUT,
+            Failure.SERVER_ERROR,
+            Failure.INVALID_RESPONSE,
+            Failure.RATE_LIMITED,
+        )
+
+
+@dataclass(slots=True)
+class Ready:
+    candidate: Candidate
+    response: aiohttp.ClientResponse
+    first: bytes  # the whole body (non-stream) or the first chunk (stream)
+    document: dict[str, Any] | None  # the parsed body (non-stream)
+    ttfb: float  # seconds from send to the first byte
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Failed:
+    candidate: Candidate
+    kind: Failure
+    detail: str
+    status: int | None = None
+    retry_after: float | None = None
+    body: bytes = b""  # the upstream's own error body (passed through for client errors)
+    content_type: str = "application/json"
+
+
+Outcome = Ready | Failed
+
+_CONTEXT_MARKERS = (b"context_length_exceeded", b"maximum context length", b"context window")
+
+
+def parse_retry_after(value: str | None, now_wall: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        seconds = when - (now_wall if now_wall is not None else time.time())
+    return max(0.0, min(seconds, 3600.0))
+
+
+def classify_status(status: int, body: bytes) -> Failure:
+    if status == 429:
+        return Failure.RATE_LIMITED
+    if status >= 500 or status == 408:
+        return Failure.SERVER_ERROR if status != 408 else Failure.TIMEOUT
+    if status in (401, 403):
+        return Failure.AUTH
+    if status == 404:
+        return Failure.MODEL_MISSING
+    lowered = body[:4096].lower()
+    if status in (400, 413, 422) and any(m in lowered for m in _CONTEXT_MARKERS):
+        return Failure.CONTEXT_LENGTH
+    return Failure.PASSTHROUGH
+
+
+def _looks_like_sse(chunk: bytes) -> bool:
+    head = chunk.lstrip()[:6]
+    return head.startswith((b"data:", b":", b"event:", b"id:", b"retry:"))
+
+
+async def run_attempt(
+    session: aiohttp.ClientSession,
+    candidate: Candidate,
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    *,
+    stream: bool,
+    first_byte_timeout: float,
+    total_timeout: float,
+) -> Outcome:
+    """Send one request and wait (bounded) for its first byte; never raises for upstream trouble.
+
+    On :class:`Ready` the caller owns ``response`` and must release it.
+    """
+    started = time.perf_counter()
+    response: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(first_byte_timeout):
+            response = await session.post(url, data=payload, headers=headers)
+            if response.status >= 300:
+                body = await _read_capped(response, 64 * 1024)
+                kind = classify_status(response.status, body)
+                return Failed(
+                    candidate,
+                    kind,
+                    _error_detail(body) or response.reason or "",
+                    status=response.status,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    body=body,
+                    content_type=response.headers.get("Content-Type", "application/json"),
+                )
+            # the first body bytes are part of "first byte": 200 headers and then silence
+            # is a stuck upstream, not an answer
+            first = await response.content.readany()
+            ttfb = time.perf_counter() - started
+            if stream and "text/event-stream" in response.headers.get("Content-Type", ""):
+                if not first:
+                    return Failed(candidate, Failure.INVALID_RESPONSE, "empty stream", status=200)
+                if not _looks_like_sse(first):
+                    return Failed(
+                        candidate, Failure.INVALID_RESPONSE, "stream is not server-sent events", 200
+                    )
+                ready = Ready(
+                    candidate, response, first, None, ttfb, forwarded_headers(response.headers)
+                )
+                response = None  # handed over
+                return ready
+        # non-streaming (or an upstream that answered a stream request with one JSON body):
+        # the rest of the body may take up to the total deadline
+        assert response is not None
+        remaining = max(0.001, total_timeout - ttfb)
+        async with asyncio.timeout(remaining):
+            rest = await response.read() if first else b""
+        body = first + rest
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return Failed(
+                candidate, Failure.INVALID_RESPONSE, "200 with a body that is not JSON", 200
+            )
+        if not isinstance(document, dict) or not (
+            isinstance(document.get("choices"), list) or isinstance(document.get("data"), list)
+        ):
+            return Failed(
+                candidate, Failure.INVALID_RESPONSE, "200 without `choices` or `data`", 200
+            )
+        ready = Ready(
+            candidate, response, body, document, ttfb, forwarded_headers(response.headers)
+        )
+        response = None
+        return ready
+    except TimeoutError:
+        waited = time.perf_counter() - started
+        return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
+    except aiohttp.ClientConnectorError as exc:
+        return Failed(candidate, Failure.CONNECT, str(exc.os_error or exc)[:200])
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        kind = Failure.CONNECT if response is None else Failure.INVALID_RESPONSE
+        return Failed(candidate, kind, f"{type(exc).__name__}: {exc}"[:200])
+    except aiohttp.ClientPayloadError as exc:
+        return Failed(candidate, Failure.INVALID_RESPONSE, f"broken body: {exc}"[:200], 200)
+    except aiohttp.ClientError as exc:
+        return Failed(candidate, Failure.CONNECT, f"{type(exc).__name__}: {exc}"[:200])
+    finally:
+        if response is not None:
+            response.release()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    data = await response.content.read(limit)
+    return data
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:200]
+        if isinstance(err, str):
+            return err[:200]
+    return ""

@@ -1,0 +1,803 @@
+"""The request path: from a client's body to an upstream answer, with fallback, and accounted for.
+
+    parse → features → route (classify if asked) → budget → plan
+      → attempts (backoff, Retry-After, breakers, regions, retry budget, hedging)
+      → commit to the first upstream whose first byte arrived
+      → stream or send it to the client → usage, cost, observers, shadow copy
+
+Nothing is retried once a byte went to the client; after that, a failure
+ends the stream with an error event the OpenAI SDKs raise.  Every request
+ends in exactly one of: a complete answer, an OpenAI-shaped error, or a
+client that went away (and then its upstream request is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from . import errors
+from .attempt import Failed, Failure, Outcome, Ready, run_attempt
+from .credentials import Credentials, MissingCredentials
+from .events import AttemptRecord, Observers, RequestRecord
+from .health import HealthBook
+from .mirror import Mirror
+from .request import Endpoint, RequestFeatures, extract_features
+from .router import Candidate, DropReason, Plan, RouteIndex, plan, resolve_request
+from .sse import SSEScanner, error_event
+from .table import CompiledRoute, CompiledTable, CompiledTarget
+from .tablestore import TableStore
+from .upstream import UpstreamPool
+
+log = logging.getLogger("modelroute.dispatch")
+
+ROUTE_HEADER = "x-modelroute-route"
+REASON_HEADER = "x-modelroute-reason"
+TARGET_HEADER = "x-modelroute-target"
+ATTEMPTS_HEADER = "x-modelroute-attempts"
+
+# Request headers passed upstream besides the body; the client's Authorization never is
+# (unless a route sets forwardClientAuth).
+_PASSED_REQUEST_HEADERS = ("accept", "accept-language", "x-request-id", "traceparent", "tracestate")
+
+
+class BudgetState(Protocol):
+    exhausted: bool
+    action: str
+
+    def message(self) -> str: ...
+
+
+class Budgets(Protocol):
+    """What the dispatcher needs from the budget book (``budget.py``)."""
+
+    def state(self, route: CompiledRoute) -> Any: ...
+    def spend(self, route: CompiledRoute, usd: float) -> None: ...
+    def alert_due(self, route: CompiledRoute) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A finished request and the plan it used, for the admin ``/explain`` endpoint."""
+
+    record: RequestRecord
+    plan: Plan | None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: TableStore,
+        health: HealthBook,
+        pool: UpstreamPool,
+        credentials: Credentials,
+        observers: Observers,
+        budgets: Budgets | None = None,
+        rng: random.Random | None = None,
+        recent: int = 100,
+    ) -> None:
+        self.store = store
+        self.health = health
+        self.pool = pool
+        self.credentials = credentials
+        self.observers = observers
+        self.budgets = budgets
+        self.rng = rng or random.Random()
+        self.recent: deque[Recent] = deque(maxlen=recent)
+        self.mirror = Mirror(pool, credentials, observers, self.rng)
+        self._index: RouteIndex | None = None
+        self.in_flight = 0
+        self.idle = asyncio.Event()  # set whenever nothing is in flight (graceful drain waits)
+        self.idle.set()
+        self.requests = 0
+        self.failures = 0  # requests answered with a 5xx/429 of ours or a broken stream
+
+    # -- table -----------------------------------------------------------------------
+
+    def index(self) -> RouteIndex:
+        table = self.store.current
+        if self._index is None or self._index.table is not table:
+            self._index = RouteIndex(table)
+        return self._index
+
+    # -- entry point -------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        """Serve one API request; raises :class:`errors.ModelRouteError` for the error middleware."""
+        started = time.perf_counter()
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise errors.MalformedJSON(f"request body is not valid JSON: {exc}") from None
+        features = extract_features(body, endpoint)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        record = RequestRecord(
+            endpoint=endpoint.value,
+            operation=endpoint.operation,
+            requested_model=features.model,
+            stream=features.stream,
+            started=started,
+            wall_started=time.time(),
+        )
+        self.in_flight += 1
+        self.idle.clear()
+        self.requests += 1
+        self.observers.request_started(record, headers)
+        used_plan: Plan | None = None
+        try:
+            response, used_plan = await self._serve(request, body, features, headers, record)
+            return response
+        except errors.ModelRouteError as exc:
+            record.outcome = "rejected" if exc.status < 500 and exc.status != 429 else "error"
+            if isinstance(exc, errors.BudgetExhausted):
+                record.outcome = "rejected"
+            record.status = exc.status
+            record.error_code = exc.code
+            if record.route and ROUTE_HEADER not in exc.headers:
+                exc.headers[ROUTE_HEADER] = record.route
+            raise
+        except asyncio.CancelledError:
+            record.outcome = "client_closed"
+            record.status = 499
+            raise
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+            record.duration = time.perf_counter() - started
+            if record.status >= 500 or record.outcome == "stream_error":
+                self.failures += 1
+            self.observers.request_finished(record)
+            self.recent.append(Recent(record, used_plan))
+
+    async def _serve(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        features: RequestFeatures,
+        headers: dict[str, str],
+        record: RequestRecord,
+    ) -> tuple[web.StreamResponse, Plan]:
+        if not self.store.loaded:
+            raise errors.UpstreamUnavailable(
+                "no route table loaded yet (the sidecar is starting or its table source is unreachable)",
+                status=503,
+                code="not_ready",
+            )
+        table = self.store.current
+        resolution = resolve_request(self.index(), features.model, body, headers)
+        route = resolution.route
+        record.route = route.name
+        record.namespace = route.namespace or table.namespace
+        record.category = resolution.category
+        record.classify_reason = resolution.reason
+        record.record_content = route.record_content
+
+        cheapest_first = False
+        if self.budgets is not None and route.budget is not None:
+            state = self.budgets.state(route)
+            if state is not None and state.exhausted:
+                action = str(state.action)
+                record.budget_action = action
+                if action == "reject":
+                    raise errors.BudgetExhausted(state.message(), route=route.name)
+                if action == "downgrade":
+                    cheapest_first = True
+                elif self.budgets.alert_due(route):
+                    log.warning("%s", state.message())
+
+        sticky = headers.get(route.sticky.header.lower()) if route.sticky else None
+        now = time.monotonic()
+        the_plan = plan(route, table, features, self.health, now, self.rng, sticky, cheapest_first)
+        if not the_plan.candidates:
+            raise _no_candidates(route, features, the_plan)
+        if sticky and the_plan.candidates:
+            record.sticky_arm = the_plan.candidates[0].target.key
+        response = await _Attempts(
+            self, request, route, table, features, body, headers, record
+        ).run(the_plan)
+        return response, the_plan
+
+
+def _no_candidates(route: CompiledRoute, features: RequestFeatures, the_plan: Plan) -> Exception:
+    reasons = {d.reason for d in the_plan.dropped}
+    listing = "; ".join(str(d) for d in the_plan.dropped)
+    if reasons == {DropReason.CONTEXT_WINDOW}:
+        return errors.NoEligibleTarget(
+            f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
+            f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
+            route=route.name,
+            code="context_length_exceeded",
+        )
+    if DropReason.RESIDENCY in reasons:
+        return errors.NoEligibleTarget(
+            f"route {route.name!r}: no target may serve from the allowed regions "
+            f"{list(route.residency_regions or ())}: {listing}",
+            route=route.name,
+            status=422,
+            code="residency_violation",
+        )
+    return errors.NoEligibleTarget(
+        f"route {route.name!r} has no target that can serve this request "
+        f"(it needs {features.describe_needs()}): {listing}",
+        route=route.name,
+    )
+
+
+class _Attempts:
+    """The attempt loop of one request (a class only to keep its many locals in one place)."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        request: web.Request,
+        route: CompiledRoute,
+        table: CompiledTable,
+        features: RequestFeatures,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        record: RequestRecord,
+    ) -> None:
+        self.d = dispatcher
+        self.request = request
+        self.route = route
+        self.table = table
+        self.features = features
+        self.body = body
+        self.headers = headers
+        self.record = record
+        self.deadline = record.started + route.timeouts.total_ms / 1000
+        self.failures: list[Failed] = []
+        self.strip_usage = False
+        self.in_flight: dict[asyncio.Task[Outcome], AttemptRecord] = {}
+        self.candidates: list[Candidate] = []
+        if features.stream and not features.client_wants_usage:
+            # ask the upstream for usage on our own account; strip it from what the client sees
+            self.strip_usage = True
+            body = dict(body)
+            options = body.get("stream_options")
+            merged = dict(options) if isinstance(options, Mapping) else {}
+            merged["include_usage"] = True
+            body["stream_options"] = merged
+            self.body = body
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, the_plan: Plan) -> web.StreamResponse:
+        route = self.route
+        health = self.d.health
+        budget = health.retry_budget(route.name, route.retry.budget_ratio)
+        budget.record_first(time.monotonic())
+        candidates = self.candidates = the_plan.candidates
+        max_attempts = route.retry.max_attempts
+        retry_on = {str(k) for k in route.retry.retry_on}
+        hedge_delay = self._hedge_delay(candidates[0])
+        hedges_left = route.hedge.max_hedges if route.hedge else 0
+        next_index = 0
+        attempts = 0
+        last_failure: Failed | None = None
+        try:
+            while True:
+                if not self.in_flight:
+                    if attempts >= max_attempts:
+                        break
+                    if attempts > 0:
+                        assert last_failure is not None
+                        if last_failure.kind.reached_upstream and not budget.try_spend(
+                            time.monotonic()
+                        ):
+                            self._give_up_note = "retry budget exhausted"
+                            break
+                        if not await self._backoff(attempts, last_failure):
+                            break
+                    cand, next_index = self._next_candidate(candidates, next_index)
+                    if cand is None:
+                        break
+                    attempts += 1
+                    self._start(cand, last_failure, hedge=False)
+                timeout = self.deadline - time.perf_counter()
+                if timeout <= 0:
+                    break
+                hedge_now = (
+                    hedge_delay is not None
+                    and hedges_left > 0
+                    and attempts < max_attempts
+                    and len(self.in_flight) == 1
+                )
+                wait_for = min(timeout, hedge_delay) if hedge_now and hedge_delay else timeout
+                waited_from = time.perf_counter()
+                done, _ = await asyncio.wait(
+                    self.in_flight, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                )
+                self.record.upstream_wait += time.perf_counter() - waited_from
+                if not done:
+                    if hedge_now and time.perf_counter() < self.deadline:
+                        cand, next_index = self._next_candidate(candidates, next_index)
+                        if cand is not None and budget.try_spend(time.monotonic()):
+                            attempts += 1
+                            hedges_left -= 1
+                            self._start(cand, None, hedge=True)
+                        else:
+                            hedges_left = 0
+                        continue
+                    break  # total deadline
+                for task in done:
+                    attempt = self.in_flight.pop(task)
+                    outcome = task.result()
+                    if isinstance(outcome, Ready):
+                        await self._cancel_rest("hedge_lost")
+                        self._record_ready(attempt, outcome)
+                        return await self._commit(attempt, outcome)
+                    self._record_failure(attempt, outcome)
+                    last_failure = outcome
+                    self.failures.append(outcome)
+                    if outcome.kind is Failure.PASSTHROUGH or (
+                        outcome.kind.value in _RETRYABLE and outcome.kind.value not in retry_on
+                    ):
+                        await self._cancel_rest("cancelled")
+                        return self._passthrough(outcome)
+        finally:
+            await self._cancel_rest("cancelled")
+        raise self._exhausted(attempts)
+
+    _give_up_note = ""
+
+    def _next_candidate(
+        self, candidates: list[Candidate], index: int
+    ) -> tuple[Candidate | None, int]:
+        """The next candidate in plan order (cycling), skipping ones held by Retry-After or busy.
+
+        A held candidate is skipped while another one is free; when every
+        candidate is held, the one freed soonest is returned (``_backoff``
+        already waited for it, or the deadline ends the request).
+        """
+        n = len(candidates)
+        now = time.monotonic()
+        busy = {a.target + "@" + a.region for a in self.in_flight.values()}
+        for step in range(n):
+            cand = candidates[(index + step) % n]
+            if cand.key in busy:
+                continue
+            if self.d.health.held_until(cand.key) > now and n > 1:
+                continue
+            return cand, index + step + 1
+        free = [c for c in candidates if c.key not in busy]
+        if not free:
+            return None, index
+        soonest = min(free, key=lambda c: self.d.health.held_until(c.key))
+        return soonest, index + 1
+
+    async def _backoff(self, attempts: int, failure: Failed) -> bool:
+        """Full-jitter exponential backoff, at least as long as a Retry-After for the only choice."""
+        retry = self.route.retry
+        ceiling = min(retry.max_backoff_ms, retry.base_backoff_ms * 2 ** (attempts - 1)) / 1000
+        delay = self.d.rng.uniform(0, ceiling)
+        if failure.kind is Failure.CONNECT and len(self.failures) == 1:
+            delay = 0.0  # nothing reached the upstream; the next region may be fine right now
+        holds = [self.d.health.held_until(c.key) for c in self.candidates]
+        now = time.monotonic()
+        if holds and min(holds) > now:  # every candidate asked us to wait
+            delay = max(delay, min(holds) - now)
+        if time.perf_counter() + delay >= self.deadline:
+            self._give_up_note = (
+                f"the next attempt would start after totalMs ({self.route.timeouts.total_ms} ms)"
+            )
+            return False
+        if delay > 0:
+            started = time.perf_counter()
+            await asyncio.sleep(delay)
+            self.record.upstream_wait += time.perf_counter() - started
+        return True
+
+    def _hedge_delay(self, first: Candidate) -> float | None:
+        hedge = self.route.hedge
+        if hedge is None:
+            return None
+        if hedge.after_ms is not None:
+            return hedge.after_ms / 1000
+        assert hedge.percentile is not None
+        tracker = self.d.health.target_ttft(first.target_key)
+        return tracker.quantile(hedge.percentile / 100, time.monotonic(), 20)
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    def _start(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> None:
+        record = self.record
+        attempt = AttemptRecord(
+            number=len(record.attempts) + 1,
+            provider=cand.target.provider,
+            model=cand.target.model,
+            upstream_model=cand.target.upstream_model,
+            region=cand.region,
+            server_address=cand.base_url,
+            started=time.perf_counter(),
+            fallback_reason=("hedge" if hedge else previous.kind.value if previous else None),
+            hedge=hedge,
+        )
+        record.attempts.append(attempt)
+        self.d.observers.attempt_started(record, attempt)
+        task = asyncio.ensure_future(self._attempt(cand))
+        self.in_flight[task] = attempt
+
+    async def _attempt(self, cand: Candidate) -> Outcome:
+        health = self.d.health
+        now = time.monotonic()
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        breaker.acquire(now)  # claims the half-open probe when there is one
+        region = health.region(cand.target.provider, cand.region)
+        if region is not None:
+            region.acquire(now)
+        try:
+            headers = self._upstream_headers(cand)
+        except MissingCredentials as exc:
+            breaker.release()
+            if region is not None:
+                region.release()
+            return Failed(
+                cand, Failure.CREDENTIALS, f"no key for provider {cand.provider.name}: {exc}"
+            )
+        payload = self._payload(cand.target)
+        remaining = max(0.001, self.deadline - time.perf_counter())
+        first_byte = min(self.route.timeouts.first_byte_ms / 1000, remaining)
+        try:
+            return await run_attempt(
+                self.d.pool.session(cand.provider),
+                cand,
+                cand.base_url.rstrip("/") + self.features.endpoint.path,
+                payload,
+                headers,
+                stream=self.features.stream,
+                first_byte_timeout=first_byte,
+                total_timeout=remaining,
+            )
+        except asyncio.CancelledError:
+            breaker.release()
+            if region is not None:
+                region.release()
+            raise
+
+    def _payload(self, target: CompiledTarget) -> bytes:
+        body = dict(self.body)
+        body["model"] = target.upstream_model
+        return orjson.dumps(body)
+
+    def _upstream_headers(self, cand: Candidate) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        for name in _PASSED_REQUEST_HEADERS:
+            value = self.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        if self.route.forward_client_auth and "authorization" in self.headers:
+            headers["Authorization"] = self.headers["authorization"]
+        else:
+            headers.update(self.d.credentials.headers_for(cand.provider.credentials))
+        return headers
+
+    def _record_ready(self, attempt: AttemptRecord, ready: Ready) -> None:
+        attempt.ttfb = ready.ttfb
+        attempt.status = ready.response.status
+        now = time.monotonic()
+        health = self.d.health
+        cand = ready.candidate
+        health.breaker(self.route.name, cand.key, self.route.circuit_breaker).record_success(now)
+        region = health.region(cand.target.provider, cand.region)
+        if region is not None:
+            region.record(True, ready.ttfb, now)
+        health.target_ttft(cand.target_key).add(ready.ttfb, now)
+        if not self.features.stream:
+            health.target_latency(cand.target_key).add(ready.ttfb, now)
+
+    def _record_failure(self, attempt: AttemptRecord, failed: Failed) -> None:
+        attempt.result = failed.kind.value
+        attempt.status = failed.status
+        attempt.detail = failed.detail
+        attempt.duration = time.perf_counter() - attempt.started
+        now = time.monotonic()
+        health = self.d.health
+        cand = failed.candidate
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        region = health.region(cand.target.provider, cand.region)
+        if failed.kind.upstream_unhealthy:
+            breaker.record_failure(now)
+            if region is not None:
+                region.record(False, None, now)
+        else:
+            breaker.release()
+            if region is not None:
+                region.release()
+        if failed.retry_after is not None and failed.kind in (
+            Failure.RATE_LIMITED,
+            Failure.SERVER_ERROR,
+        ):
+            health.hold(cand.key, now + failed.retry_after)
+        self.d.observers.attempt_finished(self.record, attempt)
+
+    async def _cancel_rest(self, result: str) -> None:
+        if not self.in_flight:
+            return
+        tasks = list(self.in_flight)
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            attempt = self.in_flight.pop(task)
+            if isinstance(outcome, Ready):  # finished just as we cancelled: close it
+                outcome.response.release()
+            attempt.result = result
+            attempt.duration = time.perf_counter() - attempt.started
+            self.d.observers.attempt_finished(self.record, attempt)
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _our_headers(self, attempts: int | None = None) -> dict[str, str]:
+        headers = {ROUTE_HEADER: self.route.name}
+        if self.record.classify_reason:
+            headers[REASON_HEADER] = self.record.classify_reason
+        served = self.record.served
+        if served is not None:
+            headers[TARGET_HEADER] = f"{served.provider}/{served.model}@{served.region}"
+        headers[ATTEMPTS_HEADER] = str(attempts or len(self.record.attempts))
+        return headers
+
+    def _passthrough(self, failed: Failed) -> web.Response:
+        """The upstream judged the request itself bad (or its failure isn't in retryOn): relay it."""
+        record = self.record
+        record.status = failed.status or 502
+        record.outcome = "rejected" if record.status < 500 else "error"
+        body = failed.body or orjson.dumps(errors.UpstreamUnavailable(failed.detail).body())
+        return web.Response(
+            status=record.status,
+            body=body,
+            content_type=failed.content_type.split(";")[0] or "application/json",
+            headers=self._our_headers(),
+        )
+
+    def _exhausted(self, attempts: int) -> errors.ModelRouteError:
+        summaries = [
+            errors.AttemptSummary(
+                target=f.candidate.target_key,
+                region=f.candidate.region,
+                result=f.kind.value,
+                status=f.status,
+                detail=f.detail,
+            )
+            for f in self.failures
+        ]
+        kinds = {f.kind for f in self.failures}
+        if not self.failures:
+            status, code = 504, "timeout"
+        elif kinds == {Failure.RATE_LIMITED}:
+            status, code = 429, "rate_limited"
+        elif kinds <= {Failure.TIMEOUT}:
+            status, code = 504, "upstream_timeout"
+        elif kinds <= {Failure.CONTEXT_LENGTH}:
+            status, code = 400, "context_length_exceeded"
+        else:
+            status, code = 502 if Failure.INVALID_RESPONSE in kinds else 503, "upstream_unavailable"
+        note = f" ({self._give_up_note})" if self._give_up_note else ""
+        message = (
+            f"route {self.route.name!r}: every attempt failed{note}; "
+            f"{errors.attempts_text(summaries)}"
+        )
+        headers = self._our_headers(attempts)
+        holds = [
+            self.d.health.held_until(f.candidate.key) - time.monotonic() for f in self.failures
+        ]
+        if status == 429 and holds:
+            headers["Retry-After"] = str(max(1, round(min(holds))))
+        error_cls = errors.NoEligibleTarget if code == "context_length_exceeded" else None
+        if error_cls is not None:
+            return error_cls(message, route=self.route.name, attempts=summaries, code=code)
+        return errors.UpstreamUnavailable(
+            message,
+            status=status,
+            code=code,
+            route=self.route.name,
+            attempts=summaries,
+            headers=headers,
+        )
+
+    async def _commit(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
+        record = self.record
+        record.served = attempt
+        try:
+            if ready.document is not None:
+                return await self._send_whole(attempt, ready)
+            return await self._pipe_stream(attempt, ready)
+        finally:
+            ready.response.release()
+
+    async def _send_whole(self, attempt: AttemptRecord, ready: Ready) -> web.Response:
+        record = self.record
+        doc = ready.document
+        assert doc is not None
+        attempt.result = "ok"
+        attempt.duration = time.perf_counter() - attempt.started
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            record.input_tokens = _int(usage.get("prompt_tokens"))
+            record.output_tokens = _int(usage.get("completion_tokens"))
+        record.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
+        reasons = [
+            str(c["finish_reason"])
+            for c in doc.get("choices") or ()
+            if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
+        ]
+        record.finish_reasons = tuple(reasons)
+        self._account(attempt)
+        record.status = ready.response.status
+        record.outcome = "ok"
+        record.ttft = time.perf_counter() - record.started
+        self.d.observers.attempt_finished(record, attempt)
+        headers = {**ready.headers, **self._our_headers()}
+        response = web.Response(
+            status=ready.response.status,
+            body=ready.first,
+            content_type="application/json",
+            headers=headers,
+        )
+        self.d.mirror.maybe_send(self.route, self.table, self.body)
+        return response
+
+    async def _pipe_stream(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
+        record = self.record
+        upstream = ready.response
+        scanner = SSEScanner(self.strip_usage)
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers={
+                **ready.headers,
+                **self._our_headers(),
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        record.status = upstream.status
+        idle = (self.route.timeouts.stream_idle_ms or self.route.timeouts.first_byte_ms) / 1000
+        failure: str | None = None
+        try:
+            await response.prepare(self.request)
+            out = scanner.feed(ready.first)
+            if out:
+                await response.write(out)
+            record.ttft = time.perf_counter() - record.started
+            self.d.mirror.maybe_send(self.route, self.table, self.body)
+            content = upstream.content
+            while True:
+                remaining = self.deadline - time.perf_counter()
+                if remaining <= 0:
+                    failure = f"the stream exceeded totalMs ({self.route.timeouts.total_ms} ms)"
+                    break
+                waited_from = time.perf_counter()
+                try:
+                    async with asyncio.timeout(min(idle, remaining)):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    failure = f"the upstream went silent for {min(idle, remaining) * 1000:.0f} ms mid-stream"
+                    break
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    failure = f"the upstream connection broke mid-stream ({type(exc).__name__})"
+                    break
+                finally:
+                    record.upstream_wait += time.perf_counter() - waited_from
+                if not chunk:
+                    break
+                out = scanner.feed(chunk)
+                if out:
+                    await response.write(out)
+            rest = scanner.flush()
+            if rest:
+                await response.write(rest)
+            facts = scanner.facts
+            if failure is None and facts.error is not None:
+                failure = f"the upstream sent an error event: {facts.error.get('message', '')}"[
+                    :300
+                ]
+            elif failure is None and not facts.complete:
+                failure = "the upstream ended the stream before it was complete"
+            if failure is not None:
+                served = f"{attempt.provider}/{attempt.model}@{attempt.region}"
+                await response.write(
+                    error_event(
+                        f"route {self.route.name!r}: {failure} (served by {served}); "
+                        "the answer is incomplete",
+                        "stream_interrupted",
+                        self.route.name,
+                    )
+                )
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            record.outcome = "client_closed"
+            record.status = 499
+            attempt.result = "client_closed"
+            self._finish_stream(attempt, scanner, failure)
+            raise
+        self._finish_stream(attempt, scanner, failure)
+        return response
+
+    def _finish_stream(
+        self, attempt: AttemptRecord, scanner: SSEScanner, failure: str | None
+    ) -> None:
+        record = self.record
+        facts = scanner.facts
+        record.input_tokens = facts.input_tokens
+        record.output_tokens = facts.output_tokens
+        record.response_model = facts.model
+        record.finish_reasons = tuple(facts.finish_reasons)
+        attempt.duration = time.perf_counter() - attempt.started
+        now = time.monotonic()
+        if record.outcome != "client_closed":
+            if failure is None:
+                attempt.result = "ok"
+                record.outcome = "ok"
+                self.d.health.target_latency(attempt.target).add(attempt.duration, now)
+            else:
+                attempt.result = "stream_error"
+                attempt.detail = failure
+                record.outcome = "stream_error"
+                record.error_code = "stream_interrupted"
+                cand_key = f"{attempt.target}@{attempt.region}"
+                self.d.health.breaker(
+                    self.route.name, cand_key, self.route.circuit_breaker
+                ).record_failure(now)
+        self._account(attempt)
+        self.d.observers.attempt_finished(record, attempt)
+
+    def _account(self, attempt: AttemptRecord) -> None:
+        """Cost at the catalogue price of the model that served; unknown prices stay unknown."""
+        record = self.record
+        target = self.route_target(attempt)
+        cost: float | None = 0.0
+        if record.output_tokens:
+            if target is not None and target.output_usd_per_mtok is not None:
+                cost = (cost or 0.0) + record.output_tokens * target.output_usd_per_mtok / 1e6
+            else:
+                record.unpriced_output_tokens = record.output_tokens
+                cost = None
+        if record.input_tokens:
+            if target is not None and target.input_usd_per_mtok is not None:
+                if cost is not None:
+                    cost += record.input_tokens * target.input_usd_per_mtok / 1e6
+            else:
+                record.unpriced_input_tokens = record.input_tokens
+        if record.output_tokens is None and record.input_tokens is None:
+            cost = None
+        record.cost_usd = cost
+        if cost and self.d.budgets is not None and self.route.budget is not None:
+            self.d.budgets.spend(self.route, cost)
+
+    def route_target(self, attempt: AttemptRecord) -> CompiledTarget | None:
+        for target in self.route.targets:
+            if target.provider == attempt.provider and target.model == attempt.model:
+                return target
+        return None
+
+
+# Failures a route's ``retry.retryOn`` governs; the others (invalid response, auth, unknown
+# model upstream) always fall over, since another target can't be worse.
+_RETRYABLE = {
+    k.value
+    for k in (
+        Failure.CONNECT,
+        Failure.TIMEOUT,
+        Failure.RATE_LIMITED,
+        Failure.SERVER_ERROR,
+        Failure.CONTEXT_LENGTH,
+    )
+}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None

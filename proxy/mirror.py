@@ -1,0 +1,118 @@
+"""Shadow traffic (``mirror:``): a copy of a sampled request to another target, measured apart.
+
+The seeds' advice before moving a route's default: send a share of real
+traffic to the candidate and compare latency, tokens and cost.  The copy is
+started only once the primary answer is on its way (after its first byte
+went to the client), never streamed, never retried, bounded in concurrency
+per route (over the bound, the copy is skipped and counted), and its result
+is thrown away: nothing it does can reach the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .credentials import Credentials, MissingCredentials
+from .events import Observers, ShadowRecord
+from .table import CompiledRoute, CompiledTable
+
+log = logging.getLogger("modelroute.mirror")
+
+
+class Mirror:
+    def __init__(
+        self,
+        pool: Any,  # UpstreamPool; typed loosely so tests can pass a stand-in
+        credentials: Credentials,
+        observers: Observers,
+        rng: random.Random,
+    ) -> None:
+        self.pool = pool
+        self.credentials = credentials
+        self.observers = observers
+        self.rng = rng
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, int] = {}
+
+    def maybe_send(self, route: CompiledRoute, table: CompiledTable, body: dict[str, Any]) -> None:
+        mirror = route.mirror
+        if mirror is None or self.rng.random() * 100 >= mirror.percent:
+            return
+        target = mirror.target
+        region = target.regions[0] if target.regions else ""
+        shadow = ShadowRecord(route.name, target.provider, target.model, region)
+        if self._running.get(route.name, 0) >= mirror.max_concurrent:
+            shadow.outcome = "skipped"
+            shadow.detail = f"{mirror.max_concurrent} shadow requests already in flight"
+            self.observers.shadow_finished(shadow)
+            return
+        copy = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        copy["model"] = target.upstream_model
+        self._running[route.name] = self._running.get(route.name, 0) + 1
+        task = asyncio.ensure_future(self._send(route, table, copy, shadow))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(
+        self,
+        route: CompiledRoute,
+        table: CompiledTable,
+        body: dict[str, Any],
+        shadow: ShadowRecord,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            provider = table.provider(shadow.provider)
+            url = provider.endpoint(shadow.region).base_url.rstrip("/")
+            path = (
+                "/embeddings"
+                if "input" in body and "messages" not in body
+                else ("/chat/completions" if "messages" in body else "/completions")
+            )
+            headers = {"Content-Type": "application/json"}
+            headers.update(self.credentials.headers_for(provider.credentials))
+            session: aiohttp.ClientSession = self.pool.session(provider)
+            timeout = aiohttp.ClientTimeout(total=route.timeouts.total_ms / 1000)
+            async with session.post(
+                url + path, data=orjson.dumps(body), headers=headers, timeout=timeout
+            ) as response:
+                raw = await response.read()
+                shadow.status = response.status
+            doc = orjson.loads(raw) if response.status < 300 else None
+            if isinstance(doc, dict):
+                shadow.outcome = "ok"
+                usage = doc.get("usage")
+                if isinstance(usage, dict):
+                    shadow.input_tokens = usage.get("prompt_tokens")
+                    shadow.output_tokens = usage.get("completion_tokens")
+                price = route.mirror.target.output_usd_per_mtok if route.mirror else None
+                if price is not None and isinstance(shadow.output_tokens, int):
+                    shadow.cost_usd = shadow.output_tokens * price / 1e6
+            else:
+                shadow.outcome = "error"
+                shadow.detail = f"status {response.status}"
+        except (
+            aiohttp.ClientError,
+            TimeoutError,
+            orjson.JSONDecodeError,
+            MissingCredentials,
+            KeyError,
+        ) as exc:
+            shadow.outcome = "error"
+            shadow.detail = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            shadow.duration = time.perf_counter() - started
+            self._running[route.name] -= 1
+            self.observers.shadow_finished(shadow)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,355 @@
+"""The sidecar process: the OpenAI-compatible API on one port, the admin endpoints on another.
+
+:class:`Proxy` owns the long-lived state (route table, health book, one
+pooled ``ClientSession`` per provider, budgets, observers) and builds the two
+aiohttp applications.  :func:`start_proxy` binds them (tests and the demo use
+it directly); :func:`serve` runs until SIGTERM/SIGINT and then drains:
+readiness goes false first, in-flight requests get ``drainSeconds`` to
+finish, and only then are the upstream sessions closed.
+
+Every error a client sees passes through :func:`error_middleware`, the one
+place :class:`~modelroute.proxy.errors.ModelRouteError` becomes OpenAI's
+error shape – including aiohttp's own (body too large, bad method).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from . import errors
+from .budget import BudgetBook
+from .credentials import DEFAULT_SECRETS_DIR, Credentials
+from .dispatch import Dispatcher
+from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
+from .health import HealthBook, RollingCounts
+from .kube_source import KubeTableSource
+from .metrics import PrometheusObserver, StateCollector
+from .request import Endpoint
+from .sources import ConfigError, RouteFilesSource, TableFileSource
+from .table import CompiledTable
+from .tablestore import TableStore
+from .tracing import tracing_from_env
+from .upstream import UpstreamPool
+
+log = logging.getLogger("modelroute.proxy")
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024  # embedding batches and long prompts are real
+
+
+@dataclass
+class ProxyConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 15400)
+    admin: tuple[str, int] | None = ("127.0.0.1", 15401)
+    route_files: list[Path] = field(default_factory=list)
+    table_file: Path | None = None
+    kube: bool = False
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    secrets_dir: Path = DEFAULT_SECRETS_DIR
+    redis_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    drain_seconds: float = 25.0
+    reload_seconds: float = 1.0
+    reuse_port: bool = False
+    tracing: bool = True  # still only on when OTEL_* variables configure an exporter
+
+    def check(self) -> None:
+        if not (self.route_files or self.table_file or self.kube):
+            raise ConfigError(
+                "no route table source: pass --routes FILE (local mode), --table-file FILE "
+                "or --kube (in a cluster)"
+            )
+        if self.route_files and (self.table_file or self.kube):
+            raise ConfigError("--routes (local mode) can't be combined with --table-file/--kube")
+
+
+class _Health:
+    """Recent request outcomes for ``/status`` (the operator's rollout gate reads ``errorRate``)."""
+
+    def __init__(self) -> None:
+        self.recent = RollingCounts(60.0)
+        self.requests = 0
+        self.errors = 0
+
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        pass
+
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        pass
+
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        pass
+
+    def request_finished(self, record: RequestRecord) -> None:
+        failed = record.status >= 500 or record.outcome == "stream_error"
+        self.requests += 1
+        self.errors += failed
+        self.recent.add(not failed, time.monotonic())
+
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        pass
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig) -> None:
+        config.check()
+        self.config = config
+        self.store = TableStore()
+        self.health = HealthBook()
+        self.pool = UpstreamPool()
+        self.credentials = Credentials(config.secrets_dir)
+        self.budgets = BudgetBook(config.redis_url, namespace=config.namespace or "local")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = PrometheusObserver(self.registry)
+        self.registry.register(StateCollector(self.health, self.store, self.budgets.remaining))
+        self.status_counts = _Health()
+        self.observers = Observers([self.metrics, self.status_counts])
+        self.tracing = tracing_from_env() if config.tracing else None
+        if self.tracing is not None:
+            self.observers.add(self.tracing)
+        self.dispatcher = Dispatcher(
+            self.store, self.health, self.pool, self.credentials, self.observers, self.budgets
+        )
+        self.started_at = time.time()
+        self.draining = False
+        self.store.subscribe(self._table_applied)
+        self._route_files = (
+            RouteFilesSource(self.store, config.route_files, config.reload_seconds)
+            if config.route_files
+            else None
+        )
+        self._table_file = (
+            TableFileSource(self.store, config.table_file, config.reload_seconds)
+            if config.table_file
+            else None
+        )
+        self._kube = (
+            KubeTableSource(self.store, namespace=config.namespace, kubeconfig=config.kubeconfig)
+            if config.kube
+            else None
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _table_applied(self, table: CompiledTable) -> None:
+        failover = table.failover
+        self.health.configure(
+            failover.ejection if failover else None,
+            failover.failback_delay_seconds if failover else 60.0,
+        )
+        self.health.forget_routes_except({r.name for r in table.routes})
+
+    async def start_sources(self) -> None:
+        """Load the first table (a bad local file stops here with the reason), then watch."""
+        if self._route_files is not None:
+            self._route_files.load_initial()
+            await self._route_files.start()
+        if self._table_file is not None:
+            self._table_file.load_initial()
+            await self._table_file.start()
+        if self._kube is not None:
+            await self._kube.start()
+        await self.budgets.start()
+
+    async def close(self) -> None:
+        for source in (self._route_files, self._table_file, self._kube):
+            if source is not None:
+                await source.stop()
+        await self.dispatcher.mirror.close()
+        await self.budgets.close()
+        await self.pool.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+    async def drain(self, seconds: float) -> int:
+        """Stop being ready and wait for in-flight requests; returns how many were left."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.dispatcher.idle.wait()
+        return self.dispatcher.in_flight
+
+    # -- the API app -------------------------------------------------------------------------
+
+    def api_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.config.max_body_bytes, middlewares=[error_middleware]
+        )
+        for endpoint in Endpoint:
+            app.router.add_post("/v1" + endpoint.path, self._handler(endpoint))
+            app.router.add_post(endpoint.path, self._handler(endpoint))  # base URL without /v1
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/models", self.models)
+        return app
+
+    def _handler(
+        self, endpoint: Endpoint
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if (
+                request.content_length is not None
+                and request.content_length > self.config.max_body_bytes
+            ):
+                raise _too_large(request.content_length, self.config.max_body_bytes)
+            return await self.dispatcher.handle(request, endpoint)
+
+        return handle
+
+    async def models(self, request: web.Request) -> web.Response:
+        """The aliases routes capture, in OpenAI's list shape (what apps may send in ``model``)."""
+        if not self.store.loaded:
+            raise errors.UpstreamUnavailable("no route table loaded yet", code="not_ready")
+        table = self.store.current
+        created = int(self.started_at)
+        data = []
+        for alias in table.aliases():
+            routes = [r.name for r in table.routes if alias in r.aliases]
+            data.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "modelroute",
+                    "modelroute": {"routes": routes},
+                }
+            )
+        return _json({"object": "list", "data": data})
+
+
+def _too_large(size: int | None, limit: int) -> errors.BodyTooLarge:
+    got = f"{size} bytes" if size is not None else "the body"
+    return errors.BodyTooLarge(
+        f"request body too large: {got} is over the {limit}-byte limit "
+        "(raise it with --max-body-bytes)"
+    )
+
+
+def _json(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(exc: errors.ModelRouteError) -> web.Response:
+    return _json(exc.body(), status=exc.status, headers=exc.headers or None)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.ModelRouteError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(_too_large(None, exc.max_size if hasattr(exc, "max_size") else 0))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = errors.UnknownModel if exc.status == 404 else errors.InvalidRequest
+        err = kind(f"{request.method} {request.path}: {exc.reason}")
+        err.status = exc.status
+        err.code = "not_found" if exc.status == 404 else f"http_{exc.status}"
+        return error_response(err)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(
+            errors.ModelRouteError(
+                "internal error in modelroute (logged); the request was not sent"
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# running it
+
+
+@dataclass
+class RunningProxy:
+    proxy: Proxy
+    api: web.AppRunner
+    admin: web.AppRunner | None
+    api_url: str
+    admin_url: str | None
+
+    @property
+    def base_url(self) -> str:
+        return self.api_url + "/v1"
+
+    async def stop(self, drain: float = 0.0) -> None:
+        if drain:
+            await self.proxy.drain(drain)
+        await self.api.cleanup()
+        if self.admin is not None:
+            await self.admin.cleanup()
+        await self.proxy.close()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise RuntimeError("site not bound")
+
+
+async def start_proxy(config: ProxyConfig) -> RunningProxy:
+    """Build, load and bind the proxy (port 0 picks a free port); raises ConfigError on bad config."""
+    from .admin import admin_app  # the admin side imports the proxy, not the other way round
+
+    proxy = Proxy(config)
+    try:
+        await proxy.start_sources()
+    except BaseException:
+        await proxy.close()
+        raise
+    api = web.AppRunner(
+        proxy.api_app(),
+        handler_cancellation=True,  # a client that goes away cancels its upstream request
+        access_log=None,
+        shutdown_timeout=config.drain_seconds,
+    )
+    await api.setup()
+    host, port = config.listen
+    await web.TCPSite(api, host, port, reuse_port=config.reuse_port or None).start()
+    api_url = f"http://{host}:{_bound_port(api)}"
+    admin_runner: web.AppRunner | None = None
+    admin_url = None
+    if config.admin is not None:
+        admin_runner = web.AppRunner(admin_app(proxy), access_log=None)
+        await admin_runner.setup()
+        ahost, aport = config.admin
+        await web.TCPSite(admin_runner, ahost, aport, reuse_port=config.reuse_port or None).start()
+        admin_url = f"http://{ahost}:{_bound_port(admin_runner)}"
+    log.info("modelroute proxy listening on %s (admin %s)", api_url, admin_url or "off")
+    return RunningProxy(proxy, api, admin_runner, api_url, admin_url)
+
+
+async def serve(config: ProxyConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain in-flight requests and stop."""
+    running = await start_proxy(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: draining %d in-flight request(s)", running.proxy.dispatcher.in_flight)
+    left = await running.proxy.drain(config.drain_seconds)
+    if left:
+        log.warning("%d request(s) still in flight after %gs; closing", left, config.drain_seconds)
+    await running.stop()
