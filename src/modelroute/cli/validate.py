@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
         print(problem)
     errors = [p for p in result.problems if p.is_error or args.strict]
     n_res = len(resources.providers) + len(resources.routes) + len(resources.policies)
+    for other in resources.skipped:
+        print(f"skipped: {other}: not a modelroute.io resource")
     if errors:
         print(f"\n{len(errors)} problem(s) in {', '.join(args.files)}; nothing was applied.")
         return 1

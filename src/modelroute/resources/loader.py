@@ -38,6 +38,9 @@ class ResourceSet:
     routes: list[ModelRoute] = field(default_factory=list)
     policies: list[FailoverPolicy] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # Manifests of other API groups met on the way (a Deployment next to the routes):
+    # not ours to judge, so skipped and listed rather than refused.
+    skipped: list[str] = field(default_factory=list)
 
     def add(self, resource: Resource) -> None:
         if isinstance(resource, ModelProvider):
@@ -52,6 +55,7 @@ class ResourceSet:
         self.routes.extend(other.routes)
         self.policies.extend(other.policies)
         self.problems.extend(other.problems)
+        self.skipped.extend(other.skipped)
 
 
 def describe(manifest: Mapping[str, Any], fallback: str) -> str:
@@ -120,6 +124,14 @@ def parse_manifest(manifest: Any, where: str) -> Resource | list[Problem]:
         return validation_problems(exc, name)
 
 
+def _foreign(manifest: Any) -> bool:
+    """A well-formed manifest of another API group (not a broken one of ours)."""
+    if not isinstance(manifest, Mapping) or not manifest.get("kind"):
+        return False
+    api = str(manifest.get("apiVersion") or "")
+    return bool(api) and not api.startswith(GROUP_VERSION.split("/")[0] + "/")
+
+
 def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
     out = ResourceSet()
     for index, manifest in enumerate(manifests):
@@ -128,7 +140,11 @@ def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
         if isinstance(manifest, Mapping) and manifest.get("kind") == "List":
             out.extend(parse_manifests(manifest.get("items") or [], source))
             continue
-        result = parse_manifest(manifest, f"{source} document {index + 1}")
+        where = f"{source} document {index + 1}"
+        if _foreign(manifest):
+            out.skipped.append(f"{describe(manifest, where)} ({manifest.get('apiVersion')})")
+            continue
+        result = parse_manifest(manifest, where)
         if isinstance(result, list):
             out.problems.extend(result)
         else:
@@ -149,11 +165,11 @@ def load_text(text: str, source: str = "<string>") -> ResourceSet:
 
 
 def load_files(paths: Iterable[str | Path]) -> ResourceSet:
-    """Read every file (a directory means its *.yaml and *.yml files, sorted)."""
+    """Read every file (a directory means the *.yaml and *.yml files under it, sorted)."""
     out = ResourceSet()
     for raw in paths:
         path = Path(raw)
-        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        files = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]) if path.is_dir() else [path]
         for file in files:
             try:
                 text = file.read_text(encoding="utf-8")
