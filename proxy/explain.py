@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -231,13 +231,16 @@ class Explanation:
     budget: BudgetView | None = None
     plan: Plan | None = None
     refusal: Refusal | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def would_serve(self) -> bool:
         return self.refusal is None
 
     # -- cost ---------------------------------------------------------------------------
+
+    def _budget_rejects(self) -> bool:
+        b = self.budget
+        return bool(b and b.exhausted and b.action is BudgetAction.REJECT)
 
     def _first(self) -> Candidate | None:
         if self.plan is None or not self.plan.candidates:
@@ -309,7 +312,6 @@ class Explanation:
             "panic": False,
             "cost": self.cost_dict(),
             "refusal": self.refusal.to_dict() if self.refusal else None,
-            "notes": list(self.notes),
         }
         if self.plan is not None:
             doc["candidates"] = [
@@ -331,14 +333,16 @@ class Explanation:
         lines.append(f"request:  {self.endpoint.value}, model {model}")
         if f is not None:
             max_out = (
-                f"max output {f.max_output_tokens:,} tokens"
+                ""
+                if f.endpoint is Endpoint.EMBEDDINGS
+                else f"; max output {f.max_output_tokens:,} tokens"
                 if f.max_output_tokens
-                else "max output not set"
+                else "; max output not set"
             )
             stream = ", stream" if f.stream else ""
             lines.append(
                 f"          needs {f.describe_needs()}; ~{f.prompt_tokens:,} prompt tokens "
-                f"(estimated); {max_out}{stream}"
+                f"(estimated){max_out}{stream}"
             )
         if self.route is not None:
             where = f" (namespace {self.route.namespace})" if self.route.namespace else ""
@@ -372,8 +376,6 @@ class Explanation:
             lines.extend(self._dropped_text())
             lines.append("")
             lines.extend(self._cost_text())
-        for note in self.notes:
-            lines.append(f"note:     {note}")
         lines.append("")
         if self.refusal is not None:
             r = self.refusal
@@ -392,7 +394,9 @@ class Explanation:
         if not self.plan.candidates:
             return ["candidates: none"]
         head = "candidates, in the order they would be tried"
-        if self.plan.panic:
+        if self._budget_rejects():
+            head = "candidates the route would try, but none is (the budget rejects the request)"
+        elif self.plan.panic:
             head += " (panic: every candidate is unhealthy, so all are tried anyway)"
         header = (
             "#",
@@ -562,7 +566,7 @@ def explain(
         cheapest_first=downgrade,
     )
     out.plan = result
-    if out.budget and out.budget.exhausted and out.budget.action is BudgetAction.REJECT:
+    if out.budget is not None and out._budget_rejects():
         out.refusal = Refusal.of(
             BudgetExhausted(
                 f"route {route.name!r} spent its budget ({out.budget.window}) and rejects "
