@@ -236,6 +236,8 @@ async def test_spans_arrive_over_otlp_http(
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")
         monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout-sidecar")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
+        for name in ("NO_PROXY", "no_proxy"):  # a CI proxy must not swallow loopback
+            monkeypatch.setenv(name, "127.0.0.1,localhost")
         obs = tracing_from_env()
         assert obs is not None
         drive(obs, fallback_request(rec))
