@@ -96,14 +96,12 @@ async def test_route_compiles_into_table_and_bad_ref_is_reported(cluster: Any) -
                 {"metadata": {"labels": {"modelroute.io/enabled": "false"}}},
             )
 
-            async def gone() -> bool:
-                return await api.get(CM.format(ns="team-a")) is None
+            role_path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/modelroute-sidecar"
 
-            await eventually(gone, what="table removed")
-            assert (
-                await api.get(
-                    "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/modelroute-sidecar"
-                )
-                is None
-            )
+            async def gone() -> bool:
+                # the handler deletes the table, then the sidecar Role: wait for both
+                table_gone = await api.get(CM.format(ns="team-a")) is None
+                return table_gone and await api.get(role_path) is None
+
+            await eventually(gone, what="table and sidecar Role removed")
         assert runner.exception is None
