@@ -40,7 +40,7 @@ def admin_app(proxy: Proxy) -> web.Application:
         return web.Response(text="ready\n")
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type = render(proxy.registry)
+        body, content_type = render(proxy.registry, request.headers.get("Accept"))
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response

@@ -170,7 +170,8 @@ class Proxy:
         await self.budgets.close()
         await self.pool.close()
         if self.tracing is not None:
-            self.tracing.shutdown()
+            # the exporter's last flush is a blocking HTTP call: keep it off the loop
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def drain(self, seconds: float) -> int:
         """Stop being ready and wait for in-flight requests; returns how many were left."""

@@ -323,9 +323,7 @@ def test_absolute_cost_threshold_is_opt_in(helm: str, promtool: str, tmp_path: P
     names = {r.get("alert") for g in render_rules(helm)["groups"] for r in g["rules"]}
     assert "ModelrouteCostOverThreshold" not in names
     # the values schema doesn't declare thresholds yet: render past it to prove the template
-    rules = render_rules(
-        helm, "monitoring.prometheusRule.thresholds.costPerHourUsd=20", skip_schema=True
-    )
+    rules = render_rules(helm, "monitoring.prometheusRule.thresholds.costPerHourUsd=20")
     [rule] = [
         r
         for g in rules["groups"]
