@@ -54,7 +54,7 @@ from .errors import (
 from .events import RequestRecord
 from .health import HealthBook
 from .request import Endpoint, RequestFeatures, extract_features
-from .router import Candidate, Dropped, Plan, RouteIndex, plan, resolve_request
+from .router import Candidate, Dropped, DropReason, Plan, RouteIndex, plan, resolve_request
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 
 DEFAULT_OUTPUT_TOKENS = 1000
@@ -64,9 +64,9 @@ DEFAULT_SEED = 0
 """Seed of the weighted order ``modelroute explain`` draws (fixed: the output repeats)."""
 
 BudgetStateFn = Callable[[CompiledRoute], object | None]
-"""``budget_state(route)``: ``None`` while the route is within its budget, else an object
-whose ``str()`` says how it is spent (e.g. ``"$51.20 of $50.00 today"``).  An object with
-an ``exhausted`` attribute is taken at its word (``exhausted=False`` means within budget)."""
+"""``budget_state(route)`` – the live proxy's ``BudgetBook.state`` fits: ``None`` while no
+budget is tracked, else a state whose ``exhausted`` says whether it is spent (an object
+without that attribute counts as exhausted) and whose ``message()`` (or ``str()``) says how."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +160,8 @@ class BudgetView:
     window: str  # "$50.00 per day"
     action: BudgetAction
     exhausted: bool | None  # None: no live spend known (offline explain)
-    state: str
+    state: str  # exhausted | within budget | unknown
+    detail: str  # the budget book's own words, when it has some
     effect: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +170,7 @@ class BudgetView:
             "action": self.action.value,
             "exhausted": self.exhausted,
             "state": self.state,
+            "detail": self.detail,
             "effect": self.effect,
         }
 
@@ -183,14 +185,28 @@ def _budget_view(route: CompiledRoute, budget_state: BudgetStateFn | None) -> Bu
             window,
             action,
             None,
-            "live spend unknown here; explained as within budget",
+            "unknown",
+            "live spend is not known here; explained as within budget",
             f"when exhausted, {_ACTION_EFFECT[action]}",
         )
     state = budget_state(route)
-    exhausted = state is not None and bool(getattr(state, "exhausted", True))
-    if not exhausted:
-        return BudgetView(window, action, False, "within budget", "none")
-    return BudgetView(window, action, True, f"exhausted: {state}", _ACTION_EFFECT[action])
+    if state is None:
+        return BudgetView(window, action, False, "within budget", "", "none")
+    if not getattr(state, "exhausted", True):
+        spent, limit = getattr(state, "spent_usd", None), getattr(state, "limit_usd", None)
+        detail = (
+            f"${spent:.4f} of ${limit:.2f} spent in this window"
+            if isinstance(spent, float | int) and isinstance(limit, float | int)
+            else ""
+        )
+        return BudgetView(window, action, False, "within budget", detail, "none")
+    return BudgetView(window, action, True, "exhausted", _describe(state), _ACTION_EFFECT[action])
+
+
+def _describe(state: object) -> str:
+    """A budget state in words: its ``message()`` (``budget.BudgetState`` has one), else ``str``."""
+    message = getattr(state, "message", None)
+    return str(message()) if callable(message) else str(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +378,9 @@ class Explanation:
             )
         if self.budget is not None:
             b = self.budget
-            lines.append(f"budget:   {b.window}, action {b.action.value}; {b.state}")
+            lines.append(f"budget:   {b.window}, action {b.action.value}: {b.state}")
+            if b.detail:
+                lines.append(f"          {b.detail}")
             if b.effect != "none":
                 lines.append(f"          effect: {b.effect}")
         if self.route is not None:
@@ -493,13 +511,34 @@ def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[
     return DEFAULT_OUTPUT_TOKENS, "default"
 
 
-def _no_eligible(route: CompiledRoute, result: Plan) -> NoEligibleTarget:
-    counts: dict[str, int] = {}
-    for d in result.dropped:
-        counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
-    why = ", ".join(f"{reason} ({n})" for reason, n in counts.items()) or "no targets"
+def no_candidates_error(
+    route: CompiledRoute, features: RequestFeatures, result: Plan
+) -> NoEligibleTarget:
+    """The error the dispatcher answers with when a plan has no candidate, in its words.
+
+    Mirrors ``dispatch._no_candidates`` (which lives beside aiohttp, so this
+    pure module can't import it); ``tests/explain`` checks the two agree.
+    """
+    reasons = {d.reason for d in result.dropped}
+    listing = "; ".join(str(d) for d in result.dropped)
+    if reasons == {DropReason.CONTEXT_WINDOW}:
+        return NoEligibleTarget(
+            f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
+            f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
+            route=route.name,
+            code="context_length_exceeded",
+        )
+    if DropReason.RESIDENCY in reasons:
+        return NoEligibleTarget(
+            f"route {route.name!r}: no target may serve from the allowed regions "
+            f"{list(route.residency_regions or ())}: {listing}",
+            route=route.name,
+            status=422,
+            code="residency_violation",
+        )
     return NoEligibleTarget(
-        f"no target of route {route.name!r} can serve this request; dropped for {why}",
+        f"route {route.name!r} has no target that can serve this request "
+        f"(it needs {features.describe_needs()}): {listing}",
         route=route.name,
     )
 
@@ -567,15 +606,10 @@ def explain(
     )
     out.plan = result
     if out.budget is not None and out._budget_rejects():
-        out.refusal = Refusal.of(
-            BudgetExhausted(
-                f"route {route.name!r} spent its budget ({out.budget.window}) and rejects "
-                "requests until the window rolls over; the candidates above would not be tried",
-                route=route.name,
-            )
-        )
+        # the dispatcher refuses before planning, with the budget's own message
+        out.refusal = Refusal.of(BudgetExhausted(out.budget.detail, route=route.name))
     elif not result.candidates:
-        out.refusal = Refusal.of(_no_eligible(route, result))
+        out.refusal = Refusal.of(no_candidates_error(route, features, result))
     return out
 
 

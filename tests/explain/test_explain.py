@@ -9,16 +9,18 @@ from typing import Any
 import orjson
 import pytest
 from modelroute.proxy.compiler import compile_local
+from modelroute.proxy.errors import ModelRouteError
 from modelroute.proxy.events import AttemptRecord, RequestRecord
 from modelroute.proxy.explain import (
     DEFAULT_OUTPUT_TOKENS,
     describe_live,
     explain,
     explain_json,
+    no_candidates_error,
 )
 from modelroute.proxy.health import HealthBook
 from modelroute.proxy.request import Endpoint, extract_features
-from modelroute.proxy.router import RouteIndex, plan, resolve_request
+from modelroute.proxy.router import Dropped, DropReason, Plan, RouteIndex, plan, resolve_request
 from modelroute.proxy.table import CompiledTable
 
 from modelroute.resources import load_text
@@ -277,3 +279,30 @@ def test_describe_live_uses_the_same_vocabulary(table: CompiledTable) -> None:
     assert doc["cost"]["usd"] == pytest.approx(0.00025)
     refused = describe_live(record, None)
     assert refused["candidates"] == [] and refused["dropped"] == []
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    [
+        [DropReason.CAPABILITY],
+        [DropReason.CONTEXT_WINDOW],
+        [DropReason.CONTEXT_WINDOW, DropReason.CAPABILITY],
+        [DropReason.RESIDENCY, DropReason.CONTEXT_WINDOW],
+        [],
+    ],
+)
+def test_refusal_words_are_the_dispatchers(table: CompiledTable, reasons: list[DropReason]) -> None:
+    """explain mirrors dispatch's no-candidate error (it can't import aiohttp code): same
+    code, status and message for every mix of drop reasons."""
+    from modelroute.proxy.dispatch import _no_candidates
+
+    route = next(r for r in table.routes if r.name == "regional-cn")
+    features = extract_features(_chat("regional-cn", max_tokens=10), Endpoint.CHAT)
+    empty = Plan(
+        route=route,
+        dropped=[Dropped(f"p/m{i}", None, reason, "why") for i, reason in enumerate(reasons)],
+    )
+    ours = no_candidates_error(route, features, empty)
+    theirs = _no_candidates(route, features, empty)
+    assert isinstance(theirs, ModelRouteError)
+    assert (ours.code, ours.status, ours.message) == (theirs.code, theirs.status, theirs.message)

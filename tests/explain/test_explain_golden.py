@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from modelroute.proxy.explain import explain_json
+from modelroute.proxy.budget import BudgetBook
+from modelroute.proxy.explain import BudgetStateFn, explain_json
 from modelroute.proxy.health import HealthBook, candidate_key
 from modelroute.proxy.request import Endpoint
 from modelroute.proxy.table import CompiledRoute, CompiledTable
@@ -78,16 +79,18 @@ def _slow_flash(table: CompiledTable) -> HealthBook:
     return book
 
 
-@dataclass(frozen=True)
-class Exhausted:
-    """What a budget tracker's state looks like to explain: its str() is shown."""
+CLOCK = 1_764_000_000.0  # 2025-11-24 16:00 UTC: a fixed window, so the goldens repeat
 
-    spent: float
-    limit: float
-    exhausted: bool = True
 
-    def __str__(self) -> str:
-        return f"${self.spent:.2f} spent of ${self.limit:.2f}"
+def _spent(route_name: str, usd: float) -> Callable[[CompiledTable], BudgetStateFn]:
+    """The live proxy's own budget book, with ``usd`` already spent on one route."""
+
+    def make(table: CompiledTable) -> BudgetStateFn:
+        book = BudgetBook(clock=lambda: CLOCK)
+        book.spend(_route(table, route_name), usd)
+        return book.state
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     endpoint: Endpoint = Endpoint.CHAT
     health: Callable[[CompiledTable], HealthBook] | None = None
-    budget: Callable[[CompiledRoute], object | None] | None = None
+    budget: Callable[[CompiledTable], BudgetStateFn] | None = None
     serves: bool = True
 
 
@@ -113,24 +116,16 @@ CASES = [
     Case("auto_vision", "auto_vision.json"),
     Case("unknown_model", "unknown_model.json", serves=False),
     Case("audio_no_target", "audio_no_target.json", serves=False),
+    Case("too_long_for_all", "too_long_for_all.json", serves=False),
     Case("missing_messages", "missing_messages.json", serves=False),
     Case("embeddings_no_target", "embeddings.json", endpoint=Endpoint.EMBEDDINGS, serves=False),
     Case("unhealthy", "plain_chat.json", health=_sick_general),
     Case("sticky_arm", "ab.json", headers={"X-User-Id": "user-42"}),
     Case("latency_demoted", "ab.json", health=_slow_flash),
     Case("panic", "residency.json", health=_all_open),
-    Case(
-        "budget_downgrade",
-        "auto_reasoning.json",
-        budget=lambda route: Exhausted(51.2, 50.0),
-    ),
-    Case("budget_within", "auto_reasoning.json", budget=lambda route: None),
-    Case(
-        "budget_reject",
-        "capped.json",
-        budget=lambda route: Exhausted(2.31, 2.0),
-        serves=False,
-    ),
+    Case("budget_downgrade", "auto_reasoning.json", budget=_spent("reasoning", 51.2)),
+    Case("budget_within", "auto_reasoning.json", budget=_spent("reasoning", 12.5)),
+    Case("budget_reject", "capped.json", budget=_spent("capped", 2.31), serves=False),
 ]
 
 
@@ -153,7 +148,7 @@ def test_golden(case: Case, table: CompiledTable) -> None:
         case.headers,
         case.endpoint,
         health=case.health(table) if case.health else None,
-        budget_state=case.budget,
+        budget_state=case.budget(table) if case.budget else None,
         now=NOW,
         seed=0,
     )
