@@ -302,7 +302,7 @@ class _Attempts:
                         if not await self._backoff(attempts, last_failure):
                             break
                     cand, next_index = self._next_candidate(candidates, next_index)
-                    if cand is None:
+                    if cand is None or not await self._wait_for_hold(cand):
                         break
                     attempts += 1
                     self._start(cand, last_failure, hedge=False)
@@ -324,7 +324,11 @@ class _Attempts:
                 if not done:
                     if hedge_now and time.perf_counter() < self.deadline:
                         cand, next_index = self._next_candidate(candidates, next_index)
-                        if cand is not None and budget.try_spend(time.monotonic()):
+                        if (
+                            cand is not None
+                            and self.d.health.held_until(cand.key) <= time.monotonic()
+                            and budget.try_spend(time.monotonic())
+                        ):
                             attempts += 1
                             hedges_left -= 1
                             self._start(cand, None, hedge=True)
@@ -352,6 +356,7 @@ class _Attempts:
         raise self._exhausted(attempts)
 
     _give_up_note = ""
+    all_held = False  # the request ended because every candidate is under a Retry-After hold
 
     def _next_candidate(
         self, candidates: list[Candidate], index: int
@@ -398,6 +403,28 @@ class _Attempts:
             started = time.perf_counter()
             await asyncio.sleep(delay)
             self.record.upstream_wait += time.perf_counter() - started
+        return True
+
+    async def _wait_for_hold(self, cand: Candidate) -> bool:
+        """Honour a Retry-After on the chosen candidate (only chosen when every one is held).
+
+        Sending anyway would be the one thing the upstream asked us not to do;
+        when the hold outlasts the deadline the request ends now with a 429
+        that passes the wait on to the client.
+        """
+        wait = self.d.health.held_until(cand.key) - time.monotonic()
+        if wait <= 0:
+            return True
+        if time.perf_counter() + wait >= self.deadline:
+            self.all_held = True
+            self._give_up_note = (
+                f"every candidate is held by Retry-After for {wait:.1f}s more, "
+                f"past totalMs ({self.route.timeouts.total_ms} ms)"
+            )
+            return False
+        started = time.perf_counter()
+        await asyncio.sleep(wait)
+        self.record.upstream_wait += time.perf_counter() - started
         return True
 
     def _hedge_delay(self, first: Candidate) -> float | None:
@@ -575,7 +602,9 @@ class _Attempts:
             for f in self.failures
         ]
         kinds = {f.kind for f in self.failures}
-        if not self.failures:
+        if self.all_held and kinds <= {Failure.RATE_LIMITED}:
+            status, code = 429, "rate_limited"
+        elif not self.failures:
             status, code = 504, "timeout"
         elif kinds == {Failure.RATE_LIMITED}:
             status, code = 429, "rate_limited"
@@ -585,14 +614,21 @@ class _Attempts:
             status, code = 400, "context_length_exceeded"
         else:
             status, code = 502 if Failure.INVALID_RESPONSE in kinds else 503, "upstream_unavailable"
-        note = f" ({self._give_up_note})" if self._give_up_note else ""
+        notes = [self._give_up_note] if self._give_up_note else []
+        if self.route.residency_regions is not None:
+            notes.append(
+                f"residency.regions {list(self.route.residency_regions)} allows no other "
+                "region, so the request was not sent outside them"
+            )
+        note = f" ({'; '.join(notes)})" if notes else ""
         message = (
             f"route {self.route.name!r}: every attempt failed{note}; "
             f"{errors.attempts_text(summaries)}"
         )
         headers = self._our_headers(attempts)
         holds = [
-            self.d.health.held_until(f.candidate.key) - time.monotonic() for f in self.failures
+            self.d.health.held_until(c.key) - time.monotonic()
+            for c in ([f.candidate for f in self.failures] or self.candidates)
         ]
         if status == 429 and holds:
             headers["Retry-After"] = str(max(1, round(min(holds))))
@@ -685,7 +721,10 @@ class _Attempts:
                     async with asyncio.timeout(min(idle, remaining)):
                         chunk = await content.readany()
                 except TimeoutError:
-                    failure = f"the upstream went silent for {min(idle, remaining) * 1000:.0f} ms mid-stream"
+                    if remaining <= idle:  # the deadline fired, not the idle timer
+                        failure = f"the stream exceeded totalMs ({self.route.timeouts.total_ms} ms)"
+                    else:
+                        failure = f"the upstream went silent for {idle * 1000:.0f} ms mid-stream"
                     break
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                     failure = f"the upstream connection broke mid-stream ({type(exc).__name__})"

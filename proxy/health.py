@@ -113,7 +113,8 @@ class LatencyTracker:
 
     Two DDSketches (1 % relative accuracy): samples go into the current one;
     every ``window / 2`` seconds the older is dropped.  Quantiles are read from
-    both merged, cached per rotation second, so reading is cheap on the hot path.
+    both merged, cached for the second (recomputed if the sample count has since
+    doubled), so reading is cheap on the hot path.
     """
 
     __slots__ = (
@@ -131,7 +132,7 @@ class LatencyTracker:
         self._current = DDSketch(relative_accuracy=0.01)
         self._previous = DDSketch(relative_accuracy=0.01)
         self._rotated_at = -math.inf
-        self._cache: dict[float, float | None] = {}
+        self._cache: dict[float, tuple[float | None, float]] = {}  # q → (value, samples then)
         self._cache_at = -1.0
         self.count_total = 0
 
@@ -161,10 +162,14 @@ class LatencyTracker:
         if whole_second != self._cache_at:
             self._cache.clear()
             self._cache_at = whole_second
-        if q in self._cache:
-            value = self._cache[q]
+        samples = float(self._current.count + self._previous.count)
+        cached = self._cache.get(q)
+        # reuse within the second unless the window has since doubled: a value read from
+        # the first few samples (or from none) must not stand for the many that followed
+        if cached is not None and cached[1] * 2 >= samples:
+            value = cached[0]
         else:
-            if self._current.count + self._previous.count == 0:
+            if samples == 0:
                 value = None
             else:
                 merged = DDSketch(relative_accuracy=0.01)
@@ -172,8 +177,8 @@ class LatencyTracker:
                 if self._previous.count:
                     merged.merge(self._previous)
                 value = merged.get_quantile_value(q)
-            self._cache[q] = value
-        if value is None or self.count(now) < min_samples:
+            self._cache[q] = (value, samples)
+        if value is None or samples < min_samples:
             return None
         return value
 
