@@ -21,7 +21,7 @@ import orjson
 
 from .credentials import Credentials, MissingCredentials
 from .events import Observers, ShadowRecord
-from .table import CompiledRoute, CompiledTable
+from .table import CompiledRoute, CompiledTable, CompiledTarget
 
 log = logging.getLogger("modelroute.mirror")
 
@@ -90,11 +90,10 @@ class Mirror:
                 shadow.outcome = "ok"
                 usage = doc.get("usage")
                 if isinstance(usage, dict):
-                    shadow.input_tokens = usage.get("prompt_tokens")
-                    shadow.output_tokens = usage.get("completion_tokens")
-                price = route.mirror.target.output_usd_per_mtok if route.mirror else None
-                if price is not None and isinstance(shadow.output_tokens, int):
-                    shadow.cost_usd = shadow.output_tokens * price / 1e6
+                    shadow.input_tokens = _tokens(usage.get("prompt_tokens"))
+                    shadow.output_tokens = _tokens(usage.get("completion_tokens"))
+                if route.mirror is not None:
+                    shadow.cost_usd = shadow_cost(route.mirror.target, shadow)
             else:
                 shadow.outcome = "error"
                 shadow.detail = f"status {response.status}"
@@ -107,6 +106,12 @@ class Mirror:
         ) as exc:
             shadow.outcome = "error"
             shadow.detail = f"{type(exc).__name__}: {exc}"[:200]
+        except Exception as exc:  # a shadow is never worth a crash: its result is thrown away
+            log.warning(
+                "shadow request for route %s failed unexpectedly", route.name, exc_info=True
+            )
+            shadow.outcome = "error"
+            shadow.detail = f"{type(exc).__name__}: {exc}"[:200]
         finally:
             shadow.duration = time.perf_counter() - started
             self._running[route.name] -= 1
@@ -116,3 +121,28 @@ class Mirror:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _tokens(value: Any) -> int | None:
+    """A usage count as the upstream reported it, or None when it isn't a count at all."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def shadow_cost(target: CompiledTarget, shadow: ShadowRecord) -> float | None:
+    """What the shadow's tokens cost at the mirror target's catalogue prices.
+
+    Priced the way the dispatcher prices a served answer: output and, where
+    the table knows it, input.  Output tokens without an output price leave
+    the cost unknown (None), never $0, so a comparison with the primary
+    can't flatter an unpriced candidate.
+    """
+    if shadow.output_tokens is None and shadow.input_tokens is None:
+        return None
+    cost = 0.0
+    if shadow.output_tokens:
+        if target.output_usd_per_mtok is None:
+            return None
+        cost += shadow.output_tokens * target.output_usd_per_mtok / 1e6
+    if shadow.input_tokens and target.input_usd_per_mtok is not None:
+        cost += shadow.input_tokens * target.input_usd_per_mtok / 1e6
+    return cost
