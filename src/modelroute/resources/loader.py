@@ -80,9 +80,19 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def validation_problems(error: ValidationError, where: str) -> list[Problem]:
     """Pydantic's errors, one :class:`Problem` each, with the manifest's own field names."""
+    errors = error.errors(include_url=False)
+    locs = [
+        tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        for err in errors
+    ]
     problems = []
-    for err in error.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    for err, loc in zip(errors, locs, strict=True):
+        if err["type"] == "too_short" and any(
+            len(other) > len(loc) and other[: len(loc)] == loc for other in locs
+        ):
+            # Pydantic also reports "should have at least 1 item … not 0" for a list whose
+            # only items failed; the user wrote an item, so the item's own error is the news.
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; fields are camelCase)"
