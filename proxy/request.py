@@ -60,9 +60,8 @@ class RequestFeatures:
 def estimate_text_tokens(text: str) -> int:
     if text.isascii():
         return (len(text) + 3) // 4
-    non_ascii = len(text.encode("utf-8")) - len(text)  # ≥ 1 per non-ASCII character
-    ascii_chars = len(text) - min(len(text), non_ascii)
-    return (ascii_chars + 3) // 4 + max(1, non_ascii // 2)
+    ascii_chars = len(text.encode("ascii", "ignore"))  # counted in C, no Python loop
+    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
 
 
 def _scan_content(content: Any, needs: set[Capability]) -> int:
@@ -86,6 +85,39 @@ def _scan_content(content: Any, needs: set[Capability]) -> int:
                 needs.add(Capability.AUDIO)
                 tokens += 100
     return tokens
+
+
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _input_tokens(value: Any, field: str) -> list[int]:
+    """Tokens of each input of ``/completions`` ``prompt`` or ``/embeddings`` ``input``.
+
+    The API takes a string, an array of strings, an array of token ids, or an
+    array of token-id arrays; anything else is the client's mistake (a 400
+    naming the field), never a crash.
+    """
+    if isinstance(value, str):
+        return [estimate_text_tokens(value)]
+    if value and _is_token_ids(value):
+        return [len(value)]
+    if isinstance(value, list) and value:
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                out.append(estimate_text_tokens(item))
+            elif item and _is_token_ids(item):
+                out.append(len(item))
+            else:
+                break
+        else:
+            return out
+    raise InvalidRequest(
+        f"`{field}` must be a string, a non-empty array of strings, or (arrays of) token ids"
+    )
 
 
 def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
@@ -117,33 +149,13 @@ def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
             needs.add(Capability.JSON)
     elif endpoint is Endpoint.COMPLETIONS:
         needs.add(Capability.TEXT)
-        prompt = body.get("prompt")
-        if isinstance(prompt, str):
-            tokens = estimate_text_tokens(prompt)
-        elif isinstance(prompt, list):
-            tokens = sum(estimate_text_tokens(p) if isinstance(p, str) else len(p) for p in prompt)
-        else:
-            raise InvalidRequest("`prompt` must be a string or an array")
+        tokens = sum(_input_tokens(body.get("prompt"), "prompt"))
     else:
         needs.add(Capability.EMBEDDINGS)
-        value = body.get("input")
-        if isinstance(value, str):
-            tokens = estimate_text_tokens(value)
-        elif isinstance(value, list) and value:
-            tokens = max(
-                (
-                    estimate_text_tokens(v)
-                    if isinstance(v, str)
-                    else len(v)
-                    if isinstance(v, list)
-                    else 1
-                )
-                for v in value
-            )
-        else:
-            raise InvalidRequest("`input` must be a string or a non-empty array")
+        # each input is embedded on its own: the longest one is what must fit the window
+        tokens = max(_input_tokens(body.get("input"), "input"))
     max_out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    if not isinstance(max_out, int) or max_out < 0:
+    if not isinstance(max_out, int) or isinstance(max_out, bool) or max_out < 0:
         raise InvalidRequest("`max_tokens` must be a non-negative integer")
     stream = body.get("stream") is True
     options = body.get("stream_options")

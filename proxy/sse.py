@@ -15,11 +15,31 @@ bytes, usually completed by the same read) waits for its end.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 _MAX_CARRY = 1 << 20  # an "event" larger than 1 MiB without a separator is not SSE we understand
+
+# An event ends at a blank line; SSE lines end in CRLF, LF or a lone CR (servers built on
+# sse-starlette send CRLF).  A CR directly followed by LF is one line end, never two.
+_EOL = rb"(?:\r\n|\r(?!\n)|\n)"
+_BOUNDARY = re.compile(_EOL + _EOL)
+
+
+def _event_ends(data: bytes) -> list[int]:
+    """Offsets just past each complete event (its blank line included) in ``data``."""
+    if b"\r" not in data:  # the usual LF-only stream: plain substring search
+        ends = []
+        at = data.find(b"\n\n")
+        while at >= 0:
+            ends.append(at + 2)
+            at = data.find(b"\n\n", at + 2)
+        return ends
+    # a trailing CR may be the first half of a CRLF still in flight: judge it with the next chunk
+    limit = len(data) - 1 if data.endswith(b"\r") else len(data)
+    return [m.end() for m in _BOUNDARY.finditer(data, 0, limit)]
 
 
 class StreamFacts:
@@ -57,35 +77,38 @@ class SSEScanner:
     def feed(self, chunk: bytes) -> bytes:
         """Take an upstream chunk; return the bytes to forward to the client now."""
         data = self._carry + chunk if self._carry else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
+        ends = _event_ends(data)
+        if not ends:
             self._carry = data
             if len(data) > _MAX_CARRY:
                 raise ValueError("upstream stream has an event over 1 MiB; not OpenAI SSE")
             return b"" if self.strip_usage_event else chunk
-        complete, self._carry = data[: end + 2], data[end + 2 :]
+        self._carry = data[ends[-1] :]
+        starts = [0, *ends[:-1]]
         if not self.strip_usage_event:
-            self._scan(complete)
+            for start, end in zip(starts, ends, strict=True):
+                self._scan_event(data[start:end])
             return chunk
-        kept = [ev for ev in complete.split(b"\n\n") if ev and not self._scan_event(ev)]
-        return b"".join(ev + b"\n\n" for ev in kept)
+        # forward every complete event byte for byte, except the usage-only one
+        kept = [
+            data[start:end]
+            for start, end in zip(starts, ends, strict=True)
+            if not self._scan_event(data[start:end])
+        ]
+        return b"".join(kept)
 
     def flush(self) -> bytes:
         """The end of the stream: whatever partial event is left (forwarded if holding)."""
         rest, self._carry = self._carry, b""
-        if rest.strip():
-            self._scan(rest)
-        return rest if self.strip_usage_event else b""
-
-    def _scan(self, events: bytes) -> None:
-        for ev in events.split(b"\n\n"):
-            if ev:
-                self._scan_event(ev)
+        if not rest.strip():
+            return rest if self.strip_usage_event else b""
+        stripped = self._scan_event(rest)
+        return rest if self.strip_usage_event and not stripped else b""
 
     def _scan_event(self, event: bytes) -> bool:
         """Record facts from one event; True if it is the usage-only event to strip."""
         facts = self.facts
-        for line in event.split(b"\n"):
+        for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
