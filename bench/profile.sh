@@ -25,9 +25,12 @@ taskset -c 1 .venv/bin/modelroute fake-provider --listen 127.0.0.1:18500 --laten
 pids+=($!)
 taskset -c 1 .venv/bin/python bench/otlp_sink.py --port 18560 >"$RAW/profile-sink.log" 2>&1 &
 pids+=($!)
-OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:18560/v1/traces OTEL_METRICS_EXPORTER=none \
-OTEL_LOGS_EXPORTER=none OTEL_SERVICE_NAME=modelroute-bench \
+# PROFILE_TRACING=0 profiles without tracing (to see what the rest costs)
+otel=(OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:18560/v1/traces OTEL_METRICS_EXPORTER=none
+    OTEL_LOGS_EXPORTER=none OTEL_SERVICE_NAME=modelroute-bench)
+[ "${PROFILE_TRACING:-1}" = 1 ] || otel=(OTEL_SDK_DISABLED=true)
+env "${otel[@]}" \
     taskset -c 0 .venv/bin/modelroute proxy --routes bench/routes.yaml \
     --listen 127.0.0.1:18520 --admin 127.0.0.1:18521 >"$RAW/profile-modelroute.log" 2>&1 &
 MR=$!
