@@ -95,6 +95,15 @@ def test_probe_failure_reopens_for_another_open_period() -> None:
     assert b.trips == 2
 
 
+def test_late_success_from_before_opening_does_not_close() -> None:
+    """A slow request sent before the trip comes back fine: only the probe may close."""
+    b = Breaker(CircuitBreaker(failure_threshold=2, window_seconds=10, open_seconds=30))
+    b.record_failure(0.0)
+    b.record_failure(1.0)
+    b.record_success(2.0)
+    assert b.state_at(2.0) is CircuitState.OPEN and not b.available(2.0)
+
+
 def test_success_while_closed_keeps_counting_failures() -> None:
     """Failures in the window count even with successes between (a flapping upstream)."""
     b = Breaker(CircuitBreaker(failure_threshold=3, window_seconds=10, open_seconds=5))
@@ -265,6 +274,14 @@ def test_failback_only_after_the_delay_and_a_successful_probe() -> None:
     assert r.available(ejected + 121.5) and r.ejected_at is None
     r.record(False, None, ejected + 122)  # old failures don't count against it now
     assert r.available(ejected + 122)
+
+
+def test_late_success_does_not_fail_back_early() -> None:
+    r = region(min_requests=4, delay=60)
+    for i in range(4):
+        r.record(False, None, 100.0 + i * 0.1)
+    r.record(True, 0.2, 101.0)  # a request sent before the ejection, answered late
+    assert not r.available(101.0) and r.ejected_at is not None
 
 
 # -- the book ---------------------------------------------------------------------------------

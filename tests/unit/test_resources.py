@@ -413,6 +413,45 @@ def test_load_files_walks_directories_and_reports_unreadable(tmp_path: Path) -> 
     assert problem.where.endswith("missing.yaml") and "cannot read" in problem.message
 
 
+def test_configmap_mounted_directory_is_read_once(tmp_path: Path) -> None:
+    """A mounted ConfigMap shows each key twice: ``x.yaml`` → ``..data/x.yaml`` → ``..2026_…/x.yaml``."""
+    real = tmp_path / "..2026_11_25_10_00_00.123"
+    real.mkdir()
+    (real / "provider.yaml").write_text(PROVIDER)
+    (real / "route.yaml").write_text(ROUTE)
+    (tmp_path / "..data").symlink_to(real.name)
+    for name in ("provider.yaml", "route.yaml"):
+        (tmp_path / name).symlink_to(Path("..data") / name)
+    resources = load_files([tmp_path])
+    assert resources.problems == []
+    assert len(resources.providers) == 1 and len(resources.routes) == 1
+
+
+def test_directory_walk_skips_hidden_entries_and_non_manifests(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config.yaml").write_text("not: [valid")
+    (tmp_path / ".#route.yaml").symlink_to("nowhere")  # an editor lock file
+    (tmp_path / "ci.yml").write_text("jobs: {test: {runs-on: ubuntu}}\n")
+    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: chart\n")
+    (tmp_path / "route.yaml").write_text(ROUTE)
+    resources = load_files([tmp_path])
+    assert resources.problems == [] and len(resources.routes) == 1
+    assert len(resources.skipped) == 2
+    assert any("ci.yml" in s for s in resources.skipped)
+
+
+def test_named_file_is_judged_in_full(tmp_path: Path) -> None:
+    (tmp_path / "ci.yml").write_text("jobs: {}\n")
+    (problem,) = load_files([tmp_path / "ci.yml"]).problems
+    assert problem.field == "apiVersion"
+
+
+def test_our_manifest_without_kind_is_still_judged(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(ROUTE.replace("kind: ModelRoute\n", ""))
+    (problem,) = load_files([tmp_path]).problems
+    assert problem.field == "kind"
+
+
 def test_problem_text_says_where_what_and_why() -> None:
     problem = Problem("ModelRoute ns/r", "spec.targets[1].model", "no such model")
     assert str(problem) == "error: ModelRoute ns/r: spec.targets[1].model: no such model"

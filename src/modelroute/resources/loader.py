@@ -7,6 +7,7 @@ YAML ``modelroute proxy --routes`` reads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,28 @@ def _foreign(manifest: Any) -> bool:
     return bool(api) and not api.startswith(GROUP_VERSION.split("/")[0] + "/")
 
 
-def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
+def _not_a_manifest(manifest: Any) -> bool:
+    """YAML that can't be one of ours: no ``kind`` and no ``modelroute.io`` apiVersion.
+
+    A tool's config file, or a ``Chart.yaml`` (``apiVersion: v2``, no kind).  One
+    of ours that lost its ``kind`` still has our apiVersion, and is judged.
+    """
+    if not isinstance(manifest, Mapping):
+        return True
+    api = str(manifest.get("apiVersion") or "")
+    return not manifest.get("kind") and not api.startswith(GROUP_VERSION.split("/")[0] + "/")
+
+
+def parse_manifests(
+    manifests: Iterable[Any], source: str, *, skip_non_manifests: bool = False
+) -> ResourceSet:
+    """Typed resources and problems; ``skip_non_manifests`` for files found by walking a directory.
+
+    A file the user named is judged in full.  In a directory walk, YAML that is
+    no Kubernetes object at all is listed as skipped instead: ``validate .``
+    in a repository meets CI configs and tool settings that were never meant
+    for us.
+    """
     out = ResourceSet()
     for index, manifest in enumerate(manifests):
         if manifest is None:  # empty YAML document (a trailing ---)
@@ -154,6 +176,9 @@ def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
         if _foreign(manifest):
             out.skipped.append(f"{describe(manifest, where)} ({manifest.get('apiVersion')})")
             continue
+        if skip_non_manifests and _not_a_manifest(manifest):
+            out.skipped.append(f"{where} (not a Kubernetes manifest)")
+            continue
         result = parse_manifest(manifest, where)
         if isinstance(result, list):
             out.problems.extend(result)
@@ -162,7 +187,9 @@ def parse_manifests(manifests: Iterable[Any], source: str) -> ResourceSet:
     return out
 
 
-def load_text(text: str, source: str = "<string>") -> ResourceSet:
+def load_text(
+    text: str, source: str = "<string>", *, skip_non_manifests: bool = False
+) -> ResourceSet:
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -171,7 +198,27 @@ def load_text(text: str, source: str = "<string>") -> ResourceSet:
         return ResourceSet(
             problems=[Problem(where, "", f"not valid YAML: {exc}", Reason.PARSE_ERROR)]
         )
-    return parse_manifests(docs, source)
+    return parse_manifests(docs, source, skip_non_manifests=skip_non_manifests)
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """The ``*.yaml``/``*.yml`` files under a directory, sorted, hidden names left out.
+
+    Hidden names are skipped because a ConfigMap or Secret mounted as a volume
+    shows every file twice – ``routes.yaml`` (a symlink) and the real file in
+    the hidden ``..2026_…`` directory it points to – which would define every
+    resource twice; and ``.git``, ``.venv`` or editor lock files are never
+    manifests.  Symlinked directories are not followed (no loops, no doubles).
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(
+            Path(dirpath) / name
+            for name in filenames
+            if not name.startswith(".") and name.endswith((".yaml", ".yml"))
+        )
+    return sorted(found)
 
 
 def load_files(paths: Iterable[str | Path]) -> ResourceSet:
@@ -179,7 +226,8 @@ def load_files(paths: Iterable[str | Path]) -> ResourceSet:
     out = ResourceSet()
     for raw in paths:
         path = Path(raw)
-        files = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]) if path.is_dir() else [path]
+        walked = path.is_dir()
+        files = manifest_files(path) if walked else [path]
         for file in files:
             try:
                 text = file.read_text(encoding="utf-8")
@@ -188,5 +236,5 @@ def load_files(paths: Iterable[str | Path]) -> ResourceSet:
                     Problem(str(file), "", f"cannot read: {exc.strerror}", Reason.PARSE_ERROR)
                 )
                 continue
-            out.extend(load_text(text, str(file)))
+            out.extend(load_text(text, str(file), skip_non_manifests=walked))
     return out
