@@ -210,7 +210,7 @@ def manifest_files(root: Path) -> list[Path]:
     resource twice; and ``.git``, ``.venv`` or editor lock files are never
     manifests.  Symlinked directories are not followed (no loops, no doubles).
     """
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(
