@@ -80,7 +80,12 @@ class Breaker:
         self.probe_in_flight = False
 
     def record_success(self, now: float) -> None:
-        if self.state is not CircuitState.CLOSED:
+        state = self.state_at(now)
+        if state is CircuitState.OPEN:
+            # a request sent before the breaker opened (or in panic mode) came back fine:
+            # only the half-open probe after openSeconds may close the breaker
+            return
+        if state is not CircuitState.CLOSED:
             self.state = CircuitState.CLOSED
             self.failures.clear()
         self.probe_in_flight = False
@@ -262,6 +267,9 @@ class RegionHealth:
 
     def record(self, ok: bool, seconds: float | None, now: float) -> None:
         if self.ejected_at is not None:
+            if not self.probe_in_flight or now - self.ejected_at < self.failback_delay:
+                # a request sent before the ejection (or in panic mode): not the probe's verdict
+                return
             self.probe_in_flight = False
             if ok:  # a probe after the failback delay succeeded: back in rotation
                 self.ejected_at = None
