@@ -202,3 +202,69 @@ async def test_target_over_the_latency_budget_drops_behind_the_fast_one(
     fast.knobs.update({"error_rate": 1.0})
     answer = await ask(http, proxy.base_url)
     assert answer.complete() and answer.target.startswith("slow/")
+
+
+async def test_a_late_success_from_before_the_trip_does_not_close_the_breaker(
+    fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """Only the half-open probe may close a breaker, not a slow request sent before it opened."""
+    primary = await fakes("us-east-1", latency_ms=300)
+    backup = await fakes("eu-west-1")
+    proxy = await proxies(
+        provider_yaml("primary", [("us-east-1", primary.url)])
+        + provider_yaml("backup", [("eu-west-1", backup.url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+            TIMEOUTS + "  circuitBreaker: {failureThreshold: 3, openSeconds: 30}",
+        )
+    )
+    slow = asyncio.ensure_future(ask(http, proxy.base_url))  # in flight at the primary, 300 ms
+    await asyncio.sleep(0.05)
+    primary.knobs.update({"latency_ms": 0, "error_rate": 1.0})
+    for _ in range(3):
+        assert (await ask(http, proxy.base_url)).target.startswith("backup/")
+    assert circuit(await status(http, proxy), "primary/chat-a@us-east-1") == "open"
+    primary.knobs.update({"error_rate": 0.0})
+    late = await slow
+    assert late.complete() and late.target.startswith("primary/")
+    assert circuit(await status(http, proxy), "primary/chat-a@us-east-1") == "open"
+    seen = primary.stats.requests
+    assert (await ask(http, proxy.base_url)).target.startswith("backup/")
+    assert primary.stats.requests == seen
+
+
+async def test_a_late_success_from_before_the_ejection_does_not_fail_the_region_back(
+    fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """Only a probe after failbackDelaySeconds may put a region back."""
+    us = await fakes("us-east-1", latency_ms=300)
+    eu = await fakes("eu-west-1")
+    proxy = await proxies(
+        provider_yaml("global", [("us-east-1", us.url), ("eu-west-1", eu.url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            ["{provider: global, model: chat-a}"],
+            TIMEOUTS + "  circuitBreaker: {failureThreshold: 1000}",
+        )
+        + policy_yaml(
+            ["us-east-1", "eu-west-1"], "{errorRate: 0.5, minRequests: 3}", failback_seconds=30
+        )
+    )
+    slow = asyncio.ensure_future(ask(http, proxy.base_url))
+    await asyncio.sleep(0.05)
+    us.knobs.update({"latency_ms": 0, "error_rate": 1.0})
+    for _ in range(3):
+        assert (await ask(http, proxy.base_url)).target.endswith("@eu-west-1")
+
+    def ejected(doc: dict[str, object]) -> bool:
+        return bool({r["region"]: r for r in doc["regions"]}["global@us-east-1"]["ejected"])  # type: ignore[attr-defined]
+
+    assert ejected(await status(http, proxy))
+    us.knobs.update({"error_rate": 0.0})
+    late = await slow
+    assert late.complete() and late.target.endswith("@us-east-1")
+    assert ejected(await status(http, proxy))
+    assert (await ask(http, proxy.base_url)).target.endswith("@eu-west-1")

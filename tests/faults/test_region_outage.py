@@ -40,8 +40,8 @@ DURING_S = 3.0
 async def test_region_outage_under_load_loses_no_request(
     outage: str, fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
-    us = await fakes("us-east-1", latency_ms=20)
-    eu = await fakes("eu-west-1", latency_ms=20)
+    us = await fakes("us-east-1", latency_ms=40)
+    eu = await fakes("eu-west-1", latency_ms=40)
     routes = (
         provider_yaml("global", [("us-east-1", us.url), ("eu-west-1", eu.url)])
         + route_yaml(
