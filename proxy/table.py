@@ -40,6 +40,12 @@ from modelroute.resources import (
 SCHEMA_VERSION: Final = 1
 
 
+def _digest(content: Any) -> str:
+    """``sha256:`` of the canonical JSON (sorted keys, compact) of a table without its hash."""
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
 class TableError(ValueError):
     """A table document that can't be used (bad JSON, wrong version, hash mismatch)."""
 
@@ -148,8 +154,7 @@ class CompiledTable(_TableModel):
         return self.model_dump(by_alias=True, mode="json", exclude={"hash"})
 
     def compute_hash(self) -> str:
-        canonical = orjson.dumps(self.content(), option=orjson.OPT_SORT_KEYS)
-        return "sha256:" + hashlib.sha256(canonical).hexdigest()
+        return _digest(self.content())
 
     def sealed(self) -> CompiledTable:
         """The same table with its ``hash`` filled in."""
@@ -187,9 +192,37 @@ class CompiledTable(_TableModel):
             table = cls.model_validate(raw)
         except ValidationError as exc:
             raise TableError(f"route table does not match the schema: {exc}") from exc
-        if table.hash and table.hash != table.compute_hash():
+        # The hash covers the document as written, not this sidecar's re-serialisation: a
+        # newer sidecar fills in defaults an older operator never wrote, and must still
+        # accept (and report back) the operator's hash during an upgrade.
+        if table.hash and table.hash != _digest({k: v for k, v in raw.items() if k != "hash"}):
             raise TableError("route table hash does not match its content (corrupted or edited)")
+        table._check_references()
         return table if table.hash else table.sealed()
+
+    def _check_references(self) -> None:
+        """Every target names a provider of this table and one of its regions.
+
+        The compiler guarantees it; a document from elsewhere (hand-written,
+        or from a buggy operator) that breaks it would fail requests one by
+        one at routing time, so it is refused whole instead.
+        """
+        regions = {p.name: {e.region for e in p.endpoints} for p in self.providers}
+        for route in self.routes:
+            targets = [*route.targets, *([route.mirror.target] if route.mirror else [])]
+            for target in targets:
+                known = regions.get(target.provider)
+                if known is None:
+                    raise TableError(
+                        f"route {route.name!r} target {target.key} names provider "
+                        f"{target.provider!r}, which is not in the table"
+                    )
+                missing = [r for r in target.regions if r not in known]
+                if missing:
+                    raise TableError(
+                        f"route {route.name!r} target {target.key} lists regions {missing} "
+                        f"that provider {target.provider!r} has no endpoint in"
+                    )
 
     # -- lookups ----------------------------------------------------------------------
 

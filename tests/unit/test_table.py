@@ -9,11 +9,13 @@ keeps serving.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -187,6 +189,49 @@ def test_edited_table_is_refused_for_its_hash(compile_text: Compile, example_tex
     raw["routes"][0]["targets"][0]["outputUSDPerMTok"] = 0.01
     with pytest.raises(TableError, match="hash does not match"):
         CompiledTable.from_json(orjson.dumps(raw))
+
+
+def _reseal(raw: dict[str, object]) -> bytes:
+    """What another writer would produce: the hash of exactly the JSON it wrote."""
+    body = {k: v for k, v in raw.items() if k != "hash"}
+    raw["hash"] = (
+        "sha256:" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+    return orjson.dumps(raw)
+
+
+def test_table_from_an_older_operator_without_newer_defaults_is_accepted(
+    compile_text: Compile, example_text: str
+) -> None:
+    """Upgrade order: a new sidecar must take the old operator's table, and report its hash."""
+    raw = orjson.loads(compile_text(example_text).table.to_json())
+    route = raw["routes"][0]
+    del route["timeouts"]["streamIdleMs"]  # fields an older operator's model didn't have
+    del route["retry"]["budgetRatio"]
+    del route["sticky"]
+    data = _reseal(raw)
+    table = CompiledTable.from_json(data)
+    assert table.hash == raw["hash"]  # the operator's hash, which /status reports back
+    assert table.routes[0].retry.budget_ratio == 0.2  # the default filled in
+    store = TableStore()
+    assert store.offer_json(data, "configmap") and store.current.hash == raw["hash"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda raw: raw["routes"][0]["targets"][0].update(provider="ghost"), "'ghost'"),
+        (lambda raw: raw["routes"][0]["targets"][1].update(regions=["mars-1"]), "mars-1"),
+        (lambda raw: raw.update(providers=[]), "not in the table"),
+    ],
+)
+def test_table_with_dangling_references_is_refused(
+    compile_text: Compile, example_text: str, edit: Callable[[dict[str, Any]], None], words: str
+) -> None:
+    raw = orjson.loads(compile_text(example_text).table.to_json())
+    edit(raw)
+    with pytest.raises(TableError, match=re.escape(words)):
+        CompiledTable.from_json(_reseal(raw))
 
 
 def test_table_lookups_name_what_is_missing(compile_text: Compile, example_text: str) -> None:
