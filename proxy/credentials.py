@@ -31,7 +31,10 @@ class Credentials:
 
     def key_for(self, source: KeySource) -> str:
         if source.env is not None:
-            value = os.environ.get(source.env)
+            # stripped like a Secret file: a Secret made with `--from-file` of an `echo`ed key
+            # and exposed through `secretKeyRef` carries a trailing newline into the variable,
+            # which would otherwise end up inside the Authorization header
+            value = os.environ.get(source.env, "").strip()
             if not value:
                 raise MissingCredentials(f"environment variable {source.env} is not set")
             return value

@@ -37,7 +37,14 @@ def test_env_var_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert creds.key_for(source) == "sk-rotated"  # env is read per request, not cached
 
 
-@pytest.mark.parametrize("value", [None, ""])
+def test_env_key_with_trailing_newline_is_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Secret made from an ``echo``ed file keeps its newline through ``secretKeyRef``."""
+    monkeypatch.setenv("GLOBAL_API_KEY", "sk-test-env\n")
+    headers = Credentials().headers_for(KeySource(env="GLOBAL_API_KEY"))
+    assert headers == {"Authorization": "Bearer sk-test-env"}
+
+
+@pytest.mark.parametrize("value", [None, "", " \n"])
 def test_missing_env_var_names_it(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
     if value is None:
         monkeypatch.delenv("GLOBAL_API_KEY", raising=False)
