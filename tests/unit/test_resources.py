@@ -280,6 +280,19 @@ def test_negative_price_is_refused(load: Load) -> None:
     assert problem.field == "spec.models[0].outputUSDPerMTok"
 
 
+@pytest.mark.parametrize("name", ["Qwen3-32B", "Qwen/Qwen3-32B", "glm 5", "-x", "a@b"])
+def test_provider_model_ids_are_lowercase(load: Load, name: str) -> None:
+    problem = only_problem(load(PROVIDER + f"  models:\n    - {{name: '{name}'}}\n"))
+    assert problem.field == "spec.models[0].name"
+    assert "lowercase" in problem.message and "upstreamModel" in problem.message
+
+
+def test_provider_model_keeps_the_upstream_spelling(load: Load) -> None:
+    text = PROVIDER + "  models:\n    - {name: qwen3-32b, upstreamModel: Qwen/Qwen3-32B}\n"
+    (provider,) = load(text).providers
+    assert provider.spec.models[0].upstream == "Qwen/Qwen3-32B"
+
+
 def test_unknown_capability_is_refused(load: Load) -> None:
     problem = only_problem(
         load(PROVIDER + "  models:\n    - {name: a, capabilities: [telepathy]}\n")

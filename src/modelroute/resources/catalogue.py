@@ -23,11 +23,14 @@ it (``../shared/seeds``).  Rules we hold to:
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import SpecModel
+
+_ID = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
 
 
 class Capability(StrEnum):
@@ -69,6 +72,19 @@ class CatalogueModel(SpecModel):
     )
     context_tokens: int = Field(default=128_000, gt=0, alias="contextTokens")
     capabilities: tuple[Capability, ...] = Field(default=(Capability.TEXT,))
+
+    @field_validator("name")
+    @classmethod
+    def _lowercase_id(cls, name: str) -> str:
+        # Routes look models up by exact id: "Qwen3-32B" next to the built-in "qwen3-32b"
+        # would be a second model that no lowercase target ever reaches.  (A validator, not
+        # a schema pattern, so the generated CRDs don't change; the webhook still refuses.)
+        if not _ID.fullmatch(name):
+            raise ValueError(
+                f"model name {name!r} must be a lowercase id such as 'qwen3-32b' (letters, "
+                "digits, '.', '-', '_'); put the provider's own spelling in upstreamModel"
+            )
+        return name
 
     @property
     def upstream(self) -> str:
