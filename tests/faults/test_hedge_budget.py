@@ -109,3 +109,52 @@ async def test_retry_budget_bounds_upstream_attempts_when_everything_fails(
     assert upstream <= requests * (1 + ratio) + floor
     assert upstream >= requests  # every request was tried once
     assert sum(notes) > 0
+
+
+async def test_percentile_hedge_follows_the_targets_live_ttft(
+    fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """``hedge: {percentile: 90}``: no hedge until 20 samples, then after the live p90 (~10 ms)."""
+    primary = await fakes("us-east-1", latency_ms=10)
+    backup = await fakes("eu-west-1", latency_ms=10)
+    proxy = await proxies(
+        provider_yaml("primary", [("us-east-1", primary.url)])
+        + provider_yaml("backup", [("eu-west-1", backup.url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+            "  timeouts: {firstByteMs: 2000, totalMs: 5000}\n  hedge: {percentile: 90}",
+        )
+    )
+    for _ in range(20):
+        assert (await ask(http, proxy.base_url)).target.startswith("primary/")
+    assert backup.stats.requests == 0
+    primary.knobs.update({"latency_ms": 600})
+    answer = await ask(http, proxy.base_url)
+    assert answer.complete() and answer.target.startswith("backup/") and answer.elapsed < 0.3
+    await wait_cancelled(primary)
+    assert primary.stats.cancelled == 1  # type: ignore[attr-defined]
+
+
+async def test_backoff_is_full_jitter(
+    fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """One retry after ``uniform(0, 300 ms)``: spread over the whole range, not a fixed pause."""
+    fake = await fakes("us-east-1", error_rate=1.0, error_status=503)
+    proxy = await proxies(
+        provider_yaml("primary", [("us-east-1", fake.url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            ["{provider: primary, model: chat-a}"],
+            "  timeouts: {firstByteMs: 1000, totalMs: 3000}\n"
+            "  retry: {maxAttempts: 2, baseBackoffMs: 300, maxBackoffMs: 300, budgetRatio: 10}",
+        )
+    )
+    answers = await asyncio.gather(*(ask(http, proxy.base_url) for _ in range(40)))
+    assert all(a.status == 503 and a.attempts == 2 for a in answers)
+    elapsed = sorted(a.elapsed for a in answers)
+    assert fake.stats.requests == 80  # type: ignore[attr-defined]
+    assert elapsed[0] < 0.1 and elapsed[-1] > 0.2, elapsed
+    assert elapsed[-1] < 0.3 + 0.15
