@@ -113,8 +113,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render(result))
+        _write(render(result))
     return 1 if result.lost else 0
+
+
+def _write(text: str) -> None:
+    """Write the report; a terminal that can't show → × ▼ gets ``?`` rather than a traceback."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = sys.stdout.encoding or "ascii"
+        sys.stdout.write(text.encode(encoding, "replace").decode(encoding))
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,15 +185,19 @@ def _setup(result: DemoResult) -> list[str]:
 
 def _categories(result: DemoResult) -> list[str]:
     head = (
-        f"  {'CATEGORY':<12}{'REQS':>5}{'OK':>5}{'STREAM':>7}{'P50 MS':>8}{'P99 MS':>8}"
-        f"  {'COST':<11}  SERVED BY (model@region × requests)"
+        f"  {'CATEGORY':<12}{'REQS':>4}{'OK':>5}{'STREAM':>7}{'P50':>6}{'P99':>6}{'TTFT':>6}"
+        f"  {'COST USD':<10}  SERVED BY (model@region ×requests)"
     )
-    out = ["What served each category (latency as the client saw it, to the last byte)", head]
+    out = [
+        "What served each category (ms as the client saw them: P50/P99 to the last byte,",
+        "TTFT the median time to the first token of the streamed ones)",
+        head,
+    ]
     for c in result.categories():
         served = [f"{m}@{g} ×{n}" for m, g, n in c.served_by] or ["-"]
         row = (
-            f"  {c.category:<12}{c.requests:>5}{c.ok:>5}{c.streamed:>7}{_ms(c.p50):>8}"
-            f"{_ms(c.p99):>8}  {_usd(c.cost_usd):<11}  "
+            f"  {c.category:<12}{c.requests:>4}{c.ok:>5}{c.streamed:>7}{_ms(c.p50):>6}"
+            f"{_ms(c.p99):>6}{_ms(c.ttft_p50):>6}  {_usd(c.cost_usd):<10}  "
         )
         out.append(row + served[0])
         out += [" " * len(row) + s for s in served[1:]]

@@ -504,7 +504,13 @@ class DemoResult:
                     p50=percentile(latencies, 0.50),
                     p99=percentile(latencies, 0.99),
                     ttft_p50=percentile(ttfts, 0.50),
-                    served_by=[(m, g, n) for (m, g), n in _most_common(served)],
+                    # most first; on a tie, the one that served first (the route's preference)
+                    served_by=[
+                        (m, g, n)
+                        for (m, g), n in sorted(
+                            served.items(), key=lambda kv: (-kv[1], list(served).index(kv[0]))
+                        )
+                    ],
                     cost_usd=route_spend.cost_usd if route_spend else 0.0,
                     output_tokens=route_spend.output_tokens if route_spend else 0.0,
                 )
@@ -1018,8 +1024,8 @@ async def run_demo(options: DemoOptions | None = None) -> DemoResult:
         down_at = options.seconds * options.down_at
         back_at = None if options.back_at is None else options.seconds * options.back_at
         say(
-            f"{len(fakes)} fake endpoints ({', '.join(sorted(endpoints))}) in "
-            f"{len(regions)} regions; proxy {running.base_url}, admin {running.admin_url}"
+            f"{len(fakes)} fake endpoints in {len(regions)} regions, the proxy on "
+            f"{running.base_url}"
         )
         say(
             f"sending {len(steps)} requests over {options.seconds:g} s; "
