@@ -489,6 +489,7 @@ class DemoResult:
             served: Counter[tuple[str, str]] = Counter(
                 (r.served_model or "?", r.region or "?") for r in ok
             )
+            first_seen = {key: i for i, key in enumerate(served)}
             classified = [r for r in rows if r.model == "auto"]
             route_spend = spend.get(category)
             out.append(
@@ -508,7 +509,7 @@ class DemoResult:
                     served_by=[
                         (m, g, n)
                         for (m, g), n in sorted(
-                            served.items(), key=lambda kv: (-kv[1], list(served).index(kv[0]))
+                            served.items(), key=lambda kv: (-kv[1], first_seen[kv[0]])
                         )
                     ],
                     cost_usd=route_spend.cost_usd if route_spend else 0.0,
@@ -569,10 +570,18 @@ class DemoResult:
                 if r.at >= self.back_at and r.outcome == "ok" and r.region == region
             ]
             failback_at = min(back) if back else None
+        # where the traffic that normally runs in the region went (categories with no answer
+        # before the outage count as normally there)
+        usual: dict[str, set[str | None]] = {}
+        for r in self.requests:
+            if r.at < self.down_at and r.outcome == "ok":
+                usual.setdefault(r.served_as, set()).add(r.region)
         elsewhere: Counter[str] = Counter(
             r.region or "?"
             for r in during
-            if r.outcome == "ok" and r.region != region and self._normally_in(r, region)
+            if r.outcome == "ok"
+            and r.region != region
+            and region in usual.get(r.served_as, {region})
         )
         return FailoverSummary(
             region=region,
@@ -589,15 +598,6 @@ class DemoResult:
             extra_ms_p50=_ms(percentile(extra, 0.5)),
             served_elsewhere=_most_common(elsewhere),
         )
-
-    def _normally_in(self, request: RequestResult, region: str) -> bool:
-        """Would this request's category have been served in ``region`` before the outage?"""
-        before = [
-            r.region
-            for r in self.requests
-            if r.at < self.down_at and r.outcome == "ok" and r.served_as == request.served_as
-        ]
-        return not before or region in before
 
     # -- over time --------------------------------------------------------------------------
 
