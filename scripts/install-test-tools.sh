@@ -21,7 +21,7 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Redis: shared budget counters across two proxy processes (tests/integration/test_budget_redis.py)
+# Redis: shared budget counters across two proxy processes (tests/budget/test_redis.py)
 apt_install redis-server redis-server
 
 # wrk: the load tool of the CPU-per-request ratio guard (tests/bench/test_overhead_ratio.py)
