@@ -123,7 +123,23 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
         "circuits": circuits,
         "regions": regions,
         "retryAfterHolds": holds,
-        "budgets": proxy.budgets.remaining(),
+        "budgets": {
+            "shared": proxy.budgets.redis_connected,
+            "redisError": proxy.budgets.redis_error,
+            "routes": [
+                {
+                    "route": s.route,
+                    "window": s.window,
+                    "limitUSD": s.limit_usd,
+                    "spentUSD": round(s.spent_usd, 6),
+                    "remainingUSD": round(s.remaining_usd, 6),
+                    "action": str(s.action),
+                    "exhausted": s.exhausted,
+                    "resetsAt": s.resets_at,
+                }
+                for s in proxy.budgets.states()
+            ],
+        },
         "uptimeSeconds": round(time.time() - proxy.started_at, 3),
     }
 

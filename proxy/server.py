@@ -149,6 +149,7 @@ class Proxy:
             failover.failback_delay_seconds if failover else 60.0,
         )
         self.health.forget_routes_except({r.name for r in table.routes})
+        self.budgets.observe(table.routes)
 
     async def start_sources(self) -> None:
         """Load the first table (a bad local file stops here with the reason), then watch."""

@@ -8,6 +8,8 @@ is stopped by its own process handle when the test ends.
 
 from __future__ import annotations
 
+import os
+
 import shutil
 import socket
 import subprocess
@@ -118,6 +120,10 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[[int | None], RedisServer]]
     """Start a real redis-server (optionally on a given port); all are stopped at the end."""
     binary = redis_server_binary()
     if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(
+                "redis-server is missing in CI: scripts/install-test-tools.sh must install it"
+            )
         pytest.skip(
             "redis-server is not installed (make test installs it via "
             "scripts/install-test-tools.sh); skipping the shared-budget tests"
