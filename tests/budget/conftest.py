@@ -9,7 +9,6 @@ is stopped by its own process handle when the test ends.
 from __future__ import annotations
 
 import os
-
 import shutil
 import socket
 import subprocess

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from modelroute.proxy.server import ProxyConfig, start_proxy
 
 from modelroute.devtools.fake_provider import Knobs, start_fake_provider
-from modelroute.proxy.server import ProxyConfig, start_proxy
 
 from .conftest import RedisServer
 
