@@ -21,7 +21,7 @@ import yaml
 
 from .conftest import CHART, SCENARIOS, Render, kube_version_for
 
-FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/", "kopf.dev/")
 SCENARIO_IDS = ["defaults", *(p.name for p in SCENARIOS)]
 SCENARIO_PATHS: list[Path | None] = [None, *SCENARIOS]
 
@@ -192,3 +192,21 @@ def test_notes_give_next_commands(helm: str) -> None:
     ).stdout
     assert "kubectl label namespace" in out
     assert "kubectl get mroute" in out
+
+
+def test_replicas_share_one_peering_object(render: Render) -> None:
+    """Two replicas only take turns if the ClusterKopfPeering they name exists (CRD + object)."""
+    docs = render(None)
+    [peering] = by_kind(docs, "ClusterKopfPeering")
+    [deploy] = by_kind(docs, "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--peering={peering['metadata']['name']}" in args
+    assert deploy["spec"]["replicas"] == 2
+    crd = yaml.safe_load((CHART / "crds" / "kopf-peering.yaml").read_text())
+    assert crd["spec"]["group"] == peering["apiVersion"].split("/")[0]
+    assert crd["spec"]["names"]["kind"] == "ClusterKopfPeering"
+    [role] = by_kind(docs, "ClusterRole")
+    assert any(
+        "clusterkopfpeerings" in r.get("resources", []) and "patch" in r["verbs"]
+        for r in role["rules"]
+    )
