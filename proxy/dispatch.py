@@ -518,6 +518,7 @@ class _Attempts:
         health = self.d.health
         cand = ready.candidate
         health.breaker(self.route.name, cand.key, self.route.circuit_breaker).record_success(now)
+        health.hedge_won(cand.key)
         region = health.region(cand.target.provider, cand.region)
         if region is not None:
             region.record(True, ready.ttfb, now)
@@ -559,11 +560,30 @@ class _Attempts:
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for task, outcome in zip(tasks, outcomes, strict=True):
             attempt = self.in_flight.pop(task)
+            if isinstance(outcome, Failed):  # failed just as we cancelled: a verdict all the same
+                self._record_failure(attempt, outcome)
+                continue
             if isinstance(outcome, Ready):  # finished just as we cancelled: close it
                 outcome.response.release()
+            elif result == "hedge_lost":
+                self._hedge_lost(attempt)
             attempt.result = result
             attempt.duration = time.perf_counter() - attempt.started
             self.d.observers.attempt_finished(self.record, attempt)
+
+    def _hedge_lost(self, attempt: AttemptRecord) -> None:
+        """A candidate that only ever loses hedges is as good as down: open its breaker.
+
+        A cancelled loser gives no verdict of its own, so without this a black-holed
+        region behind a hedge never trips its breaker: every request pays the hedge
+        delay and a hedge from the retry budget, and once the budget is spent,
+        requests fail.  A healthy candidate with a slow tail still wins most of
+        its races, and each win resets the streak.
+        """
+        key = f"{attempt.provider}/{attempt.model}@{attempt.region}"
+        config = self.route.circuit_breaker
+        if self.d.health.hedge_lost(key) >= config.failure_threshold:
+            self.d.health.breaker(self.route.name, key, config).trip(time.monotonic())
 
     # -- endings --------------------------------------------------------------------------
 

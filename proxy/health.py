@@ -102,6 +102,11 @@ class Breaker:
         if len(self.failures) >= self.config.failure_threshold and now - self.failures[0] <= window:
             self._open(now)
 
+    def trip(self, now: float) -> None:
+        """Open now, on evidence other than counted failures (a streak of lost hedges)."""
+        if self.state_at(now) is CircuitState.CLOSED:
+            self._open(now)
+
     def _open(self, now: float) -> None:
         self.state = CircuitState.OPEN
         self.opened_at = now
@@ -354,6 +359,7 @@ class HealthBook:
         self.ttft: dict[str, LatencyTracker] = {}
         self.regions: dict[str, RegionHealth] = {}
         self.budgets: dict[str, RetryBudget] = {}
+        self.hedge_losses: dict[str, int] = {}  # candidate → hedges lost since its last answer
         self._ejection: Ejection | None = None
         self._failback = 60.0
 
@@ -392,6 +398,15 @@ class HealthBook:
     def hold(self, candidate: str, until: float) -> None:
         if until > self.holds.get(candidate, 0.0):
             self.holds[candidate] = until
+
+    def hedge_lost(self, candidate: str) -> int:
+        """Count a lost hedge race (cancelled without a first byte); returns the streak."""
+        streak = self.hedge_losses[candidate] = self.hedge_losses.get(candidate, 0) + 1
+        return streak
+
+    def hedge_won(self, candidate: str) -> None:
+        """The candidate answered (a first byte): its streak of lost races ends."""
+        self.hedge_losses.pop(candidate, None)
 
     def target_latency(self, target: str) -> LatencyTracker:
         found = self.latency.get(target)
