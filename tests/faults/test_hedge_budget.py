@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from modelroute.proxy.server import RunningProxy
 
-from .conftest import FakeFactory, ProxyFactory, ask, provider_yaml, route_yaml
+from .conftest import Fake, FakeFactory, ProxyFactory, ask, provider_yaml, route_yaml, status
 
 
 async def hedged(
-    fakes: FakeFactory, proxies: ProxyFactory, **primary_knobs: object
-) -> tuple[object, object, str]:
+    fakes: FakeFactory, proxies: ProxyFactory, extra: str = "", **primary_knobs: object
+) -> tuple[Fake, Fake, str, RunningProxy]:
     primary = await fakes("us-east-1", **primary_knobs)
     backup = await fakes("eu-west-1", latency_ms=20)
     proxy = await proxies(
@@ -21,15 +22,15 @@ async def hedged(
             "chat",
             ["chat"],
             ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
-            "  timeouts: {firstByteMs: 2000, totalMs: 5000}\n  hedge: {afterMs: 50}",
+            "  timeouts: {firstByteMs: 2000, totalMs: 5000}\n  hedge: {afterMs: 50}\n" + extra,
         )
     )
-    return primary, backup, proxy.base_url
+    return primary, backup, proxy.base_url, proxy
 
 
 async def wait_cancelled(fake: object) -> None:
     for _ in range(100):
-        if fake.stats.in_flight == 0:  # type: ignore[attr-defined]
+        if fake.stats.in_flight == 0:
             return
         await asyncio.sleep(0.01)
 
@@ -37,41 +38,41 @@ async def wait_cancelled(fake: object) -> None:
 async def test_hedge_answers_from_the_backup_and_cancels_the_slow_primary(
     fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
-    primary, backup, base = await hedged(fakes, proxies, latency_ms=500)
+    primary, backup, base, _ = await hedged(fakes, proxies, latency_ms=500)
     answer = await ask(http, base)
     assert answer.complete() and answer.target.startswith("backup/")
     assert answer.attempts == 2
     print(f"\n[hedge] afterMs 50 + backup 20 ms → answered in {answer.elapsed * 1000:.0f} ms")
     assert 0.05 + 0.02 <= answer.elapsed < 0.3  # ~50 ms + the backup, not the primary's 500 ms
     await wait_cancelled(primary)
-    assert primary.stats.requests == 1 and primary.stats.cancelled == 1  # type: ignore[attr-defined]
-    assert backup.stats.requests == 1  # type: ignore[attr-defined]
+    assert primary.stats.requests == 1 and primary.stats.cancelled == 1
+    assert backup.stats.requests == 1
 
 
 async def test_fast_primary_wins_and_no_hedge_is_sent(
     fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
-    _, backup, base = await hedged(fakes, proxies, latency_ms=5)
+    _, backup, base, _ = await hedged(fakes, proxies, latency_ms=5)
     for _ in range(5):
         answer = await ask(http, base)
         assert answer.complete() and answer.target.startswith("primary/") and answer.attempts == 1
-    assert backup.stats.requests == 0  # type: ignore[attr-defined]
+    assert backup.stats.requests == 0
 
 
 async def test_stream_is_hedged_before_its_first_byte_never_after(
     fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
     # a slow stream whose first chunk came at once: it is committed, never hedged
-    primary, backup, base = await hedged(fakes, proxies, tokens_per_second=20, output_tokens=6)
+    primary, backup, base, _ = await hedged(fakes, proxies, tokens_per_second=20, output_tokens=6)
     answer = await ask(http, base, stream=True)
     assert answer.complete() and answer.target.startswith("primary/") and answer.elapsed > 0.25
-    assert backup.stats.requests == 0  # type: ignore[attr-defined]
+    assert backup.stats.requests == 0
     # a stream whose first chunk is late (headers at once, then 500 ms): hedged like a request
-    primary.knobs.update({"ttft_ms": 500, "tokens_per_second": 0})  # type: ignore[attr-defined]
+    primary.knobs.update({"ttft_ms": 500, "tokens_per_second": 0})
     answer = await ask(http, base, stream=True)
     assert answer.complete() and answer.target.startswith("backup/") and answer.elapsed < 0.3
     await wait_cancelled(primary)
-    assert primary.stats.cancelled == 1  # type: ignore[attr-defined]
+    assert primary.stats.cancelled == 1
 
 
 async def test_retry_budget_bounds_upstream_attempts_when_everything_fails(
@@ -134,7 +135,7 @@ async def test_percentile_hedge_follows_the_targets_live_ttft(
     answer = await ask(http, proxy.base_url)
     assert answer.complete() and answer.target.startswith("backup/") and answer.elapsed < 0.3
     await wait_cancelled(primary)
-    assert primary.stats.cancelled == 1  # type: ignore[attr-defined]
+    assert primary.stats.cancelled == 1
 
 
 async def test_backoff_is_full_jitter(
@@ -158,6 +159,37 @@ async def test_backoff_is_full_jitter(
         answers += await asyncio.gather(*(ask(http, proxy.base_url) for _ in range(10)))
     assert all(a.status == 503 and a.attempts == 2 for a in answers)
     elapsed = sorted(a.elapsed for a in answers)
-    assert fake.stats.requests == 82  # type: ignore[attr-defined]
+    assert fake.stats.requests == 82
     assert elapsed[0] < 0.1 and elapsed[-1] > 0.2, elapsed
     assert elapsed[-1] < 0.3 + 0.15
+
+
+async def test_hedge_losses_open_the_breaker_only_as_an_unbroken_streak(
+    fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """A slow tail loses some races and keeps its breaker; a black hole loses all and trips it."""
+    # hedges draw on the retry budget: a 15 % tail needs more than the default 20 %
+    primary, _, base, proxy = await hedged(
+        fakes,
+        proxies,
+        "  retry: {budgetRatio: 0.5}",
+        latency_ms=5,
+        slow_share=0.15,
+        slow_extra_ms=400,
+    )
+    answers = [await ask(http, base) for _ in range(60)]
+    lost = sum(a.target.startswith("backup/") for a in answers)
+    assert 3 <= lost < 60 and all(a.complete() for a in answers)
+    doc = await status(http, proxy)
+    assert doc["circuits"] == []  # the tail never cost the primary its breaker
+    primary.knobs.update({"latency_ms": 60_000, "slow_share": 0.0})
+    for _ in range(5):  # default failureThreshold: five races lost in a row
+        assert (await ask(http, base)).target.startswith("backup/")
+    doc = await status(http, proxy)
+    assert [(c["candidate"], c["state"]) for c in doc["circuits"]] == [
+        ("primary/chat-a@us-east-1", "open")
+    ]
+    seen = primary.stats.requests
+    answer = await ask(http, base)
+    assert answer.attempts == 1 and answer.target.startswith("backup/")
+    assert primary.stats.requests == seen

@@ -5,9 +5,11 @@ target, 40 requests/s open-loop.  After 2.5 s of normal traffic the
 us-east-1 fake is taken away – either *refused* (its server stopped: the
 connections in flight reset, new ones refused) or *black-holed* (it accepts
 and never answers, the worst case: each request waits a first-byte timeout
-before it fails over).  The failover window is the time from the outage to
-the last request that needed a second attempt; after it, the breaker is open
-and requests go straight to eu-west-1.
+before it fails over) – and black-holed behind a hedge (``afterMs: 100``),
+where the losers never time out and the breaker must still open.  The
+failover window is the time from the outage to the last request that needed a
+second attempt; after it, the breaker is open and requests go straight to
+eu-west-1.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from .conftest import (
 )
 
 FIRST_BYTE_MS = 300
+HEDGE_AFTER_MS = 100
 RATE = 40.0
 BEFORE_S = 2.5
 DURING_S = 3.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("outage", ["refused", "blackhole"])
+@pytest.mark.parametrize("outage", ["refused", "blackhole", "blackhole-hedged"])
 async def test_region_outage_under_load_loses_no_request(
     outage: str, fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -50,7 +53,8 @@ async def test_region_outage_under_load_loses_no_request(
             ["chat"],
             ["{provider: global, model: chat-a}"],
             f"  timeouts: {{firstByteMs: {FIRST_BYTE_MS}, totalMs: 5000}}\n"
-            "  retry: {maxAttempts: 3, baseBackoffMs: 10, maxBackoffMs: 100}",
+            "  retry: {maxAttempts: 3, baseBackoffMs: 10, maxBackoffMs: 100}"
+            + (f"\n  hedge: {{afterMs: {HEDGE_AFTER_MS}}}" if outage.endswith("hedged") else ""),
         )
         + policy_yaml(
             ["us-east-1", "eu-west-1"],
@@ -94,7 +98,9 @@ async def test_region_outage_under_load_loses_no_request(
         f"failover window {window * 1000:.0f} ms; p99 before {p99_before * 1000:.0f} ms, "
         f"during {p99_during * 1000:.0f} ms"
     )
-    assert p99_during <= 2 * p99_before + FIRST_BYTE_MS / 1000
+    # a failed-over request costs one first-byte timeout (or, hedged, the hedge delay) more
+    extra_ms = HEDGE_AFTER_MS if outage.endswith("hedged") else FIRST_BYTE_MS
+    assert p99_during <= 2 * p99_before + extra_ms / 1000
     # once the breaker opened, traffic went straight to eu-west-1
     late = [a for a in load.answers if a.started > outage_at + window]
     assert late and all(a.attempts == 1 and a.target.endswith("@eu-west-1") for a in late)
