@@ -417,6 +417,12 @@ def compile_table(
 
 
 def compile_local(resources: ResourceSet) -> CompileResult:
-    """Local mode: every resource in the files, one table, the first policy (if any) applied."""
-    policy = select_policy(resources.policies, {}) if resources.policies else None
+    """Local mode: every resource in the files, one table, the highest-priority policy applied.
+
+    There is no namespace (and so no labels) locally: a policy's ``namespaceSelector``
+    can't match, so the one a cluster would rank first is taken as meant for this table.
+    """
+    policy = min(
+        resources.policies, key=lambda p: (-p.spec.priority, p.metadata.name), default=None
+    )
     return compile_table(resources, LOCAL_NAMESPACE, policy)

@@ -212,11 +212,6 @@ def test_bad_target_list_is_refused(load: Load, targets: str, words: str) -> Non
     assert words in problem.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Target.regions accepts [] (no min_length), compiling a target that can never "
-    "serve; fix: Field(default=None, min_length=1) in resources/route.py (other owner)",
-)
 def test_target_with_an_empty_region_list_is_refused(load: Load) -> None:
     text = ROUTE.replace("{provider: p, model: m}", "{provider: p, model: m, regions: []}")
     assert only_problem(load(text)).field == "spec.targets[0].regions"

@@ -454,12 +454,6 @@ def test_residency_no_target_can_satisfy_is_an_error(compile_text: Compile) -> N
     assert ("spec.targets[0]", Severity.WARNING) in fields
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compile_local picks select_policy(policies, {}): a policy with a namespaceSelector "
-    "(examples/20-failoverpolicy.yaml) never matches the empty label set, so local mode and "
-    "`modelroute validate` silently ignore it; fix in proxy/compiler.py (other owner)",
-)
 def test_compile_local_applies_a_policy_with_a_namespace_selector(example_text: str) -> None:
     """Local mode has no namespace labels: the policy in the files is the one to apply."""
     selective = POLICY.replace("eu-west", "eu-west-1").replace(

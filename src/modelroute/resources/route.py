@@ -30,7 +30,9 @@ class Target(SpecModel):
         default=1, ge=0, le=10_000, description="Share within the tier; 0 = standby."
     )
     regions: tuple[str, ...] | None = Field(
-        default=None, description="Restrict this target to some of the provider's regions."
+        default=None,
+        min_length=1,
+        description="Restrict this target to some of the provider's regions.",
     )
 
 
