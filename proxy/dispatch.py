@@ -30,7 +30,7 @@ from . import errors
 from .attempt import Failed, Failure, Outcome, Ready, run_attempt
 from .credentials import Credentials, MissingCredentials
 from .events import AttemptRecord, Observers, RequestRecord
-from .health import HealthBook
+from .health import HealthBook, RetryBudget
 from .mirror import Mirror
 from .request import Endpoint, RequestFeatures, extract_features
 from .router import Candidate, DropReason, Plan, RouteIndex, plan, resolve_request
@@ -283,6 +283,8 @@ class _Attempts:
         max_attempts = route.retry.max_attempts
         retry_on = {str(k) for k in route.retry.retry_on}
         hedge_delay = self._hedge_delay(candidates[0])
+        if hedge_delay is None:
+            return await self._run_sequential(budget, max_attempts, retry_on)
         hedges_left = route.hedge.max_hedges if route.hedge else 0
         next_index = 0
         attempts = 0
@@ -353,6 +355,61 @@ class _Attempts:
                         return self._passthrough(outcome)
         finally:
             await self._cancel_rest("cancelled")
+        raise self._exhausted(attempts)
+
+    async def _run_sequential(
+        self, budget: RetryBudget, max_attempts: int, retry_on: set[str]
+    ) -> web.StreamResponse:
+        """The same loop without hedging: one attempt at a time, awaited in place.
+
+        Most routes don't hedge; for them a task and an ``asyncio.wait`` per
+        attempt is pure overhead on every request.  Failure handling, backoff,
+        holds and the retry budget are the very same methods as above.
+        """
+        candidates = self.candidates
+        next_index = 0
+        attempts = 0
+        last_failure: Failed | None = None
+        current: AttemptRecord | None = None
+        try:
+            while attempts < max_attempts:
+                if attempts > 0:
+                    assert last_failure is not None
+                    if last_failure.kind.reached_upstream and not budget.try_spend(
+                        time.monotonic()
+                    ):
+                        self._give_up_note = "retry budget exhausted"
+                        break
+                    if not await self._backoff(attempts, last_failure):
+                        break
+                cand, next_index = self._next_candidate(candidates, next_index)
+                if cand is None or not await self._wait_for_hold(cand):
+                    break
+                if time.perf_counter() >= self.deadline:
+                    break
+                attempts += 1
+                current = self._begin(cand, last_failure, hedge=False)
+                waited_from = time.perf_counter()
+                try:
+                    outcome = await self._attempt(cand)
+                finally:
+                    self.record.upstream_wait += time.perf_counter() - waited_from
+                attempt, current = current, None
+                if isinstance(outcome, Ready):
+                    self._record_ready(attempt, outcome)
+                    return await self._commit(attempt, outcome)
+                self._record_failure(attempt, outcome)
+                last_failure = outcome
+                self.failures.append(outcome)
+                if outcome.kind is Failure.PASSTHROUGH or (
+                    outcome.kind.value in _RETRYABLE and outcome.kind.value not in retry_on
+                ):
+                    return self._passthrough(outcome)
+        finally:
+            if current is not None:  # cancelled mid-attempt (the client went away)
+                current.result = "cancelled"
+                current.duration = time.perf_counter() - current.started
+                self.d.observers.attempt_finished(self.record, current)
         raise self._exhausted(attempts)
 
     _give_up_note = ""
@@ -440,6 +497,11 @@ class _Attempts:
     # -- one attempt ----------------------------------------------------------------------
 
     def _start(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> None:
+        attempt = self._begin(cand, previous, hedge=hedge)
+        task = asyncio.ensure_future(self._attempt(cand))
+        self.in_flight[task] = attempt
+
+    def _begin(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> AttemptRecord:
         record = self.record
         attempt = AttemptRecord(
             number=len(record.attempts) + 1,
@@ -454,8 +516,7 @@ class _Attempts:
         )
         record.attempts.append(attempt)
         self.d.observers.attempt_started(record, attempt)
-        task = asyncio.ensure_future(self._attempt(cand))
-        self.in_flight[task] = attempt
+        return attempt
 
     async def _attempt(self, cand: Candidate) -> Outcome:
         health = self.d.health

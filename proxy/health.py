@@ -379,7 +379,9 @@ class HealthBook:
     def breaker(self, route: str, candidate: str, config: BreakerConfig) -> Breaker:
         key = (route, candidate)
         found = self.breakers.get(key)
-        if found is None or found.config != config:
+        # identity first: the same table hands the same config object on every request,
+        # and pydantic's __eq__ is not free on the hot path
+        if found is None or (found.config is not config and found.config != config):
             found = self.breakers[key] = Breaker(config)
         return found
 
