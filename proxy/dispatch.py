@@ -33,7 +33,14 @@ from .events import AttemptRecord, Observers, RequestRecord
 from .health import HealthBook, RetryBudget
 from .mirror import Mirror
 from .request import Endpoint, RequestFeatures, extract_features
-from .router import Candidate, DropReason, Plan, RouteIndex, plan, resolve_request
+from .router import (
+    Candidate,
+    Plan,
+    RouteIndex,
+    no_candidates_error,
+    plan,
+    resolve_request,
+)
 from .sse import SSEScanner, error_event
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 from .tablestore import TableStore
@@ -144,8 +151,9 @@ class Dispatcher:
                 record.outcome = "rejected"
             record.status = exc.status
             record.error_code = exc.code
-            if record.route and ROUTE_HEADER not in exc.headers:
-                exc.headers[ROUTE_HEADER] = record.route
+            route_name = record.route or exc.route
+            if route_name and ROUTE_HEADER not in exc.headers:
+                exc.headers[ROUTE_HEADER] = route_name
             raise
         except asyncio.CancelledError:
             record.outcome = "client_closed"
@@ -201,7 +209,9 @@ class Dispatcher:
         now = time.monotonic()
         the_plan = plan(route, table, features, self.health, now, self.rng, sticky, cheapest_first)
         if not the_plan.candidates:
-            raise _no_candidates(route, features, the_plan)
+            raise no_candidates_error(route, features, the_plan)
+        if the_plan.dropped:
+            _mark_skipped_primary(route, the_plan, record)
         if sticky and the_plan.candidates:
             record.sticky_arm = the_plan.candidates[0].target.key
         response = await _Attempts(
@@ -210,29 +220,24 @@ class Dispatcher:
         return response, the_plan
 
 
-def _no_candidates(route: CompiledRoute, features: RequestFeatures, the_plan: Plan) -> Exception:
-    reasons = {d.reason for d in the_plan.dropped}
-    listing = "; ".join(str(d) for d in the_plan.dropped)
-    if reasons == {DropReason.CONTEXT_WINDOW}:
-        return errors.NoEligibleTarget(
-            f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
-            f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
-            route=route.name,
-            code="context_length_exceeded",
-        )
-    if DropReason.RESIDENCY in reasons:
-        return errors.NoEligibleTarget(
-            f"route {route.name!r}: no target may serve from the allowed regions "
-            f"{list(route.residency_regions or ())}: {listing}",
-            route=route.name,
-            status=422,
-            code="residency_violation",
-        )
-    return errors.NoEligibleTarget(
-        f"route {route.name!r} has no target that can serve this request "
-        f"(it needs {features.describe_needs()}): {listing}",
-        route=route.name,
-    )
+def _mark_skipped_primary(route: CompiledRoute, the_plan: Plan, record: RequestRecord) -> None:
+    """A sick primary the router left out still makes the first attempt a fallback.
+
+    Without this, a route whose tier-0 target sits behind an open circuit
+    serves every request from tier 1 while ``modelroute_fallbacks_total``
+    stays flat: the silent downgrade the alert exists to catch.
+    """
+    first = the_plan.candidates[0]
+    tiers = {t.key: t.tier for t in route.targets}
+    for dropped in the_plan.dropped:
+        if (
+            dropped.reason.is_health
+            and dropped.target != first.target_key
+            and tiers.get(dropped.target, 1 << 30) <= first.target.tier
+        ):
+            record.extra["skipped_model"] = dropped.target.partition("/")[2]
+            record.extra["skipped_reason"] = dropped.reason.value
+            return
 
 
 class _Attempts:
@@ -511,7 +516,13 @@ class _Attempts:
             region=cand.region,
             server_address=cand.base_url,
             started=time.perf_counter(),
-            fallback_reason=("hedge" if hedge else previous.kind.value if previous else None),
+            fallback_reason=(
+                "hedge"
+                if hedge
+                else previous.kind.value
+                if previous
+                else record.extra.get("skipped_reason")
+            ),
             hedge=hedge,
         )
         record.attempts.append(attempt)
@@ -764,6 +775,13 @@ class _Attempts:
             content_type="application/json",
             headers=headers,
         )
+        # send it now, so the shadow copy starts only once the answer is on its way
+        try:
+            await response.prepare(self.request)
+            await response.write_eof()
+        except ConnectionResetError:
+            record.outcome, record.status = "client_closed", 499
+            raise
         self.d.mirror.maybe_send(self.route, self.table, self.body)
         return response
 

@@ -49,12 +49,19 @@ from .errors import (
     BudgetExhausted,
     MalformedJSON,
     ModelRouteError,
-    NoEligibleTarget,
 )
 from .events import RequestRecord
 from .health import HealthBook
 from .request import Endpoint, RequestFeatures, extract_features
-from .router import Candidate, Dropped, DropReason, Plan, RouteIndex, plan, resolve_request
+from .router import (
+    Candidate,
+    Dropped,
+    Plan,
+    RouteIndex,
+    no_candidates_error,
+    plan,
+    resolve_request,
+)
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 
 DEFAULT_OUTPUT_TOKENS = 1000
@@ -509,38 +516,6 @@ def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[
         source = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
         return features.max_output_tokens, source
     return DEFAULT_OUTPUT_TOKENS, "default"
-
-
-def no_candidates_error(
-    route: CompiledRoute, features: RequestFeatures, result: Plan
-) -> NoEligibleTarget:
-    """The error the dispatcher answers with when a plan has no candidate, in its words.
-
-    Mirrors ``dispatch._no_candidates`` (which lives beside aiohttp, so this
-    pure module can't import it); ``tests/explain`` checks the two agree.
-    """
-    reasons = {d.reason for d in result.dropped}
-    listing = "; ".join(str(d) for d in result.dropped)
-    if reasons == {DropReason.CONTEXT_WINDOW}:
-        return NoEligibleTarget(
-            f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
-            f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
-            route=route.name,
-            code="context_length_exceeded",
-        )
-    if DropReason.RESIDENCY in reasons:
-        return NoEligibleTarget(
-            f"route {route.name!r}: no target may serve from the allowed regions "
-            f"{list(route.residency_regions or ())}: {listing}",
-            route=route.name,
-            status=422,
-            code="residency_violation",
-        )
-    return NoEligibleTarget(
-        f"route {route.name!r} has no target that can serve this request "
-        f"(it needs {features.describe_needs()}): {listing}",
-        route=route.name,
-    )
 
 
 def explain(

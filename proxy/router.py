@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from .classifier import classifier_for
-from .errors import UnknownModel
+from .errors import NoEligibleTarget, UnknownModel
 from .health import HealthBook, candidate_key
 from .request import RequestFeatures
 from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
@@ -335,3 +335,31 @@ def _health_drop(
             f"half-open in {max(0.0, breaker.reopens_at() - now):.1f}s",
         )
     return None
+
+
+def no_candidates_error(
+    route: CompiledRoute, features: RequestFeatures, result: Plan
+) -> NoEligibleTarget:
+    """The error for a plan with no candidate; the live proxy and ``explain`` both raise this."""
+    reasons = {d.reason for d in result.dropped}
+    listing = "; ".join(str(d) for d in result.dropped)
+    if reasons == {DropReason.CONTEXT_WINDOW}:
+        return NoEligibleTarget(
+            f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
+            f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
+            route=route.name,
+            code="context_length_exceeded",
+        )
+    if DropReason.RESIDENCY in reasons:
+        return NoEligibleTarget(
+            f"route {route.name!r}: no target may serve from the allowed regions "
+            f"{list(route.residency_regions or ())}: {listing}",
+            route=route.name,
+            status=422,
+            code="residency_violation",
+        )
+    return NoEligibleTarget(
+        f"route {route.name!r} has no target that can serve this request "
+        f"(it needs {features.describe_needs()}): {listing}",
+        route=route.name,
+    )

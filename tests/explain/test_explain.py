@@ -292,17 +292,19 @@ def test_describe_live_uses_the_same_vocabulary(table: CompiledTable) -> None:
     ],
 )
 def test_refusal_words_are_the_dispatchers(table: CompiledTable, reasons: list[DropReason]) -> None:
-    """explain mirrors dispatch's no-candidate error (it can't import aiohttp code): same
-    code, status and message for every mix of drop reasons."""
-    from modelroute.proxy.dispatch import _no_candidates
-
+    """explain and the live proxy raise the very same error (router.no_candidates_error):
+    the code and status follow the mix of drop reasons."""
     route = next(r for r in table.routes if r.name == "regional-cn")
     features = extract_features(_chat("regional-cn", max_tokens=10), Endpoint.CHAT)
     empty = Plan(
         route=route,
         dropped=[Dropped(f"p/m{i}", None, reason, "why") for i, reason in enumerate(reasons)],
     )
-    ours = no_candidates_error(route, features, empty)
-    theirs = _no_candidates(route, features, empty)
-    assert isinstance(theirs, ModelRouteError)
-    assert (ours.code, ours.status, ours.message) == (theirs.code, theirs.status, theirs.message)
+    error = no_candidates_error(route, features, empty)
+    assert isinstance(error, ModelRouteError)
+    expected = {
+        frozenset({DropReason.CONTEXT_WINDOW}): ("context_length_exceeded", 400),
+        frozenset({DropReason.RESIDENCY, DropReason.CONTEXT_WINDOW}): ("residency_violation", 422),
+    }.get(frozenset(reasons), ("no_eligible_target", 400))
+    assert (error.code, error.status) == expected
+    assert "regional-cn" in error.message

@@ -1,0 +1,51 @@
+"""A primary the router skips (open circuit) still counts as a fallback: the silent-downgrade alarm."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from modelroute.proxy.health import candidate_key
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import FakeFactory, ProxyFactory, provider_yaml, route_yaml
+
+
+async def test_requests_served_past_an_open_circuit_are_fallbacks(
+    fakes: FakeFactory, proxies: ProxyFactory
+) -> None:
+    primary = await fakes("us-east-1")
+    backup = await fakes("eu-west-1")
+    routes = (
+        provider_yaml("primary", [("us-east-1", primary.url)])
+        + provider_yaml("backup", [("eu-west-1", backup.url)])
+        + route_yaml(
+            "general",
+            ["general"],
+            [
+                "{provider: primary, model: deepseek-v4-flash, tier: 0}",
+                "{provider: backup, model: qwen3-32b, tier: 1}",
+            ],
+        )
+    )
+    proxy = await proxies(routes)
+    route = proxy.proxy.store.current.routes[0]
+    key = candidate_key("primary", "deepseek-v4-flash", "us-east-1")
+    proxy.proxy.health.breaker("general", key, route.circuit_breaker).trip(time.monotonic())
+    body = {"model": "general", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.post(proxy.base_url + "/chat/completions", json=body) as resp:
+                assert resp.status == 200
+                assert resp.headers["x-modelroute-target"] == "backup/qwen3-32b@eu-west-1"
+        async with http.get(proxy.admin_url + "/metrics") as resp:
+            text = await resp.text()
+    assert primary.fake.stats.requests == 0
+    fallbacks = {
+        (s.labels["from_model"], s.labels["to_model"], s.labels["reason"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "modelroute_fallbacks"
+        for s in family.samples
+        if s.name == "modelroute_fallbacks_total"
+    }
+    assert fallbacks == {("deepseek-v4-flash", "qwen3-32b", "circuit_open"): 3.0}
