@@ -376,6 +376,23 @@ class HealthBook:
         for name in [k for k in self.budgets if k not in routes]:
             del self.budgets[name]
 
+    def prune(self, targets: set[str], candidates: set[str], now: float) -> None:
+        """Drop state of targets and candidates a new table no longer has, and spent holds.
+
+        Keeps the book bounded by the current table, not by every table ever loaded.
+        """
+        for key in [k for k in self.breakers if k[1] not in candidates]:
+            del self.breakers[key]
+        for book in (self.latency, self.ttft):
+            for target in [t for t in book if t not in targets]:
+                del book[target]
+        for candidate in [
+            c for c, until in self.holds.items() if until <= now or c not in candidates
+        ]:
+            del self.holds[candidate]
+        for candidate in [c for c in self.hedge_losses if c not in candidates]:
+            del self.hedge_losses[candidate]
+
     def breaker(self, route: str, candidate: str, config: BreakerConfig) -> Breaker:
         key = (route, candidate)
         found = self.breakers.get(key)

@@ -32,7 +32,7 @@ from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import Dispatcher
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
-from .health import HealthBook, RollingCounts
+from .health import HealthBook, RollingCounts, candidate_key
 from .kube_source import KubeTableSource
 from .metrics import PrometheusObserver, StateCollector
 from .request import Endpoint
@@ -149,6 +149,14 @@ class Proxy:
             failover.failback_delay_seconds if failover else 60.0,
         )
         self.health.forget_routes_except({r.name for r in table.routes})
+        targets = {t.key for r in table.routes for t in r.targets}
+        candidates = {
+            candidate_key(t.provider, t.model, region)
+            for r in table.routes
+            for t in r.targets
+            for region in t.regions
+        }
+        self.health.prune(targets, candidates, time.monotonic())
         self.budgets.observe(table.routes)
 
     async def start_sources(self) -> None:

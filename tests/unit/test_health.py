@@ -314,3 +314,23 @@ def test_book_breaker_follows_config_changes_and_forgets_removed_routes() -> Non
     assert b is not a
     book.forget_routes_except({"other"})
     assert book.breakers == {}
+
+
+def test_prune_keeps_only_what_the_current_table_has() -> None:
+    from modelroute.proxy.health import HealthBook, candidate_key
+
+    from modelroute.resources import CircuitBreaker
+
+    book = HealthBook()
+    keep, gone = candidate_key("p", "a", "r1"), candidate_key("p", "b", "r1")
+    config = CircuitBreaker()
+    book.breaker("route", keep, config)
+    book.breaker("route", gone, config)
+    book.target_latency("p/a").add(0.1, 1.0)
+    book.target_latency("p/b").add(0.1, 1.0)
+    book.hold(keep, 5.0)
+    book.hold(gone, 500.0)
+    book.prune({"p/a"}, {keep}, now=10.0)
+    assert list(book.breakers) == [("route", keep)]
+    assert list(book.latency) == ["p/a"]
+    assert book.holds == {}  # the kept one's hold had expired, the other's target is gone

@@ -325,7 +325,15 @@ async def start_fake_provider(
 ) -> tuple[FakeProvider, web.AppRunner, int]:
     """Start a fake on ``host:port`` (0 = any free port); returns it, its runner and the bound port."""
     fake = FakeProvider(knobs, seed)
-    runner = web.AppRunner(fake.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    # handler_cancellation: a caller that hangs up cancels the handler, so stats.cancelled
+    # counts abandoned non-stream requests too (aiohttp leaves it off by default)
+    runner = web.AppRunner(
+        fake.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        handler_cancellation=True,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
