@@ -143,7 +143,9 @@ async def run_attempt(
     started = time.perf_counter()
     response: aiohttp.ClientResponse | None = None
     try:
-        async with asyncio.timeout(first_byte_timeout):
+        # one timer for the whole attempt: first-byte bound, then moved to the total deadline
+        # (each asyncio.timeout is a call_at handle created, rescheduled and cancelled)
+        async with asyncio.timeout(first_byte_timeout) as deadline:
             response = await session.post(url, data=payload, headers=headers)
             if response.status >= 300:
                 body = await _read_capped(response, 64 * 1024)
@@ -173,12 +175,15 @@ async def run_attempt(
                 )
                 response = None  # handed over
                 return ready
-        # non-streaming (or an upstream that answered a stream request with one JSON body):
-        # the rest of the body may take up to the total deadline
-        assert response is not None
-        remaining = max(0.001, total_timeout - ttfb)
-        async with asyncio.timeout(remaining):
-            rest = await response.read() if first else b""
+            # non-streaming (or an upstream that answered a stream request with one JSON
+            # body): the rest of the body may take up to the total deadline
+            if first and not response.content.at_eof():
+                deadline.reschedule(
+                    asyncio.get_running_loop().time() + max(0.001, total_timeout - ttfb)
+                )
+                rest = await response.read()
+            else:
+                rest = b""
         body = first + rest
         try:
             document = orjson.loads(body)

@@ -267,6 +267,7 @@ class _Attempts:
         self.strip_usage = False
         self.in_flight: dict[asyncio.Task[Outcome], AttemptRecord] = {}
         self.candidates: list[Candidate] = []
+        self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
             # ask the upstream for usage on our own account; strip it from what the client sees
             self.strip_usage = True
@@ -286,7 +287,7 @@ class _Attempts:
         budget.record_first(time.monotonic())
         candidates = self.candidates = the_plan.candidates
         max_attempts = route.retry.max_attempts
-        retry_on = {str(k) for k in route.retry.retry_on}
+        retry_on = _retry_on(route)
         hedge_delay = self._hedge_delay(candidates[0])
         if hedge_delay is None:
             return await self._run_sequential(budget, max_attempts, retry_on)
@@ -363,7 +364,7 @@ class _Attempts:
         raise self._exhausted(attempts)
 
     async def _run_sequential(
-        self, budget: RetryBudget, max_attempts: int, retry_on: set[str]
+        self, budget: RetryBudget, max_attempts: int, retry_on: frozenset[str]
     ) -> web.StreamResponse:
         """The same loop without hedging: one attempt at a time, awaited in place.
 
@@ -430,6 +431,9 @@ class _Attempts:
         already waited for it, or the deadline ends the request).
         """
         n = len(candidates)
+        holds = self.d.health.holds
+        if not self.in_flight and not holds:  # the usual case: nothing busy, nothing held
+            return (candidates[index % n], index + 1) if n else (None, index)
         now = time.monotonic()
         busy = {a.target + "@" + a.region for a in self.in_flight.values()}
         for step in range(n):
@@ -553,7 +557,7 @@ class _Attempts:
             return await run_attempt(
                 self.d.pool.session(cand.provider),
                 cand,
-                cand.base_url.rstrip("/") + self.features.endpoint.path,
+                cand.base_url.rstrip("/") + self.path,
                 payload,
                 headers,
                 stream=self.features.stream,
@@ -935,6 +939,20 @@ _RETRYABLE = {
         Failure.CONTEXT_LENGTH,
     )
 }
+
+
+_RETRY_ON: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def _retry_on(route: CompiledRoute) -> frozenset[str]:
+    """The route's ``retryOn`` kinds as strings, built once per retry config (not per request)."""
+    retry = route.retry
+    found = _RETRY_ON.get(id(retry))
+    if found is None or found[0] is not retry:
+        if len(_RETRY_ON) >= 256:  # old tables' configs: start over
+            _RETRY_ON.clear()
+        found = _RETRY_ON[id(retry)] = (retry, frozenset(str(k) for k in retry.retry_on))
+    return found[1]
 
 
 def _int(value: Any) -> int | None:

@@ -29,18 +29,16 @@ class Endpoint(StrEnum):
 
     @property
     def path(self) -> str:
-        return {
-            "chat": "/chat/completions",
-            "completions": "/completions",
-            "embeddings": "/embeddings",
-        }[self.value]
+        return _PATHS[self.value]
 
     @property
     def operation(self) -> str:
         """``gen_ai.operation.name`` of the GenAI semantic conventions."""
-        return {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}[
-            self.value
-        ]
+        return _OPERATIONS[self.value]
+
+
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,10 +61,11 @@ class Candidate:
     base_url: str
     key: str
     note: str = ""  # why it sits where it does (latency demotion, panic, sticky arm …)
+    target_key: str = ""  # ``provider/model``; filled in from ``target`` when not given
 
-    @property
-    def target_key(self) -> str:
-        return self.target.key
+    def __post_init__(self) -> None:
+        if not self.target_key:  # computed once: plans reuse their candidates
+            object.__setattr__(self, "target_key", self.target.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,72 @@ def price_key(target: CompiledTarget) -> float:
     return target.output_usd_per_mtok if target.output_usd_per_mtok is not None else float("inf")
 
 
+class _TargetShape:
+    """What the router needs of one target, computed once per table (not per request)."""
+
+    __slots__ = ("caps", "provider", "slots", "target", "tkey")
+
+    def __init__(self, target: CompiledTarget, table: CompiledTable) -> None:
+        self.target = target
+        self.tkey = target.key
+        self.caps = frozenset(target.capabilities)
+        self.provider = table.provider(target.provider)
+        # (region, candidate key, base URL) in failover order
+        self.slots = tuple(
+            (
+                region,
+                candidate_key(target.provider, target.model, region),
+                self.provider.endpoint(region).base_url,
+            )
+            for region in target.regions
+        )
+
+
+class _RouteShape:
+    """A route's targets as the router reads them, plus the candidates it has handed out.
+
+    Built on a route's first request under a table and reused while that table
+    serves: the capability sets, provider lookups, candidate keys and notes are
+    the same for every request, and a :class:`Candidate` with a fixed note is
+    immutable, so the same object serves every plan.  Only what changes per
+    request – eligibility for *this* body, weights, latency and health – is
+    decided in :func:`plan` each time.
+    """
+
+    __slots__ = ("by_target", "candidates", "route", "table", "targets", "tier_notes")
+
+    def __init__(self, route: CompiledRoute, table: CompiledTable) -> None:
+        self.route = route
+        self.table = table
+        self.targets = tuple(_TargetShape(t, table) for t in route.targets)
+        self.by_target = {id(s.target): s for s in self.targets}
+        self.tier_notes = {t.tier: f"tier {t.tier}" for t in route.targets}
+        self.candidates: dict[tuple[int, str, str], Candidate] = {}
+
+    def candidate(self, shape: _TargetShape, slot: tuple[str, str, str], note: str) -> Candidate:
+        region, key, base_url = slot
+        memo = (id(shape), region, note)
+        found = self.candidates.get(memo)
+        if found is None:
+            found = Candidate(shape.target, shape.provider, region, base_url, key, note, shape.tkey)
+            if len(self.candidates) < _MEMO_LIMIT:  # notes with live figures vary: stay bounded
+                self.candidates[memo] = found
+        return found
+
+
+_MEMO_LIMIT = 256
+_SHAPES: dict[int, _RouteShape] = {}
+
+
+def _shape(route: CompiledRoute, table: CompiledTable) -> _RouteShape:
+    found = _SHAPES.get(id(route))
+    if found is None or found.route is not route or found.table is not table:
+        if len(_SHAPES) >= _MEMO_LIMIT:  # tables come and go with reloads: drop the old ones
+            _SHAPES.clear()
+        found = _SHAPES[id(route)] = _RouteShape(route, table)
+    return found
+
+
 def plan(
     route: CompiledRoute,
     table: CompiledTable,
@@ -239,53 +306,54 @@ def plan(
     cheapest_first: bool = False,
 ) -> Plan:
     """Ordered candidates for one request, and every dropped one with its reason."""
+    shape = _shape(route, table)
     result = Plan(route=route)
     eligible: list[CompiledTarget] = []
-    for target in route.targets:
-        dropped = _eligibility(target, route, features)
-        if dropped is None:
+    needs = features.needs
+    wanted = features.prompt_tokens + features.max_output_tokens
+    for ts in shape.targets:
+        target = ts.target
+        if needs <= ts.caps and wanted <= target.context_tokens and ts.slots:
             eligible.append(target)
         else:
+            dropped = _eligibility(target, route, features)
+            assert dropped is not None
             result.dropped.append(dropped)
 
     ordered: list[tuple[CompiledTarget, str]] = []
     if cheapest_first:
         for t in sorted(eligible, key=lambda t: (price_key(t), t.tier)):
-            ordered.append((t, "budget downgrade: cheapest capable target first"))
+            ordered.append((t, _DOWNGRADE_NOTE))
     else:
-        for tier in sorted({t.tier for t in eligible}):
-            in_tier = weighted_order([t for t in eligible if t.tier == tier], rng, sticky)
-            budget = route.latency_budget_ms
+        tiers = sorted({t.tier for t in eligible})
+        budget = route.latency_budget_ms
+        for tier in tiers:
+            in_tier = [t for t in eligible if t.tier == tier]
+            if len(in_tier) > 1:
+                in_tier = weighted_order(in_tier, rng, sticky)
             fast: list[tuple[CompiledTarget, str]] = []
             slow: list[tuple[CompiledTarget, str]] = []
+            note = shape.tier_notes[tier]
             for t in in_tier:
                 p99 = None
                 if budget is not None:
-                    p99 = health.target_latency(t.key).quantile(0.99, now, LATENCY_MIN_SAMPLES)
+                    p99 = health.target_latency(shape.by_target[id(t)].tkey).quantile(
+                        0.99, now, LATENCY_MIN_SAMPLES
+                    )
                 if p99 is not None and budget is not None and p99 * 1000 > budget:
                     slow.append(
                         (t, f"p99 {p99 * 1000:.0f} ms over the {budget} ms budget: moved back")
                     )
                 else:
-                    fast.append(
-                        (t, f"tier {tier}" + (" (sticky arm)" if sticky and not fast else ""))
-                    )
+                    fast.append((t, note + " (sticky arm)" if sticky and not fast else note))
             ordered.extend(fast + slow)
 
     reserve: list[Candidate] = []
     for target, note in ordered:
-        provider = table.provider(target.provider)
-        for region in target.regions:
-            key = candidate_key(target.provider, target.model, region)
-            cand = Candidate(
-                target=target,
-                provider=provider,
-                region=region,
-                base_url=provider.endpoint(region).base_url,
-                key=key,
-                note=note,
-            )
-            reason = _health_drop(route, target, region, key, health, now)
+        ts = shape.by_target[id(target)]
+        for slot in ts.slots:
+            cand = shape.candidate(ts, slot, note)
+            reason = _health_drop(route, target, slot[0], slot[1], health, now)
             if reason is None:
                 result.candidates.append(cand)
             else:
@@ -301,10 +369,14 @@ def plan(
                 c.base_url,
                 c.key,
                 "panic: every candidate unhealthy",
+                c.target_key,
             )
             for c in reserve
         ]
     return result
+
+
+_DOWNGRADE_NOTE = "budget downgrade: cheapest capable target first"
 
 
 def _health_drop(
