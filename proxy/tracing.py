@@ -18,6 +18,7 @@ Prompt and completion text are never recorded, unless the route sets
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -119,6 +120,9 @@ class TracingObserver:
         self.provider = tracer_provider
         self.tracer = tracer_provider.get_tracer("modelroute.proxy")
         self._extract = propagate.extract
+        # the header names the configured propagators read (OTEL_PROPAGATORS): a request
+        # carrying none of them starts a new trace without running the propagators
+        self._carrier_fields = tuple(propagate.get_global_textmap().fields)
         self._in_context = trace.set_span_in_context
         self._server = SpanKind.SERVER
         self._client = SpanKind.CLIENT
@@ -129,7 +133,11 @@ class TracingObserver:
     # -- Observer protocol ------------------------------------------------------------
 
     def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
-        parent = self._extract(headers)  # W3C traceparent/tracestate (OTEL_PROPAGATORS)
+        parent = None
+        for name in self._carrier_fields:
+            if name in headers:
+                parent = self._extract(headers)  # W3C traceparent/tracestate (OTEL_PROPAGATORS)
+                break
         record.span = self.tracer.start_span(
             f"{record.operation} {record.requested_model}",
             context=parent,
@@ -145,6 +153,11 @@ class TracingObserver:
 
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         parent = record.span
+        if parent is not None and not parent.is_recording():
+            # the request's span was sampled out (OTEL_TRACES_SAMPLER): every standard sampler
+            # decides the same for its children (same trace id, or follows the parent), so
+            # don't build attributes and spans nobody records
+            return
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": record.operation,
             "gen_ai.provider.name": attempt.provider,
@@ -159,7 +172,8 @@ class TracingObserver:
             attributes["modelroute.fallback.reason"] = attempt.fallback_reason
         if attempt.hedge:
             attributes["modelroute.hedge"] = True
-        attributes.update(_server_address(attempt.server_address))
+        if attempt.server_address:
+            attributes.update(_server_address(attempt.server_address))
         attempt.span = self.tracer.start_span(
             f"{record.operation} {attempt.upstream_model}",
             context=self._in_context(parent) if parent is not None else None,
@@ -171,15 +185,17 @@ class TracingObserver:
         span: Span | None = attempt.span
         if span is None or not span.is_recording():
             return
+        attributes: dict[str, Any] = {}
         if attempt.status is not None:
-            span.set_attribute("http.response.status_code", attempt.status)
+            attributes["http.response.status_code"] = attempt.status
         if attempt.result != "ok":
-            span.set_attribute("error.type", attempt.result)
+            attributes["error.type"] = attempt.result
             # a hedge that lost was cancelled on purpose: not an error of the upstream
             if attempt.result not in ("hedge_lost", "cancelled"):
                 span.set_status(self._status(self._code_error, attempt.detail or attempt.result))
         if record.served is attempt:
-            self._served(record, span)
+            self._served(record, attributes)
+        span.set_attributes(attributes)  # one call: the SDK locks and validates per call
         span.end()
 
     def request_finished(self, record: RequestRecord) -> None:
@@ -188,14 +204,16 @@ class TracingObserver:
             span = attempt.span
             if span is not None and span.is_recording():
                 if attempt is served:
-                    self._served(record, span)
+                    attributes: dict[str, Any] = {}
+                    self._served(record, attributes)
+                    span.set_attributes(attributes)
                 elif attempt.result not in ("ok", "pending"):
                     span.set_attribute("error.type", attempt.result)
                 span.end()
         span = record.span
         if span is None or not span.is_recording():
             return
-        attributes: dict[str, Any] = {
+        attributes = {
             "modelroute.outcome": record.outcome,
             "modelroute.attempts": len(record.attempts),
             "modelroute.fallback": record.fallback,
@@ -217,12 +235,14 @@ class TracingObserver:
             attributes["modelroute.cost_usd"] = record.cost_usd
         if record.budget_action is not None:
             attributes["modelroute.budget.action"] = record.budget_action
-        span.set_attributes(attributes)
         if record.outcome != "ok":
-            span.set_attribute("error.type", record.error_code or record.outcome)
-            # the app hanging up, or a request refused as the client's fault, is not our error
-            if record.outcome in ("error", "stream_error") or record.status >= 500:
-                span.set_status(self._status(self._code_error, record.error_code or record.outcome))
+            attributes["error.type"] = record.error_code or record.outcome
+        span.set_attributes(attributes)
+        # the app hanging up, or a request refused as the client's fault, is not our error
+        if record.outcome != "ok" and (
+            record.outcome in ("error", "stream_error") or record.status >= 500
+        ):
+            span.set_status(self._status(self._code_error, record.error_code or record.outcome))
         span.end()
 
     def shadow_finished(self, record: ShadowRecord) -> None:
@@ -230,9 +250,8 @@ class TracingObserver:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _served(self, record: RequestRecord, span: Span) -> None:
-        """Usage, cost and response model: facts of the attempt that answered."""
-        attributes: dict[str, Any] = {}
+    def _served(self, record: RequestRecord, attributes: dict[str, Any]) -> None:
+        """Usage, cost and response model (facts of the attempt that answered) into ``attributes``."""
         if record.response_model:
             attributes["gen_ai.response.model"] = record.response_model
         if record.input_tokens is not None:
@@ -253,7 +272,6 @@ class TracingObserver:
                     attributes[name] = value
                 elif value is not None:
                     attributes[name] = orjson.dumps(value, default=str).decode()
-        span.set_attributes(attributes)
 
     def shutdown(self) -> None:
         """Flush what is queued and stop exporting (blocking: call it off the event loop)."""
@@ -263,6 +281,7 @@ class TracingObserver:
             self.provider.shutdown()
 
 
+@functools.lru_cache(maxsize=256)  # a handful of base URLs, parsed once each
 def _server_address(address: str) -> dict[str, Any]:
     """``server.address``/``server.port`` from a host, ``host:port`` or a base URL."""
     if not address:
