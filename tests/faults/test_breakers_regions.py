@@ -172,8 +172,10 @@ async def test_residency_never_spills_out_of_the_allowed_regions(
 async def test_target_over_the_latency_budget_drops_behind_the_fast_one(
     fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
+    # wide margins on both sides of the budget: a loaded 2-core CI box can push the fast
+    # target's p99 well past its 5 ms, but not past 250 ms
     fast = await fakes("us-east-1", latency_ms=5)
-    slow = await fakes("eu-west-1", latency_ms=150)
+    slow = await fakes("eu-west-1", latency_ms=400)
     proxy = await proxies(
         provider_yaml("fast", [("us-east-1", fast.url)])
         + provider_yaml("slow", [("eu-west-1", slow.url)])
@@ -181,7 +183,7 @@ async def test_target_over_the_latency_budget_drops_behind_the_fast_one(
             "chat",
             ["chat"],
             ["{provider: fast, model: chat-a}", "{provider: slow, model: chat-b}"],
-            TIMEOUTS + "  latencyBudgetMs: 100",
+            TIMEOUTS + "  latencyBudgetMs: 250",
         )
     )
     gate = asyncio.Semaphore(20)
