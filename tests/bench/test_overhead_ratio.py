@@ -3,18 +3,26 @@
 Absolute times on a shared 2-core machine are noise; a ratio measured in the
 same test, same upstream, same load tool, is not.  The bare aiohttp
 pass-through (bench/bare_proxy.py: one pooled ClientSession, no routing) and
-``modelroute proxy`` (bench/routes.yaml: 3-target route, budget, metrics,
-tracing exported as OTLP/HTTP to bench/otlp_sink.py, as in ``make bench``) each take
-the same ``wrk`` load against the same fake upstream; the CPU each server
-process used (utime+stime from /proc, not wall time) is divided by the
-requests it answered.  Runs alternate (bare, modelroute, bare, modelroute) and
-the lower figure of each is kept, so a burst of noise in one run can't fail
-the test.  The bound is generous on purpose: it catches a hot path that got
-several times dearer (a per-request regex compile, an un-pooled session, JSON
-parsed twice per chunk), not a few percent.  The real figures are in
-``make bench`` (docs/performance.md).
+two ``modelroute proxy`` processes (bench/routes.yaml: 3-target route, budget,
+metrics, tracing on and exporting OTLP/HTTP to bench/otlp_sink.py, as in
+``make bench``) each take the same ``wrk`` load against the same fake
+upstream; the CPU each server process used (utime+stime from /proc, not wall
+time) is divided by the requests it answered:
 
-Bounded: about 15 s (two 2-second runs per server plus start-up); every
+* ``sampled`` – tracing with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``
+  at 1 %: the request path itself (the issue-8 budget row);
+* ``all spans`` – every span built, encoded and exported: the price of
+  tracing everything, most of it the OpenTelemetry SDK's protobuf encoding.
+
+Runs alternate (bare, sampled, all spans; twice) and the lowest figure of each
+is kept, so a burst of noise in one run can't fail the test.  The bounds sit
+~25-35 % above what the bench machine measures (sampled ~1.5x, all spans
+~2.4x here and ~2.8x at `make bench`'s 20 ms upstream; docs/performance.md):
+they catch a hot path that got clearly dearer (a per-request regex compile,
+an un-pooled session, JSON parsed twice, the GC tuning lost), not a few
+percent.
+
+Bounded: about 25 s (two 2-second runs per server plus start-up); every
 process it starts is stopped in the fixture's teardown.
 """
 
@@ -42,7 +50,8 @@ BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 MODELROUTE = BIN / "modelroute"
 
-RATIO_BOUND = 4.0  # modelroute CPU/request <= 4x the bare pass-through's
+SAMPLED_BOUND = 2.0  # modelroute (1 % of traces exported) CPU/request <= 2x bare's
+ALL_SPANS_BOUND = 3.3  # modelroute exporting every span <= 3.3x bare's
 RUN_SECONDS = 2
 CONNECTIONS = 8
 UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
@@ -151,13 +160,15 @@ def _proxy_available() -> bool:
     return out.returncode == 0
 
 
-def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path) -> None:
+def test_modelroute_cpu_per_request_stays_within_its_ratio_to_a_bare_passthrough(
+    tmp_path: Path,
+) -> None:
     if not shutil.which("wrk"):
         pytest.skip("wrk is not installed (scripts/install-test-tools.sh installs it)")
     if not _proxy_available():
         pytest.skip("`modelroute proxy` is not available in this build")
 
-    up, bare, mr, admin, sink = (_free_port() for _ in range(5))
+    up, bare, mr, admin, mr_all, admin_all, sink = (_free_port() for _ in range(7))
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
@@ -170,6 +181,11 @@ def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
+    sampled = {
+        **otel,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    }
     chat = "/v1/chat/completions"
 
     with (
@@ -179,23 +195,33 @@ def test_modelroute_cpu_per_request_within_4x_of_bare_passthrough(tmp_path: Path
         _server([*_pin("0"), sys.executable, str(BENCH / "bare_proxy.py"), "--listen",
                  f"127.0.0.1:{bare}", "--upstream", f"http://127.0.0.1:{up}"]) as bare_proc,
         _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
-                 f"127.0.0.1:{mr}", "--admin", f"127.0.0.1:{admin}"], otel) as mr_proc,
+                 f"127.0.0.1:{mr}", "--admin", f"127.0.0.1:{admin}"], sampled) as mr_proc,
+        _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+                 f"127.0.0.1:{mr_all}", "--admin", f"127.0.0.1:{admin_all}"], otel) as all_proc,
     ):  # fmt: skip
         _ready(f"http://127.0.0.1:{up}{chat}", upstream)
         _ready(f"http://127.0.0.1:{bare}{chat}", bare_proc)
         _ready(f"http://127.0.0.1:{mr}{chat}", mr_proc)
+        _ready(f"http://127.0.0.1:{mr_all}{chat}", all_proc)
 
-        bare_runs, mr_runs = [], []
-        for _ in range(2):  # alternate, so drift on the machine hits both alike
-            bare_runs.append(_cpu_per_request(f"http://127.0.0.1:{bare}{chat}", bare_proc.pid))
-            mr_runs.append(_cpu_per_request(f"http://127.0.0.1:{mr}{chat}", mr_proc.pid))
+        servers = {
+            "bare": (f"http://127.0.0.1:{bare}{chat}", bare_proc.pid),
+            "sampled": (f"http://127.0.0.1:{mr}{chat}", mr_proc.pid),
+            "all spans": (f"http://127.0.0.1:{mr_all}{chat}", all_proc.pid),
+        }
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in servers}
+        for _ in range(2):  # alternate, so drift on the machine hits all alike
+            for name, (url, pid) in servers.items():
+                runs[name].append(_cpu_per_request(url, pid))
 
-    bare_us = min(r[0] for r in bare_runs)
-    mr_us = min(r[0] for r in mr_runs)
-    ratio = mr_us / bare_us
+    best = {name: min(r[0] for r in got) for name, got in runs.items()}
+    ratios = {name: best[name] / best["bare"] for name in ("sampled", "all spans")}
     detail = (
-        f"CPU per request: modelroute {mr_us:.0f} µs, bare pass-through {bare_us:.0f} µs, "
-        f"ratio {ratio:.2f} (bound {RATIO_BOUND}); runs bare={bare_runs} modelroute={mr_runs}"
+        f"CPU per request: bare pass-through {best['bare']:.0f} µs, modelroute sampled "
+        f"{best['sampled']:.0f} µs (x{ratios['sampled']:.2f}, bound {SAMPLED_BOUND}), "
+        f"modelroute all spans {best['all spans']:.0f} µs (x{ratios['all spans']:.2f}, bound "
+        f"{ALL_SPANS_BOUND}); runs {runs}"
     )
     print(detail)
-    assert ratio <= RATIO_BOUND, detail
+    assert ratios["sampled"] <= SAMPLED_BOUND, detail
+    assert ratios["all spans"] <= ALL_SPANS_BOUND, detail
