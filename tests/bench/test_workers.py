@@ -1,0 +1,166 @@
+"""``modelroute proxy --workers N``: N processes share the API port; only the first has the admin port.
+
+What a user relies on when giving a pod more than one core:
+
+* every request is answered, whichever worker the kernel hands its
+  connection to (SO_REUSEPORT spreads connections, not requests);
+* more than one worker really serves (the work is spread);
+* ``/metrics`` on the admin port is **worker 0's alone**: each worker counts
+  its own requests, so the scraped counters see about 1/N of the traffic
+  (docs/performance.md says how to read them).
+
+Bounded: one fake upstream, one proxy with 2 workers, 200 requests on fresh
+connections; every process is stopped at the end (the proxy stops its workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+MODELROUTE = Path(sys.executable).parent / "modelroute"
+REQUESTS = 200
+CHAT = "/v1/chat/completions"
+BODY = b'{"model": "bench", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(req, timeout=5) as resp,
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout} s")
+
+
+def _workers(pid: int) -> list[int]:
+    """The proxy's process and its forked workers (direct children)."""
+    out = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def _burst(url: str, n: int) -> list[int]:
+    # a fresh connection per request, so the kernel's SO_REUSEPORT hash picks a worker each time
+    connector = aiohttp.TCPConnector(force_close=True, limit=8)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> int:
+            async with session.post(
+                url, data=BODY, headers={"Content-Type": "application/json"}
+            ) as resp:
+                await resp.read()
+                return resp.status
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def _requests_counted(metrics: str) -> float:
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(
+            r'^modelroute_requests_total\{[^}]*route="bench"[^}]*\} (\S+)$', metrics, re.M
+        )
+    )
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
+def test_two_workers_share_the_port_and_only_worker_zero_serves_metrics(tmp_path: Path) -> None:
+    up, api, admin = _free_port(), _free_port(), _free_port()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
+    )
+    with (
+        _server([str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
+                 "--latency-ms", "2", "--output-tokens", "5"]) as upstream,
+        _server([str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+                 f"127.0.0.1:{api}", "--admin", f"127.0.0.1:{admin}", "--workers", "2"]) as proxy,
+    ):  # fmt: skip
+        _wait_ready(f"http://127.0.0.1:{up}{CHAT}", upstream)
+        _wait_ready(f"http://127.0.0.1:{api}{CHAT}", proxy)
+        deadline = time.monotonic() + 10
+        while len(_workers(proxy.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = _workers(proxy.pid)
+        assert len(pids) == 2, f"expected the proxy and one forked worker, found {pids}"
+        before = {p: _cpu_ticks(p) for p in pids}
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
+            counted_before = _requests_counted(resp.read().decode())
+
+        statuses = asyncio.run(_burst(f"http://127.0.0.1:{api}{CHAT}", REQUESTS))
+
+        used = {p: _cpu_ticks(p) - before[p] for p in pids}
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
+            counted = _requests_counted(resp.read().decode()) - counted_before
+
+    assert statuses.count(200) == REQUESTS, f"not every request was answered: {statuses}"
+    # both processes did work: SO_REUSEPORT spread the connections
+    assert all(ticks > 0 for ticks in used.values()), f"CPU ticks per worker: {used}"
+    # worker 0's registry saw some of the burst, never all of it: the others count elsewhere
+    assert 0 < counted < REQUESTS, (
+        f"/metrics counted {counted} of {REQUESTS} requests; worker 0 alone should see a share"
+    )
