@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .classifier import classifier_for
 from .errors import NoEligibleTarget, UnknownModel
 from .health import HealthBook, candidate_key
 from .request import RequestFeatures
@@ -140,6 +139,10 @@ def resolve_request(
         )
     if not route.classify:
         return Resolution(route=route, requested_model=model)
+    # imported on the first classify route, not at start-up: its rule tables are ~1 MB of
+    # resident memory that sidecars without an ``auto`` route never need
+    from .classifier import classifier_for
+
     answer = classifier_for(route.classifier).classify(body, headers)
     target = index.resolve(answer.model, headers)
     if target is None or target.classify:
