@@ -10,7 +10,6 @@ timings (shared CI machines are too noisy for that).
     .venv/bin/python bench/classifier_bench.py [--number 2000] [--repeat 7]
 """
 
-
 from __future__ import annotations
 
 import argparse
