@@ -16,8 +16,9 @@ time) is divided by the requests it answered:
 
 Runs alternate (bare, sampled, all spans; twice) and the lowest figure of each
 is kept, so a burst of noise in one run can't fail the test.  The bounds sit
-~25-35 % above what the bench machine measures (sampled ~1.5x, all spans
-~2.4x here and ~2.8x at `make bench`'s 20 ms upstream; docs/performance.md):
+well above what the bench machine measures (sampled ~1.5x, all spans ~2.4x
+here and ~2.8x at `make bench`'s 20 ms upstream; docs/performance.md), since a
+loaded 2-core CI box has shown sampled at 2.04x and all spans at 3.0x:
 they catch a hot path that got clearly dearer (a per-request regex compile,
 an un-pooled session, JSON parsed twice, the GC tuning lost), not a few
 percent.
@@ -50,8 +51,8 @@ BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 MODELROUTE = BIN / "modelroute"
 
-SAMPLED_BOUND = 2.0  # modelroute (1 % of traces exported) CPU/request <= 2x bare's
-ALL_SPANS_BOUND = 3.3  # modelroute exporting every span <= 3.3x bare's
+SAMPLED_BOUND = 2.5  # modelroute (1 % of traces exported) CPU/request <= 2.5x bare's
+ALL_SPANS_BOUND = 3.8  # modelroute exporting every span <= 3.8x bare's
 RUN_SECONDS = 2
 CONNECTIONS = 8
 UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
