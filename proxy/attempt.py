@@ -81,6 +81,7 @@ class Failed:
     status: int | None = None
     retry_after: float | None = None
     body: bytes = b""  # the upstream's own error body (passed through for client errors)
+    headers: dict[str, str] = field(default_factory=dict)  # its x-ratelimit-* etc. (passthrough)
     content_type: str = "application/json"
 
 
@@ -158,6 +159,7 @@ async def run_attempt(
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                     body=body,
                     content_type=response.headers.get("Content-Type", "application/json"),
+                    headers=forwarded_headers(response.headers),
                 )
             # the first body bytes are part of "first byte": 200 headers and then silence
             # is a stuck upstream, not an answer

@@ -14,7 +14,9 @@ client that went away (and then its upstream request is cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -30,7 +32,7 @@ from . import errors
 from .attempt import Failed, Failure, Outcome, Ready, run_attempt
 from .credentials import Credentials, MissingCredentials
 from .events import AttemptRecord, Observers, RequestRecord
-from .health import HealthBook, RetryBudget
+from .health import Breaker, CircuitState, HealthBook, RetryBudget
 from .mirror import Mirror
 from .request import Endpoint, RequestFeatures, extract_features
 from .router import (
@@ -104,6 +106,7 @@ class Dispatcher:
         self.mirror = Mirror(pool, credentials, observers, self.rng)
         self._index: RouteIndex | None = None
         self.in_flight = 0
+        self.closing = False  # set by serve() just before the streams still open are cut
         self.idle = asyncio.Event()  # set whenever nothing is in flight (graceful drain waits)
         self.idle.set()
         self.requests = 0
@@ -267,6 +270,7 @@ class _Attempts:
         self.strip_usage = False
         self.in_flight: dict[asyncio.Task[Outcome], AttemptRecord] = {}
         self.candidates: list[Candidate] = []
+        self.probes: set[str] = set()  # candidates whose half-open probe this request holds
         self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
             # ask the upstream for usage on our own account; strip it from what the client sees
@@ -348,7 +352,14 @@ class _Attempts:
                     attempt = self.in_flight.pop(task)
                     outcome = task.result()
                     if isinstance(outcome, Ready):
-                        await self._cancel_rest("hedge_lost")
+                        try:
+                            await self._cancel_rest("hedge_lost")
+                        except BaseException:  # the client left while the losers were cancelled
+                            outcome.response.release()
+                            attempt.result = "cancelled"
+                            attempt.duration = time.perf_counter() - attempt.started
+                            self.d.observers.attempt_finished(self.record, attempt)
+                            raise
                         self._record_ready(attempt, outcome)
                         return await self._commit(attempt, outcome)
                     self._record_failure(attempt, outcome)
@@ -432,17 +443,26 @@ class _Attempts:
         """
         n = len(candidates)
         holds = self.d.health.holds
-        if not self.in_flight and not holds:  # the usual case: nothing busy, nothing held
-            return (candidates[index % n], index + 1) if n else (None, index)
+        if index == 0 and not self.in_flight and not holds:  # first pick: plan() just checked
+            return (candidates[0], 1) if n else (None, index)
         now = time.monotonic()
         busy = {a.target + "@" + a.region for a in self.in_flight.values()}
+        health, route = self.d.health, self.route
         for step in range(n):
             cand = candidates[(index + step) % n]
             if cand.key in busy:
                 continue
-            if self.d.health.held_until(cand.key) > now and n > 1:
+            if health.held_until(cand.key) > now and n > 1:
+                continue
+            # a circuit that opened during this request (maybe by this very request's
+            # failures) is skipped on retries too, while another candidate is left
+            if n > 1 and not health.breaker(route.name, cand.key, route.circuit_breaker).available(
+                now
+            ):
                 continue
             return cand, index + step + 1
+        # every free candidate held or behind an open circuit: the same "panic" as plan()'s,
+        # a sick upstream is a better bet than a certain error
         free = [c for c in candidates if c.key not in busy]
         if not free:
             return None, index
@@ -537,14 +557,15 @@ class _Attempts:
         health = self.d.health
         now = time.monotonic()
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
-        breaker.acquire(now)  # claims the half-open probe when there is one
+        if breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.acquire(now):
+            self.probes.add(cand.key)  # this attempt is the one half-open probe
         region = health.region(cand.target.provider, cand.region)
         if region is not None:
             region.acquire(now)
         try:
             headers = self._upstream_headers(cand)
         except MissingCredentials as exc:
-            breaker.release()
+            self._release_probe(cand.key, breaker)
             if region is not None:
                 region.release()
             return Failed(
@@ -565,10 +586,16 @@ class _Attempts:
                 total_timeout=remaining,
             )
         except asyncio.CancelledError:
-            breaker.release()
+            self._release_probe(cand.key, breaker)
             if region is not None:
                 region.release()
             raise
+
+    def _release_probe(self, key: str, breaker: Breaker) -> None:
+        """Give back a half-open probe this request claimed (never another request's)."""
+        if key in self.probes:
+            self.probes.discard(key)
+            breaker.release()
 
     def _payload(self, target: CompiledTarget) -> bytes:
         body = dict(self.body)
@@ -617,7 +644,7 @@ class _Attempts:
             if region is not None:
                 region.record(False, None, now)
         else:
-            breaker.release()
+            self._release_probe(cand.key, breaker)
             if region is not None:
                 region.release()
         if failed.retry_after is not None and failed.kind in (
@@ -679,11 +706,14 @@ class _Attempts:
         record.status = failed.status or 502
         record.outcome = "rejected" if record.status < 500 else "error"
         body = failed.body or orjson.dumps(errors.UpstreamUnavailable(failed.detail).body())
+        headers = {**failed.headers, **self._our_headers()}
+        if failed.retry_after is not None:  # the SDK's own retry needs the upstream's wait
+            headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
         return web.Response(
             status=record.status,
             body=body,
             content_type=failed.content_type.split(";")[0] or "application/json",
-            headers=self._our_headers(),
+            headers=headers,
         )
 
     def _exhausted(self, attempts: int) -> errors.ModelRouteError:
@@ -860,14 +890,34 @@ class _Attempts:
                     )
                 )
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            record.outcome = "client_closed"
-            record.status = 499
-            attempt.result = "client_closed"
-            self._finish_stream(attempt, scanner, failure)
+        except asyncio.CancelledError:
+            if self.d.closing:  # the sidecar is stopping and cut it: say so, count it as ours
+                cut = "the sidecar shut down mid-stream"
+                with contextlib.suppress(Exception):
+                    await response.write(
+                        error_event(
+                            f"route {self.route.name!r}: {cut}",
+                            "stream_interrupted",
+                            self.route.name,
+                        )
+                    )
+                self._finish_stream(attempt, scanner, cut)
+                raise
+            self._client_left(attempt, scanner, failure)
+            raise
+        except ConnectionResetError:
+            self._client_left(attempt, scanner, failure)
             raise
         self._finish_stream(attempt, scanner, failure)
         return response
+
+    def _client_left(
+        self, attempt: AttemptRecord, scanner: SSEScanner, failure: str | None
+    ) -> None:
+        self.record.outcome = "client_closed"
+        self.record.status = 499
+        attempt.result = "client_closed"
+        self._finish_stream(attempt, scanner, failure)
 
     def _finish_stream(
         self, attempt: AttemptRecord, scanner: SSEScanner, failure: str | None

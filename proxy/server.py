@@ -64,6 +64,7 @@ class ProxyConfig:
     reload_seconds: float = 1.0
     reuse_port: bool = False
     tracing: bool = True  # still only on when OTEL_* variables configure an exporter
+    on_stop: Callable[[], None] | None = None  # called the moment SIGTERM/SIGINT arrives
 
     def check(self) -> None:
         if not (self.route_files or self.table_file or self.kube):
@@ -144,6 +145,9 @@ class Proxy:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _table_applied(self, table: CompiledTable) -> None:
+        # /status errorRate is the operator's rollout gate for *this* table: errors
+        # under the previous one must not fail (or pass) the new one
+        self.status_counts.recent.reset()
         failover = table.failover
         self.health.configure(
             failover.ejection if failover else None,
@@ -332,7 +336,9 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
         proxy.api_app(),
         handler_cancellation=True,  # a client that goes away cancels its upstream request
         access_log=None,
-        shutdown_timeout=config.drain_seconds,
+        # serve() has already waited drain_seconds for in-flight requests (drain());
+        # this only closes what is left, it must not wait the same time again
+        shutdown_timeout=1.0,
     )
     await api.setup()
     host, port = config.listen
@@ -381,8 +387,11 @@ async def serve(config: ProxyConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if config.on_stop is not None:
+        config.on_stop()
     log.info("stopping: draining %d in-flight request(s)", running.proxy.dispatcher.in_flight)
     left = await running.proxy.drain(config.drain_seconds)
     if left:
         log.warning("%d request(s) still in flight after %gs; closing", left, config.drain_seconds)
+    running.proxy.dispatcher.closing = True
     await running.stop()

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelroute.resources import load_files
+from modelroute.resources.loader import manifest_files
 
 from .compiler import compile_local
 from .table import CompiledTable
@@ -36,8 +37,10 @@ class ConfigError(Exception):
 
 
 def _stamp(paths: Sequence[Path]) -> tuple[tuple[str, float, int], ...]:
+    """mtime and size of every file read: a directory's own mtime misses in-place edits."""
     out = []
-    for p in paths:
+    files = [f for q in paths for f in ([q, *manifest_files(q)] if q.is_dir() else [q])]
+    for p in files:
         try:
             st = os.stat(p)
             out.append((str(p), st.st_mtime, st.st_size))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -106,6 +108,15 @@ def run(args: argparse.Namespace) -> int:
             children = []
             break
         children.append(pid)
+    if children:
+        # Kubernetes signals PID 1 only: pass SIGTERM on at once, so every worker
+        # drains in parallel instead of one after the other
+        def stop_children() -> None:
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+
+        config.on_stop = stop_children
     try:
         run_async(serve(config))
     except ConfigError as exc:
@@ -116,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         for pid in children:
-            try:
-                os.kill(pid, 15)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)  # a no-op when on_stop already did
+        for pid in children:
+            with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
-            except OSError:
-                pass
     return 0

@@ -1,0 +1,113 @@
+"""Behaviour a review of the request path found missing: each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from .conftest import FakeFactory, ProxyFactory, provider_yaml, route_yaml
+
+BODY = {"model": "general", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post(url: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url + "/chat/completions", json=BODY) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def test_a_passed_through_429_keeps_the_upstreams_retry_after(
+    fakes: FakeFactory, proxies: ProxyFactory
+) -> None:
+    fake = await fakes(error_rate=1.0, error_status=429, retry_after=7)
+    proxy = await proxies(
+        provider_yaml("api", [("us-east-1", fake.url)])
+        + route_yaml(
+            "general",
+            ["general"],
+            ["{provider: api, model: deepseek-v4-flash}"],
+            "  retry: {retryOn: [5xx, timeout, connect]}",
+        )
+    )
+    status, headers, _ = await post(proxy.base_url)
+    assert status == 429
+    assert headers["Retry-After"] == "7"
+
+
+async def test_retries_skip_a_circuit_that_opened_during_the_request(
+    fakes: FakeFactory, proxies: ProxyFactory
+) -> None:
+    a = await fakes("us-east-1", error_rate=1.0, error_status=503)  # trips its breaker
+    b = await fakes("eu-west-1", error_rate=1.0, error_status=401)  # falls over, no trip
+    proxy = await proxies(
+        provider_yaml("pa", [("us-east-1", a.url)])
+        + provider_yaml("pb", [("eu-west-1", b.url)])
+        + route_yaml(
+            "general",
+            ["general"],
+            [
+                "{provider: pa, model: qwen3-8b, tier: 0}",
+                "{provider: pb, model: qwen3-32b, tier: 1}",
+            ],
+            "  retry: {maxAttempts: 3, baseBackoffMs: 1, maxBackoffMs: 2}\n"
+            "  circuitBreaker: {failureThreshold: 1, windowSeconds: 60, openSeconds: 30}",
+        )
+    )
+    await post(proxy.base_url)
+    # the third attempt goes to b again, not back to a's open circuit
+    assert (a.fake.stats.requests, b.fake.stats.requests) == (1, 2)
+
+
+async def test_error_rate_on_status_describes_the_table_now_served(
+    fakes: FakeFactory, proxies: ProxyFactory, tmp_path: Path
+) -> None:
+    fake = await fakes(error_rate=1.0, error_status=500)
+    routes = provider_yaml("api", [("us-east-1", fake.url)]) + route_yaml(
+        "general", ["general"], ["{provider: api, model: deepseek-v4-flash}"]
+    )
+    proxy = await proxies(routes, reload_seconds=0.05)
+    for _ in range(3):
+        assert (await post(proxy.base_url))[0] == 503
+    fake.knobs.update({"error_rate": 0.0})
+    (tmp_path / "routes-0.yaml").write_text(routes.replace("deepseek-v4-flash", "qwen3-32b"))
+    old = proxy.proxy.store.current.hash
+    for _ in range(100):
+        if proxy.proxy.store.current.hash != old:
+            break
+        await asyncio.sleep(0.05)
+    assert (await post(proxy.base_url))[0] == 200
+    async with aiohttp.ClientSession() as http, http.get(proxy.admin_url + "/status") as resp:
+        health = (await resp.json())["health"]
+    assert health["errorRate"] == 0.0
+    assert health["errors"] == 3  # the lifetime count still tells the story
+
+
+async def test_a_routes_directory_reloads_when_a_file_inside_is_edited(
+    fakes: FakeFactory, tmp_path: Path
+) -> None:
+    from modelroute.proxy.server import ProxyConfig, start_proxy
+
+    fake = await fakes()
+    folder = tmp_path / "routes"
+    folder.mkdir()
+    routes = provider_yaml("api", [("us-east-1", fake.url)]) + route_yaml(
+        "general", ["general"], ["{provider: api, model: deepseek-v4-flash}"]
+    )
+    (folder / "routes.yaml").write_text(routes)
+    running = await start_proxy(
+        ProxyConfig(listen=("127.0.0.1", 0), admin=None, route_files=[folder], reload_seconds=0.05)
+    )
+    try:
+        old = running.proxy.store.current.hash
+        (folder / "routes.yaml").write_text(routes.replace("deepseek-v4-flash", "qwen3-32b"))
+        for _ in range(100):
+            if running.proxy.store.current.hash != old:
+                break
+            await asyncio.sleep(0.05)
+        assert running.proxy.store.current.hash != old
+    finally:
+        await running.stop()
