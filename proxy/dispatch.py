@@ -291,7 +291,7 @@ class _Attempts:
         budget.record_first(time.monotonic())
         candidates = self.candidates = the_plan.candidates
         max_attempts = route.retry.max_attempts
-        retry_on = _retry_on(route)
+        retry_on = route.retry_kinds
         hedge_delay = self._hedge_delay(candidates[0])
         if hedge_delay is None:
             return await self._run_sequential(budget, max_attempts, retry_on)
@@ -304,15 +304,8 @@ class _Attempts:
                 if not self.in_flight:
                     if attempts >= max_attempts:
                         break
-                    if attempts > 0:
-                        assert last_failure is not None
-                        if last_failure.kind.reached_upstream and not budget.try_spend(
-                            time.monotonic()
-                        ):
-                            self._give_up_note = "retry budget exhausted"
-                            break
-                        if not await self._backoff(attempts, last_failure):
-                            break
+                    if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
+                        break
                     cand, next_index = self._next_candidate(candidates, next_index)
                     if cand is None or not await self._wait_for_hold(cand):
                         break
@@ -356,18 +349,12 @@ class _Attempts:
                             await self._cancel_rest("hedge_lost")
                         except BaseException:  # the client left while the losers were cancelled
                             outcome.response.release()
-                            attempt.result = "cancelled"
-                            attempt.duration = time.perf_counter() - attempt.started
-                            self.d.observers.attempt_finished(self.record, attempt)
+                            self._end_attempt(attempt, "cancelled")
                             raise
                         self._record_ready(attempt, outcome)
                         return await self._commit(attempt, outcome)
-                    self._record_failure(attempt, outcome)
                     last_failure = outcome
-                    self.failures.append(outcome)
-                    if outcome.kind is Failure.PASSTHROUGH or (
-                        outcome.kind.value in _RETRYABLE and outcome.kind.value not in retry_on
-                    ):
+                    if self._settle_failure(attempt, outcome, retry_on):
                         await self._cancel_rest("cancelled")
                         return self._passthrough(outcome)
         finally:
@@ -390,15 +377,8 @@ class _Attempts:
         current: AttemptRecord | None = None
         try:
             while attempts < max_attempts:
-                if attempts > 0:
-                    assert last_failure is not None
-                    if last_failure.kind.reached_upstream and not budget.try_spend(
-                        time.monotonic()
-                    ):
-                        self._give_up_note = "retry budget exhausted"
-                        break
-                    if not await self._backoff(attempts, last_failure):
-                        break
+                if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
+                    break
                 cand, next_index = self._next_candidate(candidates, next_index)
                 if cand is None or not await self._wait_for_hold(cand):
                     break
@@ -415,19 +395,33 @@ class _Attempts:
                 if isinstance(outcome, Ready):
                     self._record_ready(attempt, outcome)
                     return await self._commit(attempt, outcome)
-                self._record_failure(attempt, outcome)
                 last_failure = outcome
-                self.failures.append(outcome)
-                if outcome.kind is Failure.PASSTHROUGH or (
-                    outcome.kind.value in _RETRYABLE and outcome.kind.value not in retry_on
-                ):
+                if self._settle_failure(attempt, outcome, retry_on):
                     return self._passthrough(outcome)
         finally:
             if current is not None:  # cancelled mid-attempt (the client went away)
-                current.result = "cancelled"
-                current.duration = time.perf_counter() - current.started
-                self.d.observers.attempt_finished(self.record, current)
+                self._end_attempt(current, "cancelled")
         raise self._exhausted(attempts)
+
+    async def _may_retry(
+        self, budget: RetryBudget, attempts: int, last_failure: Failed | None
+    ) -> bool:
+        """The gate before every attempt after the first: retry budget, then backoff."""
+        assert last_failure is not None
+        if last_failure.kind.reached_upstream and not budget.try_spend(time.monotonic()):
+            self._give_up_note = "retry budget exhausted"
+            return False
+        return await self._backoff(attempts, last_failure)
+
+    def _settle_failure(
+        self, attempt: AttemptRecord, failed: Failed, retry_on: frozenset[str]
+    ) -> bool:
+        """Record a failed attempt; True when it goes to the client as is instead of falling over."""
+        self._record_failure(attempt, failed)
+        self.failures.append(failed)
+        return failed.kind is Failure.PASSTHROUGH or (
+            failed.kind.value in _RETRYABLE and failed.kind.value not in retry_on
+        )
 
     _give_up_note = ""
     all_held = False  # the request ended because every candidate is under a Retry-After hold
@@ -670,9 +664,13 @@ class _Attempts:
                 outcome.response.release()
             elif result == "hedge_lost":
                 self._hedge_lost(attempt)
-            attempt.result = result
-            attempt.duration = time.perf_counter() - attempt.started
-            self.d.observers.attempt_finished(self.record, attempt)
+            self._end_attempt(attempt, result)
+
+    def _end_attempt(self, attempt: AttemptRecord, result: str) -> None:
+        """An attempt that ends without a verdict of its own (cancelled, lost a hedge race)."""
+        attempt.result = result
+        attempt.duration = time.perf_counter() - attempt.started
+        self.d.observers.attempt_finished(self.record, attempt)
 
     def _hedge_lost(self, attempt: AttemptRecord) -> None:
         """A candidate that only ever loses hedges is as good as down: open its breaker.
@@ -989,20 +987,6 @@ _RETRYABLE = {
         Failure.CONTEXT_LENGTH,
     )
 }
-
-
-_RETRY_ON: dict[int, tuple[Any, frozenset[str]]] = {}
-
-
-def _retry_on(route: CompiledRoute) -> frozenset[str]:
-    """The route's ``retryOn`` kinds as strings, built once per retry config (not per request)."""
-    retry = route.retry
-    found = _RETRY_ON.get(id(retry))
-    if found is None or found[0] is not retry:
-        if len(_RETRY_ON) >= 256:  # old tables' configs: start over
-            _RETRY_ON.clear()
-        found = _RETRY_ON[id(retry)] = (retry, frozenset(str(k) for k in retry.retry_on))
-    return found[1]
 
 
 def _int(value: Any) -> int | None:

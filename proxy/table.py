@@ -18,6 +18,7 @@ Secrets never appear: a provider's key is a reference (env var or Secret).
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Any, Final, Literal
 
 import orjson
@@ -131,6 +132,11 @@ class CompiledRoute(_TableModel):
     sticky: Sticky | None = None
     forward_client_auth: bool = False
     record_content: bool = False
+
+    @cached_property
+    def retry_kinds(self) -> frozenset[str]:
+        """``retry.retryOn`` as strings, built once per compiled route, read per request."""
+        return frozenset(str(k) for k in self.retry.retry_on)
 
 
 class CompiledFailover(_TableModel):
