@@ -31,6 +31,9 @@ from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs
 
+from ..proxy.conftest import provider_yaml as _provider_yaml
+from ..proxy.conftest import route_yaml
+
 MODELS = """  models:
     - {name: chat-a, upstreamModel: chat-a-up, outputUSDPerMTok: 1.0, inputUSDPerMTok: 0.5,
        contextTokens: 32000, capabilities: [text, tools]}
@@ -143,34 +146,22 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def provider_yaml(name: str, endpoints: list[tuple[str, str]], models: str = MODELS) -> str:
-    eps = "\n".join(f'    - {{region: {r}, baseURL: "{u}"}}' for r, u in endpoints)
-    return f"""
-apiVersion: modelroute.io/v1alpha1
-kind: ModelProvider
-metadata: {{name: {name}, namespace: default}}
-spec:
-  api: openai
-  endpoints:
-{eps}
-  credentials: {{env: FAKE_PROVIDER_KEY}}
-{models}
----
-"""
+    """tests/proxy's provider manifest, with this suite's two priced models by default."""
+    return _provider_yaml(name, endpoints, models)
 
 
-def route_yaml(name: str, models: list[str], targets: list[str], extra: str = "") -> str:
-    tgts = "\n".join(f"    - {t}" for t in targets)
-    return f"""
-apiVersion: modelroute.io/v1alpha1
-kind: ModelRoute
-metadata: {{name: {name}, namespace: default}}
-spec:
-  models: [{", ".join(models)}]
-  targets:
-{tgts}
-{extra}
----
-"""
+def primary_backup_yaml(primary_url: str, backup_url: str, extra: str) -> str:
+    """The suite's usual shape: ``chat`` on a primary (tier 0) with a backup provider (tier 1)."""
+    return (
+        provider_yaml("primary", [("us-east-1", primary_url)])
+        + provider_yaml("backup", [("eu-west-1", backup_url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+            extra,
+        )
+    )
 
 
 def policy_yaml(

@@ -16,6 +16,7 @@ from .conftest import (
     ProxyFactory,
     ask,
     policy_yaml,
+    primary_backup_yaml,
     provider_yaml,
     route_yaml,
     status,
@@ -41,12 +42,9 @@ async def test_breaker_opens_skips_probes_once_and_closes(
     primary = await fakes("us-east-1", error_rate=1.0, error_status=503, latency_ms=150)
     backup = await fakes("eu-west-1")
     proxy = await proxies(
-        provider_yaml("primary", [("us-east-1", primary.url)])
-        + provider_yaml("backup", [("eu-west-1", backup.url)])
-        + route_yaml(
-            "chat",
-            ["chat"],
-            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+        primary_backup_yaml(
+            primary.url,
+            backup.url,
             TIMEOUTS + "  circuitBreaker: {failureThreshold: 3, windowSeconds: 10, openSeconds: 1}",
         )
     )
@@ -213,12 +211,9 @@ async def test_a_late_success_from_before_the_trip_does_not_close_the_breaker(
     primary = await fakes("us-east-1", latency_ms=300)
     backup = await fakes("eu-west-1")
     proxy = await proxies(
-        provider_yaml("primary", [("us-east-1", primary.url)])
-        + provider_yaml("backup", [("eu-west-1", backup.url)])
-        + route_yaml(
-            "chat",
-            ["chat"],
-            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+        primary_backup_yaml(
+            primary.url,
+            backup.url,
             TIMEOUTS + "  circuitBreaker: {failureThreshold: 3, openSeconds: 30}",
         )
     )

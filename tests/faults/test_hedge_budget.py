@@ -7,7 +7,16 @@ import asyncio
 import aiohttp
 from modelroute.proxy.server import RunningProxy
 
-from .conftest import Fake, FakeFactory, ProxyFactory, ask, provider_yaml, route_yaml, status
+from .conftest import (
+    Fake,
+    FakeFactory,
+    ProxyFactory,
+    ask,
+    primary_backup_yaml,
+    provider_yaml,
+    route_yaml,
+    status,
+)
 
 
 async def hedged(
@@ -16,12 +25,9 @@ async def hedged(
     primary = await fakes("us-east-1", **primary_knobs)
     backup = await fakes("eu-west-1", latency_ms=20)
     proxy = await proxies(
-        provider_yaml("primary", [("us-east-1", primary.url)])
-        + provider_yaml("backup", [("eu-west-1", backup.url)])
-        + route_yaml(
-            "chat",
-            ["chat"],
-            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+        primary_backup_yaml(
+            primary.url,
+            backup.url,
             "  timeouts: {firstByteMs: 2000, totalMs: 5000}\n  hedge: {afterMs: 50}\n" + extra,
         )
     )
@@ -81,12 +87,9 @@ async def test_retry_budget_bounds_upstream_attempts_when_everything_fails(
     primary = await fakes("us-east-1", error_rate=1.0, error_status=503)
     backup = await fakes("eu-west-1", error_rate=1.0, error_status=503)
     proxy = await proxies(
-        provider_yaml("primary", [("us-east-1", primary.url)])
-        + provider_yaml("backup", [("eu-west-1", backup.url)])
-        + route_yaml(
-            "chat",
-            ["chat"],
-            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
+        primary_backup_yaml(
+            primary.url,
+            backup.url,
             "  timeouts: {firstByteMs: 500, totalMs: 3000}\n"
             "  retry: {maxAttempts: 3, baseBackoffMs: 1, maxBackoffMs: 5}",  # default ratio 0.2
         )
