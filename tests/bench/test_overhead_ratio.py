@@ -34,17 +34,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .conftest import free_port, server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -58,12 +54,7 @@ CONNECTIONS = 8
 UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_BODY_BYTES = json.dumps(BODY).encode()
 
 
 def _pin(cpu: str) -> list[str]:
@@ -87,51 +78,6 @@ def _cpu_seconds(pid: int) -> float:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(f[11]) + int(f[12])
     return total / CLK_TCK
-
-
-def _ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    data = json.dumps(BODY).encode()
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready after {timeout} s: {last}")
-
-
-@contextlib.contextmanager
-def _server(
-    argv: list[str], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
 
 
 def _cpu_per_request(url: str, pid: int) -> tuple[float, int]:
@@ -169,7 +115,7 @@ def test_modelroute_cpu_per_request_stays_within_its_ratio_to_a_bare_passthrough
     if not _proxy_available():
         pytest.skip("`modelroute proxy` is not available in this build")
 
-    up, bare, mr, admin, mr_all, admin_all, sink = (_free_port() for _ in range(7))
+    up, bare, mr, admin, mr_all, admin_all, sink = (free_port() for _ in range(7))
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
@@ -190,20 +136,20 @@ def test_modelroute_cpu_per_request_stays_within_its_ratio_to_a_bare_passthrough
     chat = "/v1/chat/completions"
 
     with (
-        _server([*_pin("1"), str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
+        server([*_pin("1"), str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
                  "--latency-ms", str(UPSTREAM_LATENCY_MS), "--output-tokens", "50"]) as upstream,
-        _server([*_pin("1"), sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink)]),
-        _server([*_pin("0"), sys.executable, str(BENCH / "bare_proxy.py"), "--listen",
+        server([*_pin("1"), sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink)]),
+        server([*_pin("0"), sys.executable, str(BENCH / "bare_proxy.py"), "--listen",
                  f"127.0.0.1:{bare}", "--upstream", f"http://127.0.0.1:{up}"]) as bare_proc,
-        _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+        server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
                  f"127.0.0.1:{mr}", "--admin", f"127.0.0.1:{admin}"], sampled) as mr_proc,
-        _server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+        server([*_pin("0"), str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
                  f"127.0.0.1:{mr_all}", "--admin", f"127.0.0.1:{admin_all}"], otel) as all_proc,
     ):  # fmt: skip
-        _ready(f"http://127.0.0.1:{up}{chat}", upstream)
-        _ready(f"http://127.0.0.1:{bare}{chat}", bare_proc)
-        _ready(f"http://127.0.0.1:{mr}{chat}", mr_proc)
-        _ready(f"http://127.0.0.1:{mr_all}{chat}", all_proc)
+        wait_ready(f"http://127.0.0.1:{up}{chat}", upstream, _BODY_BYTES)
+        wait_ready(f"http://127.0.0.1:{bare}{chat}", bare_proc, _BODY_BYTES)
+        wait_ready(f"http://127.0.0.1:{mr}{chat}", mr_proc, _BODY_BYTES)
+        wait_ready(f"http://127.0.0.1:{mr_all}{chat}", all_proc, _BODY_BYTES)
 
         servers = {
             "bare": (f"http://127.0.0.1:{bare}{chat}", bare_proc.pid),

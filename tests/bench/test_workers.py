@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from .conftest import free_port, server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -38,52 +36,7 @@ MODELROUTE = Path(sys.executable).parent / "modelroute"
 REQUESTS = 200
 CHAT = "/v1/chat/completions"
 BODY = b'{"model": "bench", "messages": [{"role": "user", "content": "hi"}]}'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
-        req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(req, timeout=5) as resp,
-        ):
-            if resp.status == 200:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready after {timeout} s")
+NO_TRACING = {"OTEL_SDK_DISABLED": "true"}
 
 
 def _workers(pid: int) -> list[int]:
@@ -129,19 +82,20 @@ def _requests_counted(metrics: str) -> float:
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 def test_two_workers_share_the_port_and_only_worker_zero_serves_metrics(tmp_path: Path) -> None:
-    up, api, admin = _free_port(), _free_port(), _free_port()
+    up, api, admin = free_port(), free_port(), free_port()
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         (BENCH / "routes.yaml").read_text().replace("127.0.0.1:18500", f"127.0.0.1:{up}")
     )
     with (
-        _server([str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
-                 "--latency-ms", "2", "--output-tokens", "5"]) as upstream,
-        _server([str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
-                 f"127.0.0.1:{api}", "--admin", f"127.0.0.1:{admin}", "--workers", "2"]) as proxy,
+        server([str(MODELROUTE), "fake-provider", "--listen", f"127.0.0.1:{up}",
+                "--latency-ms", "2", "--output-tokens", "5"], NO_TRACING) as upstream,
+        server([str(MODELROUTE), "proxy", "--routes", str(routes), "--listen",
+                f"127.0.0.1:{api}", "--admin", f"127.0.0.1:{admin}", "--workers", "2"],
+               NO_TRACING) as proxy,
     ):  # fmt: skip
-        _wait_ready(f"http://127.0.0.1:{up}{CHAT}", upstream)
-        _wait_ready(f"http://127.0.0.1:{api}{CHAT}", proxy)
+        wait_ready(f"http://127.0.0.1:{up}{CHAT}", upstream, BODY)
+        wait_ready(f"http://127.0.0.1:{api}{CHAT}", proxy, BODY)
         deadline = time.monotonic() + 10
         while len(_workers(proxy.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
