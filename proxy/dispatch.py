@@ -814,7 +814,7 @@ class _Attempts:
         except ConnectionResetError:
             record.outcome, record.status = "client_closed", 499
             raise
-        self.d.mirror.maybe_send(self.route, self.table, self.body)
+        self.d.mirror.maybe_send(self.route, self.table, self.path, self.body)
         return response
 
     async def _pipe_stream(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
@@ -840,7 +840,7 @@ class _Attempts:
             if out:
                 await response.write(out)
             record.ttft = time.perf_counter() - record.started
-            self.d.mirror.maybe_send(self.route, self.table, self.body)
+            self.d.mirror.maybe_send(self.route, self.table, self.path, self.body)
             content = upstream.content
             while True:
                 remaining = self.deadline - time.perf_counter()

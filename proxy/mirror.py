@@ -41,7 +41,10 @@ class Mirror:
         self.tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, int] = {}
 
-    def maybe_send(self, route: CompiledRoute, table: CompiledTable, body: dict[str, Any]) -> None:
+    def maybe_send(
+        self, route: CompiledRoute, table: CompiledTable, path: str, body: dict[str, Any]
+    ) -> None:
+        """Maybe copy the request (``path`` is the endpoint's, e.g. ``/chat/completions``)."""
         mirror = route.mirror
         if mirror is None or self.rng.random() * 100 >= mirror.percent:
             return
@@ -56,7 +59,7 @@ class Mirror:
         copy = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         copy["model"] = target.upstream_model
         self._running[route.name] = self._running.get(route.name, 0) + 1
-        task = asyncio.ensure_future(self._send(route, table, copy, shadow))
+        task = asyncio.ensure_future(self._send(route, table, path, copy, shadow))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -64,6 +67,7 @@ class Mirror:
         self,
         route: CompiledRoute,
         table: CompiledTable,
+        path: str,
         body: dict[str, Any],
         shadow: ShadowRecord,
     ) -> None:
@@ -71,11 +75,6 @@ class Mirror:
         try:
             provider = table.provider(shadow.provider)
             url = provider.endpoint(shadow.region).base_url.rstrip("/")
-            path = (
-                "/embeddings"
-                if "input" in body and "messages" not in body
-                else ("/chat/completions" if "messages" in body else "/completions")
-            )
             headers = {"Content-Type": "application/json"}
             headers.update(self.credentials.headers_for(provider.credentials))
             session: aiohttp.ClientSession = self.pool.session(provider)
