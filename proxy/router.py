@@ -286,21 +286,14 @@ class _RouteShape:
 
 
 _MEMO_LIMIT = 256
-_SHAPES: dict[int, _RouteShape] = {}
-_shapes_of: list[CompiledTable] = []  # the table the shapes belong to (one at a time)
 
 
 def _shape(route: CompiledRoute, table: CompiledTable) -> _RouteShape:
-    if not _shapes_of or _shapes_of[0] is not table:
-        # a reload (or explain with another table): shapes of the old table go, so memory
-        # stays bounded by one table however often tables change
-        _SHAPES.clear()
-        _shapes_of[:] = [table]
-    found = _SHAPES.get(id(route))
+    """The route's shape, kept with the table it belongs to (and gone with it on a reload)."""
+    shapes: dict[int, _RouteShape] = table.derived.setdefault("route_shapes", {})
+    found = shapes.get(id(route))
     if found is None or found.route is not route:
-        if len(_SHAPES) >= _MEMO_LIMIT:
-            _SHAPES.clear()
-        found = _SHAPES[id(route)] = _RouteShape(route, table)
+        found = shapes[id(route)] = _RouteShape(route, table)
     return found
 
 

@@ -232,6 +232,15 @@ class CompiledTable(_TableModel):
 
     # -- lookups ----------------------------------------------------------------------
 
+    @cached_property
+    def derived(self) -> dict[str, Any]:
+        """Scratch space for what readers derive from this table (the router's route shapes).
+
+        Built on first use and dropped with the table, so a reload frees it without
+        anyone having to notice; never part of the table's content or hash.
+        """
+        return {}
+
     def provider(self, name: str) -> CompiledProvider:
         for p in self.providers:
             if p.name == name:
