@@ -181,19 +181,25 @@ async def test_target_over_the_latency_budget_drops_behind_the_fast_one(
             "chat",
             ["chat"],
             ["{provider: fast, model: chat-a}", "{provider: slow, model: chat-b}"],
-            TIMEOUTS + "  latencyBudgetMs: 250",
+            # a first-byte timeout far above the slow target's 400 ms: on a loaded box a slow
+            # answer that timed out would reach the fake but leave no latency sample
+            "  timeouts: {firstByteMs: 3000, totalMs: 6000}\n  latencyBudgetMs: 250",
         )
     )
     gate = asyncio.Semaphore(20)
+    served_by_slow = 0
 
     async def one() -> None:
+        nonlocal served_by_slow
         async with gate:
-            assert (await ask(http, proxy.base_url)).complete()
+            answer = await ask(http, proxy.base_url)
+            assert answer.complete()
+            served_by_slow += answer.target.startswith("slow/")
 
-    # same tier, equal weights: both get traffic until the slow one has a p99 (20 samples)
-    while slow.stats.requests < 20:
+    # same tier, equal weights: both get traffic until the proxy holds a p99 for the slow
+    # one, i.e. 20 answers it served (the sample is taken before the answer goes out)
+    while served_by_slow < 20:
         await asyncio.gather(*(one() for _ in range(20)))
-    await asyncio.sleep(0)
     seen = slow.stats.requests
     answers = [await ask(http, proxy.base_url) for _ in range(20)]
     assert all(a.target.startswith("fast/") for a in answers)
