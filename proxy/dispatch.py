@@ -924,6 +924,14 @@ class _Attempts:
         facts = scanner.facts
         record.input_tokens = facts.input_tokens
         record.output_tokens = facts.output_tokens
+        if facts.input_tokens is None and facts.output_tokens is None and facts.data_events:
+            # no usage event (the client left, the upstream cut the stream, or ignores
+            # include_usage), yet the provider bills the prompt and what it generated:
+            # charge an estimate rather than nothing, so a budget can't leak through cut
+            # streams. Output: one token per data event, the usual granularity (docs/budgets.md)
+            record.input_tokens = self.features.prompt_tokens
+            record.output_tokens = facts.data_events
+            record.usage_estimated = True
         record.response_model = facts.model
         record.finish_reasons = tuple(facts.finish_reasons)
         attempt.duration = time.perf_counter() - attempt.started

@@ -61,6 +61,9 @@ class RequestRecord:
     upstream_wait: float = 0.0  # time spent waiting on upstreams (attempts, not our own work)
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # True when a stream carried no usage (cut, abandoned, or an upstream that ignores
+    # include_usage) and the tokens above are the proxy's estimate, charged all the same
+    usage_estimated: bool = False
     response_model: str | None = None
     finish_reasons: tuple[str, ...] = ()
     cost_usd: float | None = None

@@ -168,7 +168,17 @@ class PrometheusObserver:
         self.tokens = _Children(
             Counter(
                 "modelroute_tokens_total",
-                "Tokens reported by the upstream that served (type: input or output).",
+                "Tokens reported by the upstream that served, or estimated for streams that ended "
+                "without usage (type: input or output).",
+                ["route", "model", "provider", "type"],
+                registry=r,
+            )
+        )
+        self.estimated_tokens = _Children(
+            Counter(
+                "modelroute_estimated_tokens_total",
+                "Tokens of streams that ended without usage (cut or abandoned), estimated by the "
+                "proxy; also in modelroute_tokens_total and charged in cost.",
                 ["route", "model", "provider", "type"],
                 registry=r,
             )
@@ -279,6 +289,13 @@ class PrometheusObserver:
             self.tokens.get(route, model, provider, "input").inc(record.input_tokens)
         if record.output_tokens:
             self.tokens.get(route, model, provider, "output").inc(record.output_tokens)
+        if record.usage_estimated:
+            if record.input_tokens:
+                self.estimated_tokens.get(route, model, provider, "input").inc(record.input_tokens)
+            if record.output_tokens:
+                self.estimated_tokens.get(route, model, provider, "output").inc(
+                    record.output_tokens
+                )
         if record.cost_usd is not None:
             self.cost.add((route, model, provider), record.cost_usd)
         if record.unpriced_input_tokens:

@@ -44,6 +44,7 @@ def _event_ends(data: bytes) -> list[int]:
 
 class StreamFacts:
     __slots__ = (
+        "data_events",
         "error",
         "finish_reasons",
         "input_tokens",
@@ -60,6 +61,7 @@ class StreamFacts:
         self.finish_reasons: list[str] = []
         self.saw_done = False
         self.saw_event = False
+        self.data_events = 0  # every data event but [DONE]: about one token each (estimates)
         self.error: dict[str, Any] | None = None
 
     @property
@@ -117,6 +119,7 @@ class SSEScanner:
                 continue
             first = not facts.saw_event
             facts.saw_event = True
+            facts.data_events += 1
             interesting = (
                 first
                 or b'"usage":{' in payload

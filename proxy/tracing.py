@@ -258,6 +258,8 @@ class TracingObserver:
             attributes["gen_ai.usage.input_tokens"] = record.input_tokens
         if record.output_tokens is not None:
             attributes["gen_ai.usage.output_tokens"] = record.output_tokens
+        if record.usage_estimated:
+            attributes["modelroute.usage.estimated"] = True
         if record.finish_reasons:
             attributes["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
         if record.cost_usd is not None:

@@ -94,10 +94,10 @@ async def test_route_compiles_into_table_and_bad_ref_is_reported(cluster: Any) -
                     break
                 writes = now
             else:
-                raise AssertionError(f"the operator kept writing: {now[len(writes):]}")
+                raise AssertionError(f"the operator kept writing: {now[len(writes) :]}")
             await asyncio.sleep(1.0)
             after = _writes(cluster)
-            assert after == writes, after[len(writes):]
+            assert after == writes, after[len(writes) :]
 
             # 4. the namespace leaves: table and RBAC go.
             await api.patch(
@@ -105,7 +105,9 @@ async def test_route_compiles_into_table_and_bad_ref_is_reported(cluster: Any) -
                 {"metadata": {"labels": {"modelroute.io/enabled": "false"}}},
             )
 
-            role_path = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/modelroute-sidecar"
+            role_path = (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/modelroute-sidecar"
+            )
 
             async def gone() -> bool:
                 # the handler deletes the table, then the sidecar Role: wait for both

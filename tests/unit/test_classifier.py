@@ -6,7 +6,6 @@ fourth) were never looked at while tuning, so their figures are the honest
 estimate.  The per-category table is printed whatever pytest's capture mode.
 """
 
-
 from __future__ import annotations
 
 import json
