@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 
 from .router import Candidate
-from .upstream import forwarded_headers
+from .upstream import POOL_WAIT, PoolWait, forwarded_headers
 
 
 class Failure(StrEnum):
@@ -45,11 +45,12 @@ class Failure(StrEnum):
     MODEL_MISSING = "model_missing"  # the upstream doesn't know the model: likewise
     PASSTHROUGH = "client_error"  # the upstream judged the request itself bad: tell the client
     CREDENTIALS = "credentials"  # no key to send: nothing was sent
+    POOL_FULL = "pool_full"  # no free connection to the provider in time: nothing was sent
 
     @property
     def reached_upstream(self) -> bool:
         """Did the upstream do work for this attempt?  (Retry budgets don't charge connect errors.)"""
-        return self not in (Failure.CONNECT, Failure.CREDENTIALS)
+        return self not in (Failure.CONNECT, Failure.CREDENTIALS, Failure.POOL_FULL)
 
     @property
     def upstream_unhealthy(self) -> bool:
@@ -143,6 +144,8 @@ async def run_attempt(
     """
     started = time.perf_counter()
     response: aiohttp.ClientResponse | None = None
+    pool_wait = PoolWait()
+    pool_token = POOL_WAIT.set(pool_wait)
     try:
         # one timer for the whole attempt: first-byte bound, then moved to the total deadline
         # (each asyncio.timeout is a call_at handle created, rescheduled and cancelled)
@@ -206,6 +209,14 @@ async def run_attempt(
         return ready
     except TimeoutError:
         waited = time.perf_counter() - started
+        if pool_wait.stuck_in_queue:  # never sent: the upstream's health is not in question
+            provider = candidate.provider
+            return Failed(
+                candidate,
+                Failure.POOL_FULL,
+                f"no free connection to provider {provider.name!r} after {waited * 1000:.0f} ms: "
+                f"all {provider.max_connections} are busy (raise its maxConnections)",
+            )
         return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
     except aiohttp.ClientConnectorError as exc:
         return Failed(candidate, Failure.CONNECT, str(exc.os_error or exc)[:200])
@@ -217,6 +228,7 @@ async def run_attempt(
     except aiohttp.ClientError as exc:
         return Failed(candidate, Failure.CONNECT, f"{type(exc).__name__}: {exc}"[:200])
     finally:
+        POOL_WAIT.reset(pool_token)
         if response is not None:
             response.release()
 

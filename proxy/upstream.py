@@ -9,8 +9,11 @@ deadlines, and the session itself only caps connection set-up.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import aiohttp
+import aiohttp.connector
+import aiohttp.tracing
 
 from modelroute import __version__
 
@@ -24,6 +27,55 @@ FORWARDED_RESPONSE_HEADERS = ("x-request-id", "openai-processing-ms", "openai-ve
 FORWARDED_RESPONSE_PREFIXES = ("x-ratelimit-",)
 
 
+class PoolWait:
+    """What one attempt's trip through the connection pool looked like.
+
+    A first-byte timeout that fires while the attempt still waits for a free
+    connection (the provider's ``maxConnections`` are all busy, e.g. with long
+    streams) says nothing about the upstream's health; one that fires after it
+    got a connection does.  :class:`PoolConnector` fills this in for the attempt
+    that set it in :data:`POOL_WAIT`.
+    """
+
+    __slots__ = ("connected", "queued")
+
+    def __init__(self) -> None:
+        self.queued = False  # the pool had no free connection when the attempt asked
+        self.connected = False  # the attempt got its connection
+
+    @property
+    def stuck_in_queue(self) -> bool:
+        return self.queued and not self.connected
+
+
+POOL_WAIT: contextvars.ContextVar[PoolWait | None] = contextvars.ContextVar(
+    "modelroute_pool_wait", default=None
+)
+
+
+class PoolConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that notes, for the running attempt, whether it had to queue."""
+
+    # aiohttp's own signature (its ``timeout`` is the session's ClientTimeout), not ours to change
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[aiohttp.tracing.Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> aiohttp.connector.Connection:
+        wait = POOL_WAIT.get()
+        if wait is not None:
+            # aiohttp's own test for "must wait for a slot" (limit and per-host limit); it is
+            # private, hence getattr: should a release drop it, pool waits count as timeouts
+            # again and tests/faults/test_pool_queue.py says so
+            available = getattr(self, "_available_connections", None)
+            wait.queued = available is not None and available(req.connection_key) <= 0
+        conn = await super().connect(req, traces, timeout)
+        if wait is not None:
+            wait.connected = True
+        return conn
+
+
 class UpstreamPool:
     def __init__(self) -> None:
         self._sessions: dict[str, tuple[int, aiohttp.ClientSession]] = {}
@@ -35,7 +87,7 @@ class UpstreamPool:
             return found[1]
         if found is not None:  # pool size changed by a reload: new session, old one drains
             self._retired.append(found[1])
-        connector = aiohttp.TCPConnector(
+        connector = PoolConnector(
             limit=provider.max_connections,
             limit_per_host=0,
             ttl_dns_cache=300,
