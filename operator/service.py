@@ -28,6 +28,7 @@ from modelroute.resources import (
 )
 
 from . import rollout
+from .injection import ADMIN_PORT_ANNOTATION, INJECTED_ANNOTATION
 from .kube import KubeApi, core, custom, rbac
 
 log = logging.getLogger("modelroute.operator")
@@ -35,8 +36,6 @@ log = logging.getLogger("modelroute.operator")
 ENROLL_LABEL = "modelroute.io/enabled"
 HASH_ANNOTATION = "modelroute.io/hash"
 PREVIOUS_FAILOVER_ANNOTATION = "modelroute.io/previous-failover"
-INJECTED_ANNOTATION = "modelroute.io/injected"
-ADMIN_PORT_ANNOTATION = "modelroute.io/admin-port"
 DEFAULT_ADMIN_PORT = 15401
 TABLE_CONFIGMAP = "modelroute-table"
 TABLE_KEY = "table.json"
@@ -405,7 +404,7 @@ class Service:
 
     async def probe_sidecars(self, ns: str, expected_hash: str) -> rollout.Health:
         """Ask every injected sidecar of the namespace which table it serves and how it fares."""
-        max_rate = self._max_error_rate
+        max_rate, min_requests = self._max_error_rate, self._min_requests
         verdicts = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
             for pod in await self.api.list(core(ns, "pods")):
@@ -413,6 +412,8 @@ class Service:
                 ann = meta.get("annotations") or {}
                 ip = (pod.get("status") or {}).get("podIP")
                 if ann.get(INJECTED_ANNOTATION) != "true" or meta.get("namespace") != ns or not ip:
+                    continue
+                if not _running(pod):
                     continue
                 port = ann.get(ADMIN_PORT_ANNOTATION, str(DEFAULT_ADMIN_PORT))
                 try:
@@ -422,7 +423,9 @@ class Service:
                     verdicts.append(rollout.Health.WAITING)
                     continue
                 health = doc.get("health") or {}
-                if not health.get("ready", False) or float(health.get("errorRate") or 0) > max_rate:
+                judged = int(health.get("recentRequests") or 0) >= min_requests
+                error_rate = float(health.get("errorRate") or 0) if judged else 0.0
+                if not health.get("ready", False) or error_rate > max_rate:
                     verdicts.append(rollout.Health.REGRESSED)
                 elif (doc.get("table") or {}).get("hash") != expected_hash:
                     verdicts.append(rollout.Health.WAITING)
@@ -435,6 +438,7 @@ class Service:
         return rollout.Health.CONVERGED
 
     _max_error_rate = 0.05
+    _min_requests = 10
 
     async def rollout_step(self, name: str) -> float | None:
         """Advance one FailoverPolicy's rollout; returns when to call again (None: idle)."""
@@ -447,6 +451,7 @@ class Service:
             return None
         spec = mine.spec.rollout
         self._max_error_rate = spec.max_error_rate
+        self._min_requests = spec.min_requests
         targets = [
             n["metadata"]["name"]
             for n in await self.enrolled_namespaces()
@@ -547,3 +552,17 @@ def _deployed(cm: Mapping[str, Any] | None) -> tuple[CompiledTable | None, Compi
     elif raw_prev is None and table is not None:
         previous = table.failover
     return table, previous
+
+
+def _running(pod: dict[str, Any]) -> bool:
+    """Is the pod's sidecar worth asking about a rollout?
+
+    A pod being deleted drains (its sidecar reports not ready) and one not yet
+    or no longer running has nothing to say about the new table: counting either
+    would roll a batch back for an ordinary Deployment rollout happening at the
+    same time.
+    """
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    phase = (pod.get("status") or {}).get("phase", "Running")
+    return bool(phase == "Running")

@@ -74,6 +74,14 @@ class Rollout(SpecModel):
         alias="maxErrorRate",
         description="Gate: sidecar error rate ceiling.",
     )
+    min_requests: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        alias="minRequests",
+        description="Gate: a sidecar's error rate is judged only over at least this many "
+        "recent requests (one failure of one request is not a regression).",
+    )
     auto_rollback: bool = Field(default=True, alias="autoRollback")
 
 
