@@ -178,6 +178,12 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 out[key] = walk(value)
             elif key == "prefixItems" or (key == "default" and value is None):
                 continue
+            elif key in _EXCLUSIVE_BOUND and not isinstance(value, bool):
+                # JSON Schema 2020 (pydantic's gt/lt) says `exclusiveMinimum: 0`; the API
+                # server speaks OpenAPI 3.0 and refuses the CRD unless it reads
+                # `minimum: 0, exclusiveMinimum: true`
+                out[_EXCLUSIVE_BOUND[key]] = value
+                out[key] = True
             else:
                 out[key] = walk(value)
         if out.get("type") == "array" and "items" not in out:
@@ -187,6 +193,9 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         return out
 
     return walk({k: v for k, v in schema.items() if k != "$defs"})  # type: ignore[no-any-return]
+
+
+_EXCLUSIVE_BOUND = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def _spec_schema(model: type[BaseModel]) -> dict[str, Any]:
