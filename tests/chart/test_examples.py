@@ -32,14 +32,16 @@ def test_modelroute_validate_accepts_examples() -> None:
     cli = Path(sys.executable).with_name("modelroute")
     result = subprocess.run([str(cli), "validate", str(EXAMPLES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 route(s)" in result.stdout
+    assert "6 route(s)" in result.stdout  # the five categories and `auto`
 
 
 def test_seed_categories_and_chains() -> None:
     chains = {}
     for path in EXAMPLES.glob("*.yaml"):
         for doc in load(path):
-            if doc["kind"] == "ModelRoute":
+            if doc["kind"] == "ModelRoute" and doc["spec"].get("classify"):
+                chains[doc["metadata"]["name"]] = ["classify"]  # re-resolves to a route below
+            elif doc["kind"] == "ModelRoute":
                 targets = sorted(doc["spec"]["targets"], key=lambda t: t["tier"])
                 chains[doc["metadata"]["name"]] = [t["model"] for t in targets]
     assert chains == {
@@ -48,6 +50,7 @@ def test_seed_categories_and_chains() -> None:
         "reasoning": ["kimi-k2.5", "deepseek-r1", "qwen3.5-397b"],
         "multimodal": ["qwen3-vl-32b", "glm-4.6v"],
         "regional-cn": ["glm-5", "kimi-k2.5", "qwen3-32b"],
+        "auto": ["classify"],
     }
 
 

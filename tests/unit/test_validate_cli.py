@@ -196,4 +196,4 @@ def test_examples_directory_validates_with_the_console_script() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "error:" not in done.stdout
-    assert "ok: " in done.stdout and "5 route(s)" in done.stdout
+    assert "ok: " in done.stdout and "6 route(s)" in done.stdout
