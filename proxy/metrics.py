@@ -134,8 +134,9 @@ class PrometheusObserver:
         self.duration = _Children(
             Histogram(
                 "modelroute_request_duration_seconds",
-                "Whole request time as the app sees it (streams: until the last byte).",
-                ["route", "outcome"],
+                "Whole request time as the app sees it (streams: until the last byte), by the "
+                "model that served (per A/B arm; none when nothing did).",
+                ["route", "model", "outcome"],
                 buckets=DURATION_BUCKETS,
                 registry=r,
             )
@@ -264,7 +265,7 @@ class PrometheusObserver:
         else:
             model, provider, region = served.model, served.provider, served.region
         self.requests.get(route, model, provider, region, outcome).inc()
-        self.duration.get(route, outcome).observe(record.duration)
+        self.duration.get(route, model, outcome).observe(record.duration)
         self.overhead.observe(record.overhead)
         for attempt in record.attempts:
             self.attempts.get(

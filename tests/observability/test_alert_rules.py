@@ -202,7 +202,7 @@ def unit_tests() -> list[dict[str, Any]]:
     }
 
     def histogram(route: str, per_minute: dict[str, int]) -> list[dict[str, str]]:
-        labels = {**NS, "route": route, "outcome": "ok", "pod": "a"}
+        labels = {**NS, "route": route, "model": "m", "outcome": "ok", "pod": "a"}
         out = [
             series("modelroute_request_duration_seconds_bucket", {**labels, "le": le}, f"0+{n}x40")
             for le, n in per_minute.items()

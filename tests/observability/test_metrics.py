@@ -157,7 +157,14 @@ def test_failed_and_unrouted_requests_are_labelled_none(rec: SimpleNamespace) ->
     assert value(s, "modelroute_requests_total", route="general", **none, outcome="error") == 1
     assert value(s, "modelroute_requests_total", route="none", **none, outcome="rejected") == 1
     assert (
-        value(s, "modelroute_request_duration_seconds_count", route="none", outcome="rejected") == 1
+        value(
+            s,
+            "modelroute_request_duration_seconds_count",
+            route="none",
+            model="none",
+            outcome="rejected",
+        )
+        == 1
     )
     assert names(s, "modelroute_cost_usd_total") == []
     assert names(s, "modelroute_time_to_first_token_seconds_count") == []
@@ -173,18 +180,10 @@ def test_latency_histograms(rec: SimpleNamespace) -> None:
     assert value(s, "modelroute_overhead_seconds_bucket", le="0.0001") == 0
     assert value(s, "modelroute_overhead_seconds_bucket", le="0.00025") == 1
     assert value(s, "modelroute_overhead_seconds_bucket", le="5e-05") == 0
-    assert (
-        value(
-            s, "modelroute_request_duration_seconds_bucket", route="general", outcome="ok", le="0.4"
-        )
-        == 0
-    )
-    assert (
-        value(
-            s, "modelroute_request_duration_seconds_bucket", route="general", outcome="ok", le="0.5"
-        )
-        == 1
-    )
+    # by the model that served: each A/B arm has its own latency
+    arm = {"route": "general", "model": "deepseek-v4-flash", "outcome": "ok"}
+    assert value(s, "modelroute_request_duration_seconds_bucket", **arm, le="0.4") == 0
+    assert value(s, "modelroute_request_duration_seconds_bucket", **arm, le="0.5") == 1
     ttft = {"route": "general", "model": "deepseek-v4-flash"}
     assert value(s, "modelroute_time_to_first_token_seconds_bucket", **ttft, le="0.1") == 0
     assert value(s, "modelroute_time_to_first_token_seconds_bucket", **ttft, le="0.2") == 1
