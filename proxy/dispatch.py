@@ -50,6 +50,9 @@ from .upstream import UpstreamPool
 
 log = logging.getLogger("modelroute.dispatch")
 
+# set on the aiohttp request once a streamed answer's headers went out: from then on an
+# unexpected error can't become an error response (server.error_middleware closes instead)
+RESPONSE_STARTED = web.RequestKey("modelroute_response_started", bool)
 ROUTE_HEADER = "x-modelroute-route"
 REASON_HEADER = "x-modelroute-reason"
 TARGET_HEADER = "x-modelroute-target"
@@ -194,6 +197,8 @@ class Dispatcher:
         record.category = resolution.category
         record.classify_reason = resolution.reason
         record.record_content = route.record_content
+        if route.record_content:  # opted in: the span carries what the app asked (tracing.py)
+            record.extra["prompt"] = _prompt_of(body)
 
         cheapest_first = False
         if self.budgets is not None and route.budget is not None:
@@ -795,6 +800,12 @@ class _Attempts:
             if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
         ]
         record.finish_reasons = tuple(reasons)
+        if record.record_content:
+            record.extra["completion"] = [
+                c.get("message") if "message" in c else {"text": c.get("text")}
+                for c in doc.get("choices") or ()
+                if isinstance(c, dict)
+            ]
         self._account(attempt)
         record.status = ready.response.status
         record.outcome = "ok"
@@ -820,7 +831,7 @@ class _Attempts:
     async def _pipe_stream(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
         record = self.record
         upstream = ready.response
-        scanner = SSEScanner(self.strip_usage)
+        scanner = SSEScanner(self.strip_usage, collect_content=record.record_content)
         response = web.StreamResponse(
             status=upstream.status,
             headers={
@@ -836,13 +847,17 @@ class _Attempts:
         failure: str | None = None
         try:
             await response.prepare(self.request)
-            out = scanner.feed(ready.first)
+            self.request[RESPONSE_STARTED] = True
+            try:
+                out = scanner.feed(ready.first)
+            except ValueError as exc:  # not SSE we can follow: end it with an error event
+                failure, out = f"the upstream sent a malformed stream ({exc})", b""
             if out:
                 await response.write(out)
             record.ttft = time.perf_counter() - record.started
             self.d.mirror.maybe_send(self.route, self.table, self.path, self.body)
             content = upstream.content
-            while True:
+            while failure is None:
                 remaining = self.deadline - time.perf_counter()
                 if remaining <= 0:
                     failure = f"the stream exceeded totalMs ({self.route.timeouts.total_ms} ms)"
@@ -864,7 +879,11 @@ class _Attempts:
                     record.upstream_wait += time.perf_counter() - waited_from
                 if not chunk:
                     break
-                out = scanner.feed(chunk)
+                try:
+                    out = scanner.feed(chunk)
+                except ValueError as exc:
+                    failure = f"the upstream sent a malformed stream ({exc})"
+                    break
                 if out:
                     await response.write(out)
             rest = scanner.flush()
@@ -934,6 +953,11 @@ class _Attempts:
             record.usage_estimated = True
         record.response_model = facts.model
         record.finish_reasons = tuple(facts.finish_reasons)
+        if record.record_content and facts.content:
+            text = "".join(facts.content)
+            if facts.content_chars > len(text):
+                text += f"… [{facts.content_chars - len(text)} more characters not recorded]"
+            record.extra["completion"] = [{"role": "assistant", "content": text}]
         attempt.duration = time.perf_counter() - attempt.started
         now = time.monotonic()
         if record.outcome != "client_closed":
@@ -995,6 +1019,14 @@ _RETRYABLE = {
         Failure.CONTEXT_LENGTH,
     )
 }
+
+
+def _prompt_of(body: dict[str, Any]) -> Any:
+    """What the app asked: chat messages, a completion prompt or embedding input."""
+    for key in ("messages", "prompt", "input"):
+        if key in body:
+            return body[key]
+    return None
 
 
 def _int(value: Any) -> int | None:

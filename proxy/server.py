@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from . import errors
 from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
-from .dispatch import Dispatcher
+from .dispatch import RESPONSE_STARTED, Dispatcher
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
 from .health import HealthBook, RollingCounts, candidate_key
 from .kube_source import KubeTableSource
@@ -282,6 +282,12 @@ async def error_middleware(
         raise
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
+        if request.get(RESPONSE_STARTED):
+            # a stream's headers already went out: a second response can't follow them,
+            # and leaving the connection open would leave the client waiting forever
+            if request.transport is not None:
+                request.transport.close()
+            raise
         return error_response(
             errors.ModelRouteError(
                 "internal error in modelroute (logged); the request was not sent"

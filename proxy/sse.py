@@ -42,8 +42,13 @@ def _event_ends(data: bytes) -> list[int]:
     return [m.end() for m in _BOUNDARY.finditer(data, 0, limit)]
 
 
+_MAX_CONTENT = 64 * 1024  # characters of streamed text kept for a recordContent span
+
+
 class StreamFacts:
     __slots__ = (
+        "content",
+        "content_chars",
         "data_events",
         "error",
         "finish_reasons",
@@ -62,7 +67,15 @@ class StreamFacts:
         self.saw_done = False
         self.saw_event = False
         self.data_events = 0  # every data event but [DONE]: about one token each (estimates)
+        self.content: list[str] = []  # streamed text, only when the route records content
+        self.content_chars = 0
         self.error: dict[str, Any] | None = None
+
+    def add_content(self, text: str) -> None:
+        room = _MAX_CONTENT - self.content_chars
+        if room > 0:
+            self.content.append(text[:room])
+        self.content_chars += len(text)
 
     @property
     def complete(self) -> bool:
@@ -71,8 +84,10 @@ class StreamFacts:
 
 
 class SSEScanner:
-    def __init__(self, strip_usage_event: bool) -> None:
+    def __init__(self, strip_usage_event: bool, collect_content: bool = False) -> None:
         self.strip_usage_event = strip_usage_event
+        # a route with recordContent: decode every event for its text (off the usual path)
+        self.collect_content = collect_content
         self.facts = StreamFacts()
         self._carry = b""
 
@@ -83,6 +98,7 @@ class SSEScanner:
         if not ends:
             self._carry = data
             if len(data) > _MAX_CARRY:
+                self._carry = b""  # nothing of it is forwarded, not even by flush()
                 raise ValueError("upstream stream has an event over 1 MiB; not OpenAI SSE")
             return b"" if self.strip_usage_event else chunk
         self._carry = data[ends[-1] :]
@@ -128,7 +144,7 @@ class SSEScanner:
                 or b'"finish_reason": "' in payload
                 or b'"error"' in payload
             )
-            if not interesting:
+            if not interesting and not self.collect_content:
                 continue
             try:
                 doc = orjson.loads(payload)
@@ -141,8 +157,15 @@ class SSEScanner:
             if isinstance(doc.get("error"), dict):
                 facts.error = doc["error"]
             for choice in doc.get("choices") or ():
-                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                if not isinstance(choice, dict):
+                    continue
+                if isinstance(choice.get("finish_reason"), str):
                     facts.finish_reasons.append(choice["finish_reason"])
+                if self.collect_content:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                    if isinstance(text, str) and text:
+                        facts.add_content(text)
             usage = doc.get("usage")
             if isinstance(usage, dict):
                 facts.input_tokens = _int(usage.get("prompt_tokens"))

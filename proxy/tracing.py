@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelroute.tracing")
 
+# characters of prompt or completion a recordContent span carries (each)
+CONTENT_LIMIT = 64 * 1024
+
 _TRUE = ("true", "1", "yes", "on")
 
 
@@ -270,10 +273,14 @@ class TracingObserver:
                 ("completion", "gen_ai.output.messages"),
             ):
                 value = record.extra.get(key)
-                if isinstance(value, str):
-                    attributes[name] = value
-                elif value is not None:
-                    attributes[name] = orjson.dumps(value, default=str).decode()
+                if value is None:
+                    continue
+                text = (
+                    value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+                )
+                if len(text) > CONTENT_LIMIT:  # a 32 MiB prompt is not a span attribute
+                    text = text[:CONTENT_LIMIT] + f"… [{len(text) - CONTENT_LIMIT} more characters]"
+                attributes[name] = text
 
     def shutdown(self) -> None:
         """Flush what is queued and stop exporting (blocking: call it off the event loop)."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -242,3 +243,57 @@ async def test_trickling_stream_is_ended_at_total_ms_with_an_error_event(
     err = answer.error()
     assert err is not None and err["code"] == "stream_interrupted" and "totalMs" in err["message"]
     assert backup.stats.requests == 0
+
+
+@pytest.fixture
+async def oversized_event() -> AsyncIterator[str]:
+    """An upstream that streams one good event, then 2 MiB without an event separator."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        good = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "chat-a",
+            "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}],
+        }
+        await resp.write(b"data: " + orjson.dumps(good) + b"\n\n")
+        await asyncio.sleep(0.05)
+        for _ in range(32):
+            await resp.write(b"data: " + b"x" * 65536)
+        await asyncio.sleep(5)  # never ends the event, never closes: the proxy must
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/v1"
+    await runner.cleanup()
+
+
+async def test_a_stream_event_over_one_mebibyte_ends_with_an_error_event_at_once(
+    oversized_event: str, fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """Client sees: the good event, then a stream_interrupted error event, well before totalMs.
+
+    An "event" that grows past 1 MiB without a separator is not OpenAI SSE; the
+    proxy stops following it, tells the client, and never forwards the garbage.
+    """
+    _, backup, base, proxy = await two_tier(fakes, proxies, primary_url=oversized_event)
+    answer = await ask(http, base, stream=True)
+    assert answer.elapsed < 1.5  # totalMs is 2 s and the upstream never ends by itself
+    assert answer.status == 200 and answer.content_chunks() == 1
+    assert b"xxxx" not in answer.body
+    err = answer.error()
+    assert err is not None and err["code"] == "stream_interrupted"
+    assert "malformed stream" in err["message"], err
+    assert backup.stats.requests == 0  # the first byte went out: never retried
+    doc = await status(http, proxy)  # type: ignore[arg-type]
+    assert doc["health"]["errors"] == 1

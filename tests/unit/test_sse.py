@@ -247,3 +247,33 @@ def test_openai_sdk_raises_our_error_event() -> None:
     with pytest.raises(openai.APIError, match="upstream cut the stream") as info:
         next(iter(stream))
     assert isinstance(info.value.body, dict) and info.value.body["code"] == "cut"
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_streamed_text_is_collected_only_when_the_route_records_content(strip: bool) -> None:
+    collecting = SSEScanner(strip_usage_event=strip, collect_content=True)
+    out = b"".join(collecting.feed(STREAM[i : i + 7]) for i in range(0, len(STREAM), 7))
+    out += collecting.flush()
+    assert out == (STRIPPED if strip else STREAM)  # what the client gets is unchanged
+    assert "".join(collecting.facts.content) == "你好, world"
+    assert_facts(collecting)
+    _, plain = run([STREAM], strip)
+    assert plain.facts.content == []
+
+
+def test_collected_text_is_bounded() -> None:
+    scanner = SSEScanner(strip_usage_event=False, collect_content=True)
+    for _ in range(2000):
+        scanner.feed(event(chunk("x" * 100)))
+    kept = "".join(scanner.facts.content)
+    assert len(kept) == 64 * 1024 and scanner.facts.content_chars == 200_000
+
+
+def test_an_event_over_one_mebibyte_is_refused_and_not_forwarded() -> None:
+    scanner = SSEScanner(strip_usage_event=True)
+    assert scanner.feed(event(chunk("ok"))) == event(chunk("ok"))
+    for _ in range(15):  # just under 1 MiB of one unfinished event is still carried...
+        assert scanner.feed(b"data: " + b"x" * 65536) == b""
+    with pytest.raises(ValueError, match="over 1 MiB"):  # ...past it, refused
+        scanner.feed(b"data: " + b"x" * 65536)
+    assert scanner.flush() == b""  # the partial garbage is dropped, not flushed to the client
