@@ -8,11 +8,14 @@ Options that kopf's CLI doesn't carry (webhook server, peering name) come from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 from modelroute.proxy.kube_source import KubeConfig
 
@@ -24,6 +27,14 @@ log = logging.getLogger("modelroute.operator")
 GROUP = "modelroute.io"
 PREFIX = "modelroute.io"
 POLICY_IDLE_SECONDS = 2.0
+RESYNC_SECONDS_ENV = "MODELROUTE_RESYNC_SECONDS"
+DEFAULT_RESYNC_SECONDS = 60.0
+# What a failed API call looks like from KubeApi: an error status, a broken connection, a timeout.
+API_FAILURES = (ApiError, aiohttp.ClientError, TimeoutError)
+
+
+def _resync_seconds_from_env() -> float:
+    return float(os.environ.get(RESYNC_SECONDS_ENV) or DEFAULT_RESYNC_SECONDS)
 
 
 @dataclass
@@ -32,6 +43,9 @@ class Options:
     webhook_cert: str | None = None
     webhook_key: str | None = None
     peering: str = "modelroute"
+    # How often every enrolled (and every formerly enrolled) namespace is reconciled
+    # regardless of events: the safety net under the namespace event handler.
+    resync_seconds: float = field(default_factory=_resync_seconds_from_env)
 
 
 OPTIONS = Options()
@@ -87,13 +101,42 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await api.__aenter__()
     memo.api = api
     memo.service = Service(api)
+    memo.resync = asyncio.create_task(
+        _resync_forever(memo.service, OPTIONS.resync_seconds), name="modelroute namespace resync"
+    )
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
+    if resync is not None:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
     api: KubeApi | None = getattr(memo, "api", None)
     if api is not None:
         await api.close()
+
+
+async def _resync_forever(service: Service, every: float) -> None:
+    """Reconcile enrolled and formerly enrolled namespaces every ``every`` seconds.
+
+    The namespace handler is an event handler (see :func:`namespace_event`), which
+    kopf never retries; this loop is what makes a lost event (an API error while
+    handling it, a label removed while the operator was down) heal within one
+    period.  It is cheap on a settled cluster: two list calls plus the per-namespace
+    reads, and :meth:`Service.reconcile_namespace` writes nothing when nothing changed.
+    It runs beside kopf's peering, so a paused replica resyncs too; that is safe
+    because every write is compared with the API first and derived from the API only.
+    """
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await service.resync()
+        except API_FAILURES as exc:  # the API is down: try again next period
+            log.warning("namespace resync: %s", exc)
+        except Exception:  # a bug must not end the safety net silently
+            log.exception("namespace resync failed")
 
 
 async def _reconcile(memo: kopf.Memo, namespace: str | None) -> None:
@@ -127,12 +170,26 @@ async def route_or_provider_deleted(
         await _reconcile(memo, namespace)
 
 
-@kopf.on.resume("", "v1", "namespaces")
-@kopf.on.create("", "v1", "namespaces")
-@kopf.on.update("", "v1", "namespaces", field="metadata.labels")
-async def namespace_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Enrolment by label: gaining it writes table and RBAC, losing it removes them."""
-    await _reconcile(memo, name)
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(type: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Enrolment by label: gaining it writes table and RBAC, losing it removes them.
+
+    An event handler, not resume/create/update: kopf's change-detection handlers
+    store their diff-base and progress in annotations on the object, i.e. they
+    would PATCH every namespace of the cluster (kube-system included), which the
+    operator has no right to do and must not need.  Event handlers store nothing.
+    Every event (the initial listing included) simply reconciles the namespace,
+    which is idempotent.  kopf does not retry event handlers, so a failure is only
+    logged here and the resync loop (:func:`_resync_forever`) repairs it.
+    A deleted namespace takes its objects with it: nothing to do.
+    """
+    if type == "DELETED":
+        return
+    service: Service = memo.service
+    try:
+        await service.reconcile_namespace(name)
+    except API_FAILURES as exc:
+        log.warning("namespace %s: %s (the next resync retries)", name, exc)
 
 
 @kopf.daemon(GROUP, "failoverpolicies")

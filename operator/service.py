@@ -29,7 +29,7 @@ from modelroute.resources import (
 
 from . import rollout
 from .injection import ADMIN_PORT_ANNOTATION, INJECTED_ANNOTATION
-from .kube import KubeApi, core, custom, rbac
+from .kube import ApiError, KubeApi, core, custom, rbac
 
 log = logging.getLogger("modelroute.operator")
 
@@ -387,11 +387,16 @@ class Service:
         )
 
     async def remove_namespace(self, ns: str) -> None:
-        """A namespace that left (or never joined) holds no table and no sidecar RBAC of ours."""
+        """A namespace that left (or never joined) holds no table and no sidecar RBAC of ours.
+
+        The table ConfigMap goes last: it is created first and removed last, so while
+        any of the three is left over the ConfigMap is too, and :meth:`namespaces_with_table`
+        finds the namespace for :meth:`resync` to finish the job.
+        """
         for path in (
-            core(ns, "configmaps", TABLE_CONFIGMAP),
             rbac(ns, "rolebindings", SIDECAR_RBAC),
             rbac(ns, "roles", SIDECAR_RBAC),
+            core(ns, "configmaps", TABLE_CONFIGMAP),
         ):
             if await self.api.get(path) is not None:
                 await self.api.delete(path)
@@ -399,6 +404,29 @@ class Service:
     async def reconcile_all(self) -> None:
         for nsobj in await self.enrolled_namespaces():
             await self.reconcile_namespace(nsobj["metadata"]["name"])
+
+    async def namespaces_with_table(self) -> set[str]:
+        """Namespaces holding our table ConfigMap, enrolled or not: one cluster-wide list."""
+        path = f"/api/v1/configmaps?fieldSelector=metadata.name%3D{TABLE_CONFIGMAP}"
+        return {
+            meta["namespace"]
+            for cm in await self.api.list(path)
+            if (meta := cm.get("metadata") or {}).get("name") == TABLE_CONFIGMAP
+            and meta.get("namespace")
+        }
+
+    async def resync(self) -> None:
+        """Reconcile every enrolled namespace and clean every one that left but kept our objects.
+
+        The periodic safety net under the namespace event handler, which kopf does not
+        retry.  One namespace's failure is logged and does not stop the others.
+        """
+        wanted = {n["metadata"]["name"] for n in await self.enrolled_namespaces()}
+        for ns in sorted(wanted | await self.namespaces_with_table()):
+            try:
+                await self.reconcile_namespace(ns)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("resync of namespace %s: %s", ns, exc)
 
     # ---- rollout -------------------------------------------------------------
 

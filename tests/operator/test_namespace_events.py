@@ -1,0 +1,106 @@
+"""Namespace enrolment through the real operator (kopf via KopfRunner) against kmock.
+
+What a cluster admin relies on: labelling a namespace writes its table, removing the
+label removes the table and the sidecar RBAC, a transient API error while handling a
+label change is repaired by the resync, and the operator never writes to a Namespace
+object (it holds no patch/update right on namespaces; kube-system is not its to touch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from kopf.testing import KopfRunner
+from modelroute.operator import handlers
+
+from .helpers import Api, eventually
+
+ARGS = ["run", "--standalone", "-A", "--verbose", "-m", "modelroute.operator.handlers"]
+CM = "/api/v1/namespaces/{ns}/configmaps/modelroute-table"
+RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{plural}/modelroute-sidecar"
+ENROLLED = {"metadata": {"labels": {"modelroute.io/enabled": "true"}}}
+UNENROLLED = {"metadata": {"labels": {"modelroute.io/enabled": None}}}
+
+
+def _namespace_writes(cluster: Any) -> list[str]:
+    """Writes the operator sent to Namespace objects (kmock's private request log).
+
+    The operator authenticates with the kubeconfig's token; the test's own client
+    (which does label the namespaces) sends none, so its requests are not counted.
+    """
+    out = []
+    for r in cluster._requests:
+        method = str(r.method).upper().rsplit(".", 1)[-1]
+        parts = r.url.path.strip("/").split("/")
+        if (
+            method in ("PATCH", "PUT", "POST", "DELETE")
+            and parts[:3] == ["api", "v1", "namespaces"]
+            and (len(parts) == 4 or (len(parts) == 5 and parts[4] in ("status", "finalize")))
+            and r.headers.get("Authorization") == "Bearer test-token"
+        ):
+            out.append(f"{method} {r.url.path}")
+    return out
+
+
+async def _ours(api: Api, ns: str) -> dict[str, bool]:
+    return {
+        "table": await api.get(CM.format(ns=ns)) is not None,
+        "role": await api.get(RBAC.format(ns=ns, plural="roles")) is not None,
+        "binding": await api.get(RBAC.format(ns=ns, plural="rolebindings")) is not None,
+    }
+
+
+ALL = {"table": True, "role": True, "binding": True}
+NONE = {"table": False, "role": False, "binding": False}
+
+
+async def test_label_enrols_and_unenrols_without_writing_namespaces(cluster: Any) -> None:
+    async with aiohttp.ClientSession(str(cluster.url)) as s:
+        api = Api(s)
+        await api.namespace("kube-system", enrolled=False)
+        await api.namespace("team-a", enrolled=False)
+        await api.namespace("team-b")  # enrolled before the operator starts
+        with KopfRunner(ARGS, timeout=20) as runner:
+            await eventually(lambda: _is(api, "team-b", ALL), what="team-b table + RBAC")
+
+            # gaining the label writes the table and the sidecar RBAC
+            await api.patch("/api/v1/namespaces/team-a", ENROLLED)
+            await eventually(lambda: _is(api, "team-a", ALL), what="team-a table + RBAC")
+
+            # losing it removes all three; the other namespace keeps its own
+            await api.patch("/api/v1/namespaces/team-a", UNENROLLED)
+            await eventually(lambda: _is(api, "team-a", NONE), what="team-a cleaned up")
+            assert await _ours(api, "team-b") == ALL
+            assert await _ours(api, "kube-system") == NONE
+            await asyncio.sleep(0.5)  # let any late handler write show up in the log
+    assert _namespace_writes(cluster) == []
+    assert runner.exception is None  # last: mypy types it as never None
+
+
+async def test_a_failed_label_removal_is_repaired_by_the_resync(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(handlers.OPTIONS, "resync_seconds", 0.5)
+    async with aiohttp.ClientSession(str(cluster.url)) as s:
+        api = Api(s)
+        await api.namespace("team-a")
+        with KopfRunner(ARGS, timeout=20) as runner:
+            await eventually(lambda: _is(api, "team-a", ALL), what="team-a table + RBAC")
+            # The API answers the event handler's first delete with a 500, so the handler
+            # stops half-way (kmock still deletes the binding; the Role and the table stay).
+            # kopf never retries an event handler: only the resync can finish the job.
+            binding = RBAC.format(ns="team-a", plural="rolebindings")
+            cluster["delete", binding][:1] << 500
+            await api.patch("/api/v1/namespaces/team-a", UNENROLLED)
+            await eventually(lambda: _is(api, "team-a", NONE), within=8, what="resync cleanup")
+    failed = [r for r in caplog.records if "namespace team-a: 500" in r.getMessage()]
+    assert failed, "the injected error reached the event handler"
+    assert _namespace_writes(cluster) == []
+    assert runner.exception is None  # last: mypy types it as never None
+
+
+async def _is(api: Api, ns: str, want: dict[str, bool]) -> bool:
+    return await _ours(api, ns) == want
