@@ -7,6 +7,11 @@ list attempt whatever its outcome, and a background task keeps re-listing and
 re-watching with capped exponential backoff.  Bad tables are refused by
 ``store.offer_json`` and the last good one keeps serving.
 
+:attr:`KubeTableSource.connected` says whether the API is answering for this
+ConfigMap right now: while it is, the mounted copy (``TableFileSource``) is only
+a mirror running a minute behind and must not replace what the watch delivered
+(it would bring back a table the operator just rolled back).
+
 Plain aiohttp, no Kubernetes client library: the sidecar needs one GET and one
 watch, and the image stays small.
 """
@@ -133,6 +138,9 @@ class KubeTableSource:
         self._task: asyncio.Task[None] | None = None
         self._config: KubeConfig | None = None
         self.last_error: str | None = None
+        # True from the API delivering the ConfigMap until a list or watch fails: the
+        # API is the source of truth then, and the lagging mounted copy defers to it
+        self.connected = False
 
     @property
     def namespace(self) -> str:
@@ -163,6 +171,7 @@ class KubeTableSource:
         self._task = asyncio.create_task(self._run(listed), name="kube-table-source")
 
     async def stop(self) -> None:
+        self.connected = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +189,7 @@ class KubeTableSource:
         meta = obj.get("metadata") or {}
         if meta.get("name") != self.configmap:
             return  # field selectors are advisory for us: filter client-side too
+        self.connected = True  # listed or watched: the API is answering with our ConfigMap
         data = (obj.get("data") or {}).get(TABLE_KEY)
         if data is None:
             self.store.reject(self.source, f"ConfigMap has no {TABLE_KEY!r} key")
@@ -195,11 +205,13 @@ class KubeTableSource:
             ) as resp:
                 if resp.status == 404:
                     self.last_error = "ConfigMap not found (yet)"
+                    self.connected = False  # no table from the API: the mount may have one
                     return ""
                 resp.raise_for_status()
                 obj: dict[str, Any] = await resp.json(loads=orjson.loads)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.last_error = f"list failed: {exc!r}"
+            self.connected = False
             log.warning("route table %s: %s", self.source, self.last_error)
             return None
         self.last_error = None
@@ -248,6 +260,7 @@ class KubeTableSource:
                 failures = 0
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failures += 1
+                self.connected = False
                 self.last_error = f"watch failed: {exc!r}"
                 log.warning("route table %s: %s", self.source, self.last_error)
             resource_version = None  # always re-list after a watch ends: never miss a change

@@ -7,7 +7,11 @@
 * :class:`TableFileSource` – a compiled ``table.json`` on disk, in the
   cluster the mounted copy of the ``modelroute-table`` ConfigMap: the
   fallback when the API server is unreachable, and a way to run a table the
-  operator produced.
+  operator produced.  Given ``defer_to`` (the Kubernetes source's
+  ``connected``), a change of the file is ignored while the API watch is live:
+  the kubelet syncs the mount up to a minute behind the API, so the file can
+  only hold an older table then – applying it would, for instance, bring back
+  a table the operator has just rolled back.
 
 Both poll file mtimes (a second by default): cheap, works on ConfigMap
 volume symlink swaps, needs no inotify.
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modelroute.resources import load_files
@@ -111,9 +115,18 @@ class RouteFilesSource(_Poller):
 
 
 class TableFileSource(_Poller):
-    def __init__(self, store: TableStore, path: Path, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: TableStore,
+        path: Path,
+        interval: float = 1.0,
+        defer_to: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(store, [path], interval)
         self.path = path
+        # while this says True a fresher source (the API watch) is live: file changes are
+        # skipped, not queued – the watch already delivered anything the file can show
+        self.defer_to = defer_to
 
     @property
     def source(self) -> str:
@@ -128,6 +141,9 @@ class TableFileSource(_Poller):
         return self.store.loaded
 
     def reload(self) -> None:
+        if self.defer_to is not None and self.defer_to():
+            log.info("table file %s changed; not applied: the API watch is live", self.path)
+            return
         try:
             data = self.path.read_bytes()
         except OSError as exc:
