@@ -131,14 +131,21 @@ class Proxy:
             if config.route_files
             else None
         )
-        self._table_file = (
-            TableFileSource(self.store, config.table_file, config.reload_seconds)
-            if config.table_file
-            else None
-        )
-        self._kube = (
+        kube = self._kube = (
             KubeTableSource(self.store, namespace=config.namespace, kubeconfig=config.kubeconfig)
             if config.kube
+            else None
+        )
+        # the mounted copy lags the API by up to a minute: while the watch delivers, a
+        # late file change must not undo what the API already said (e.g. a rollback)
+        self._table_file = (
+            TableFileSource(
+                self.store,
+                config.table_file,
+                config.reload_seconds,
+                defer_to=(lambda: kube.connected) if kube is not None else None,
+            )
+            if config.table_file
             else None
         )
 

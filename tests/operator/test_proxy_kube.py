@@ -429,11 +429,6 @@ async def test_the_mounted_copy_defers_to_a_live_watch(
         assert not kube.connected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/server.py does not wire TableFileSource(defer_to=...) to KubeTableSource."
-    "connected yet, so the lagging mounted copy still replaces the watch's table",
-)
 async def test_a_lagging_mounted_copy_does_not_undo_a_rollback_while_the_api_is_watched(
     cluster: Any, kubeconfig: Path, fakes: tuple[Fake, Fake], tmp_path: Path
 ) -> None:
