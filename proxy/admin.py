@@ -86,6 +86,9 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
             "reason": store.last_rejected.reason,
             "at": store.last_rejected.at,
         }
+    kube = proxy.kube_source
+    if kube is not None:  # is the API answering, or is the mounted copy all there is?
+        table["kube"] = {"connected": kube.connected, "lastError": kube.last_error}
     counts = proxy.status_counts
     recent_requests, recent_errors = counts.recent.totals(now)
     health = {

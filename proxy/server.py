@@ -149,6 +149,11 @@ class Proxy:
             else None
         )
 
+    @property
+    def kube_source(self) -> KubeTableSource | None:
+        """The API watch in ``--kube`` mode (its state is on ``/status``), else None."""
+        return self._kube
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def _table_applied(self, table: CompiledTable) -> None:

@@ -206,6 +206,7 @@ async def test_kube_mode_routes_by_configmap_follows_changes_and_keeps_last_good
             status = await status_of(http, proxy)
             assert status["table"]["hash"] == to_a.hash
             assert status["table"]["source"] == f"configmap/{NS}/{TABLE_CONFIGMAP}"
+            assert status["table"]["kube"] == {"connected": True, "lastError": None}
 
             # 2. the operator rewrites the table: requests move to B within 2 s
             since = time.monotonic()
@@ -283,6 +284,9 @@ async def test_kube_mode_serves_the_mounted_table_when_the_api_is_unreachable(
                 assert await target_of(http, proxy) == "provider-b/qwen3-8b@eu-west-1"
             status = await status_of(http, proxy)
         assert status["table"]["source"] == f"file:{table_file}"
+        # and it says the API is not answering, so nobody mistakes the mount for the watch
+        assert status["table"]["kube"]["connected"] is False
+        assert status["table"]["kube"]["lastError"]
         assert status["health"]["ready"] is True
         assert a.fake.stats.requests == 0
         assert b.fake.stats.requests == 3
