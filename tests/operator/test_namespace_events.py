@@ -102,5 +102,33 @@ async def test_a_failed_label_removal_is_repaired_by_the_resync(
     assert runner.exception is None  # last: mypy types it as never None
 
 
+async def test_a_hand_edited_sidecar_role_and_binding_are_put_back_by_the_resync(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sidecars must keep reading their table: an edited Role or RoleBinding is repaired."""
+    monkeypatch.setattr(handlers.OPTIONS, "resync_seconds", 0.5)
+    role_path = RBAC.format(ns="team-a", plural="roles")
+    binding_path = RBAC.format(ns="team-a", plural="rolebindings")
+    async with aiohttp.ClientSession(str(cluster.url)) as s:
+        api = Api(s)
+        await api.namespace("team-a")
+        with KopfRunner(ARGS, timeout=20) as runner:
+            await eventually(lambda: _is(api, "team-a", ALL), what="team-a table + RBAC")
+            role, binding = await api.get(role_path), await api.get(binding_path)
+            assert role is not None
+            assert binding is not None
+            await api.patch(role_path, {"rules": []})
+            await api.patch(binding_path, {"subjects": []})
+
+            async def repaired() -> bool:
+                now_role, now_binding = await api.get(role_path), await api.get(binding_path)
+                rules_back = (now_role or {}).get("rules") == role["rules"]
+                subjects_back = (now_binding or {}).get("subjects") == binding["subjects"]
+                return bool(rules_back and subjects_back)
+
+            await eventually(repaired, within=8, what="Role and RoleBinding repaired")
+    assert runner.exception is None  # last: mypy types it as never None
+
+
 async def _is(api: Api, ns: str, want: dict[str, bool]) -> bool:
     return await _ours(api, ns) == want
