@@ -105,42 +105,50 @@ clientConfig:
 {{- end -}}
 
 {{/*
-The operator's cluster-wide permissions: the single list the ClusterRole is
-rendered from and tests/chart/test_rbac.py compares against.  Each rule says
-which operator code path needs it.
+The operator's cluster-wide permissions: exactly what it uses.  Each rule says
+which code path needs it; tests/chart/test_rbac.py derives the used set from the
+requests the operator sends while its kmock scenarios run and fails on any
+permission granted but unused (or used but not granted).  No write on
+namespaces: namespace handlers are kopf event handlers, which store no state.
 */}}
 {{- define "modelroute.operatorRules" -}}
-# watch resources, patch finalizers/annotations (kopf progress), write status
+# kopf watches the three kinds and patches its progress/diff-base annotations (and
+# the daemon's finalizer) onto them; the FailoverPolicy rollout reads its policy
 - apiGroups: ["modelroute.io"]
-  resources: ["modelroutes", "modelproviders", "failoverpolicies"]
+  resources: ["modelroutes", "modelproviders"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["modelroute.io"]
+  resources: ["failoverpolicies"]
   verbs: ["get", "list", "watch", "patch"]
+# route conditions/hash and rollout progress
 - apiGroups: ["modelroute.io"]
-  resources: ["modelroutes/status", "modelproviders/status", "failoverpolicies/status"]
+  resources: ["modelroutes/status", "failoverpolicies/status"]
   verbs: ["patch"]
-# the compiled table per namespace (ConfigMap modelroute-table)
+# the compiled table per namespace (ConfigMap modelroute-table); the resync lists it
+# cluster-wide; watch is never called but must be held to grant it in the sidecar Role
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# the sidecars' read-only Role and RoleBinding per enrolled namespace
+# the sidecars' read-only Role and RoleBinding per enrolled namespace (patch repairs edits)
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # enrolment labels, FailoverPolicy selectors, the injector's namespace index
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
-# the rollout's sidecar health gate
+# the rollout's sidecar health gate lists a namespace's pods
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# kopf posts events for handler outcomes
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["list"]
+# Warning events on routes and policies (operator and kopf post core v1 events)
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# kopf peering (HA between the replicas)
+  verbs: ["create"]
+# kopf peering between the replicas (cluster-wide ClusterKopfPeering, created by the chart)
 - apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings", "kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
 # kopf's resource scanning
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
