@@ -124,6 +124,47 @@ async def proxies(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
         await p.stop()
 
 
+# ---------------------------------------------------------------------------------------
+# measured figures, in the terminal summary
+
+HERE = Path(__file__).parent
+_figures: list[str] = []  # this conftest is imported once per session
+_rootpath: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[str]:
+    """Lines of measured figures (failover window, chaos counts) for the terminal summary.
+
+    A test appends one line per figure instead of printing it: ``make test`` runs
+    pytest with ``-q`` and captured output, so a print is only ever seen when the
+    test fails, and the figures are what a reviewer wants from a green run too.
+    """
+    return _figures
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _rootpath.append(config.rootpath)  # test report paths are relative to it
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the ``[tag] …`` lines this suite's tests print (those not using ``figures`` yet)."""
+    if report.when != "call" or not report.capstdout or not _rootpath:
+        return
+    if HERE not in (_rootpath[-1] / report.fspath).parents:
+        return
+    _figures.extend(line for line in report.capstdout.splitlines() if line.startswith("["))
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    if _figures:
+        terminalreporter.section("fault-injection figures")
+        for line in _figures:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True)
 def provider_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FAKE_PROVIDER_KEY", "sk-provider-secret")

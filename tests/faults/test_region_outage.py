@@ -42,7 +42,11 @@ DURING_S = 3.0
 @pytest.mark.slow
 @pytest.mark.parametrize("outage", ["refused", "blackhole", "blackhole-hedged"])
 async def test_region_outage_under_load_loses_no_request(
-    outage: str, fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+    outage: str,
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    figures: list[str],
 ) -> None:
     us = await fakes("us-east-1", latency_ms=40)
     eu = await fakes("eu-west-1", latency_ms=40)
@@ -92,8 +96,8 @@ async def test_region_outage_under_load_loses_no_request(
     window = max(a.started + a.elapsed for a in failed_over) - outage_at
     p99_before = quantile([a.elapsed for a in before], 0.99)
     p99_during = quantile([a.elapsed for a in during], 0.99)
-    print(
-        f"\n[{outage}] {len(load.answers)} requests at {RATE:.0f}/s in "
+    figures.append(
+        f"[{outage}] {len(load.answers)} requests at {RATE:.0f}/s in "
         f"{time.perf_counter() - t0:.1f}s, 0 failed; {len(failed_over)} failed over; "
         f"failover window {window * 1000:.0f} ms; p99 before {p99_before * 1000:.0f} ms, "
         f"during {p99_during * 1000:.0f} ms"
