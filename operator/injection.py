@@ -66,14 +66,15 @@ def supports_native_sidecars(version: tuple[int, int]) -> bool:
     return version >= (1, 29)
 
 
-def should_inject(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
-    """Enrolled namespace, no opt-out, not already injected (idempotence)."""
+def metadata_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return (pod.get("metadata") or {}).get("annotations") or {}
+
+
+def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+    """Enrolled namespace and no opt-out on the pod."""
     if namespace_labels.get(ENABLED_LABEL) != "true":
         return False
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(INJECT_ANNOTATION) == "false":
-        return False
-    return not _has_sidecar(pod)
+    return metadata_annotations(pod).get(INJECT_ANNOTATION) != "false"
 
 
 def _has_sidecar(pod: Mapping[str, Any]) -> bool:
@@ -81,6 +82,24 @@ def _has_sidecar(pod: Mapping[str, Any]) -> bool:
     names = [c.get("name") for c in (spec.get("containers") or [])]
     names += [c.get("name") for c in (spec.get("initContainers") or [])]
     return SIDECAR_NAME in names
+
+
+def _base_url_ops(spec: Mapping[str, Any], settings: InjectionSettings) -> Patch:
+    """``OPENAI_BASE_URL`` for every app container that doesn't set it (never the sidecar)."""
+    base_url = f"http://127.0.0.1:{settings.proxy_port}/v1"
+    ops: Patch = []
+    for i, container in enumerate(spec.get("containers") or []):
+        if container.get("name") == SIDECAR_NAME:
+            continue
+        env = container.get("env")
+        if env and any(e.get("name") == BASE_URL_ENV for e in env):
+            continue  # the app chose its own endpoint (or got ours already); respect it
+        entry = {"name": BASE_URL_ENV, "value": base_url}
+        if env:
+            ops.append({"op": "add", "path": f"/spec/containers/{i}/env/-", "value": entry})
+        else:
+            ops.append({"op": "add", "path": f"/spec/containers/{i}/env", "value": [entry]})
+    return ops
 
 
 def secret_names(
@@ -171,10 +190,20 @@ def build_patch(
     server_version: tuple[int, int],
     settings: InjectionSettings,
 ) -> Patch:
-    """The JSON patch that injects the sidecar, or [] when nothing is to be done."""
-    if not should_inject(pod, namespace_labels):
+    """The JSON patch that injects the sidecar, or [] when nothing is to be done.
+
+    A pod that already has the sidecar (a re-invocation after another webhook
+    added containers: ``reinvocationPolicy: IfNeeded``) only gets
+    ``OPENAI_BASE_URL`` into the containers that lack it.
+    """
+    if not enrolled_pod(pod, namespace_labels):
         return []
     spec = pod.get("spec") or {}
+    if _has_sidecar(pod):
+        annotations = metadata_annotations(pod)
+        if annotations.get(INJECTED_ANNOTATION) == "true":  # ours, from the first invocation
+            return _base_url_ops(spec, settings)
+        return []  # a sidecar the pod template brought itself: leave the pod alone
     metadata = pod.get("metadata") or {}
     native = supports_native_sidecars(server_version)
     secrets = secret_names(namespace_annotations, settings)
@@ -208,16 +237,7 @@ def build_patch(
         else:
             patch.append({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})
 
-    base_url = f"http://127.0.0.1:{settings.proxy_port}/v1"
-    for i, container in enumerate(spec.get("containers") or []):
-        env = container.get("env")
-        if env and any(e.get("name") == BASE_URL_ENV for e in env):
-            continue  # the app chose its own endpoint; respect it
-        entry = {"name": BASE_URL_ENV, "value": base_url}
-        if env:
-            patch.append({"op": "add", "path": f"/spec/containers/{i}/env/-", "value": entry})
-        else:
-            patch.append({"op": "add", "path": f"/spec/containers/{i}/env", "value": [entry]})
+    patch += _base_url_ops(spec, settings)
 
     if not native:
         # Appended after the app containers so the indices above stay valid.

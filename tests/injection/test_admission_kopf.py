@@ -310,12 +310,6 @@ async def test_namespace_losing_its_label_stops_injection(webhook: Webhook) -> N
     assert admitted(await webhook(request), request) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_patch returns [] as soon as the pod has a modelroute-proxy container, so a "
-    "re-invocation (chart: reinvocationPolicy IfNeeded, 'so they get OPENAI_BASE_URL too') "
-    "never gives a container added by a later webhook its OPENAI_BASE_URL",
-)
 async def test_reinvocation_gives_a_later_added_container_the_base_url(webhook: Webhook) -> None:
     first = review("llm-apps")
     injected = apply(first, admitted(await webhook(first), first), "1.30.0")

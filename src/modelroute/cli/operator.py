@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             clusterwide=True,
             standalone=args.standalone,
             priority=args.priority if args.priority is not None else default_priority(),
-            peering_name=args.peering,
+            # kopf treats a given peering name as mandatory, standalone or not: with one,
+            # a standalone operator waits for a peering resource forever and watches nothing
+            peering_name=None if args.standalone else args.peering,
             liveness_endpoint=args.liveness,
         )
     )
