@@ -33,8 +33,18 @@ DEFAULT_RESYNC_SECONDS = 60.0
 API_FAILURES = (ApiError, aiohttp.ClientError, TimeoutError)
 
 
+ADMISSION_TIMEOUT_ENV = "MODELROUTE_ADMISSION_TIMEOUT_SECONDS"
+# Below the chart's webhook timeoutSeconds (5): kube-apiserver gives up at that point and
+# kubectl would show a deadline error instead of our message.
+DEFAULT_ADMISSION_TIMEOUT_SECONDS = 4.0
+
+
 def _resync_seconds_from_env() -> float:
     return float(os.environ.get(RESYNC_SECONDS_ENV) or DEFAULT_RESYNC_SECONDS)
+
+
+def _admission_timeout_from_env() -> float:
+    return float(os.environ.get(ADMISSION_TIMEOUT_ENV) or DEFAULT_ADMISSION_TIMEOUT_SECONDS)
 
 
 @dataclass
@@ -46,6 +56,9 @@ class Options:
     # How often every enrolled (and every formerly enrolled) namespace is reconciled
     # regardless of events: the safety net under the namespace event handler.
     resync_seconds: float = field(default_factory=_resync_seconds_from_env)
+    # How long a validating review may wait for the API (reference checks); the chart sets
+    # it one second under the webhook's timeoutSeconds.
+    admission_timeout_seconds: float = field(default_factory=_admission_timeout_from_env)
 
 
 OPTIONS = Options()
@@ -215,9 +228,15 @@ async def policy_deleted(type: str, memo: kopf.Memo, **_: Any) -> None:
 
 async def _admit(memo: kopf.Memo, body: kopf.Body) -> None:
     service: Service = memo.service
+    timeout = OPTIONS.admission_timeout_seconds
     try:
-        errors = await asyncio.wait_for(service.validate(dict(body)), timeout=8)
-    except (ApiError, TimeoutError) as exc:
+        errors = await asyncio.wait_for(service.validate(dict(body)), timeout=timeout)
+    except TimeoutError as exc:
+        raise kopf.AdmissionError(
+            f"could not check references: the Kubernetes API did not answer within {timeout:g}s",
+            code=503,
+        ) from exc
+    except API_FAILURES as exc:
         raise kopf.AdmissionError(f"could not check references: {exc}", code=503) from exc
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)

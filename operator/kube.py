@@ -55,13 +55,16 @@ class KubeApi:
         if self._session is None:
             raise RuntimeError("KubeApi used outside its context")
         headers = {"Content-Type": content_type} if content_type else None
-        async with self._session.request(method, path, json=body, headers=headers) as resp:
-            if resp.status == 404:
-                return None
-            if resp.status >= 400:
-                raise ApiError(resp.status, (await resp.text())[:500])
-            data: dict[str, Any] = await resp.json(loads=orjson.loads, content_type=None)
-            return data
+        try:
+            async with self._session.request(method, path, json=body, headers=headers) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status >= 400:
+                    raise ApiError(resp.status, (await resp.text())[:500])
+                data: dict[str, Any] = await resp.json(loads=orjson.loads, content_type=None)
+                return data
+        except aiohttp.ClientError as exc:  # unreachable or cut off: one error type for callers
+            raise ApiError(503, f"the Kubernetes API is unreachable: {exc}"[:500]) from exc
 
     async def get(self, path: str) -> dict[str, Any] | None:
         return await self._call("GET", path)

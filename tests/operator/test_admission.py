@@ -351,12 +351,6 @@ async def test_sidecar_injection_through_the_running_operator(operator: Webhooks
     assert "patch" not in plain  # namespace not enrolled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/operator.py always passes peering_name to kopf.operator(), which makes peering "
-    "mandatory; with --standalone kopf looks for no peering resource, so every watch stays "
-    "paused ('peering CRD is missing'), the namespace index stays empty, nothing is injected",
-)
 async def test_standalone_operator_watches(cluster: Any, tmp_path: Path, env: None) -> None:
     await _seed(cluster)
     async with run_operator(tmp_path, "--standalone") as hooks:
@@ -436,11 +430,6 @@ async def test_api_error_refuses_with_503_and_says_why() -> None:
     assert response["status"]["message"].startswith("could not check references: 500")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers._admit catches only ApiError/TimeoutError; KubeApi lets aiohttp.ClientError "
-    "(connection refused, DNS, TLS) through, so kopf answers 500 with aiohttp's raw text",
-)
 async def test_unreachable_api_refuses_with_503_and_says_why() -> None:
     server = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     response, _ = await _admit_in_process(server)
@@ -449,12 +438,6 @@ async def test_unreachable_api_refuses_with_503_and_says_why() -> None:
     assert response["status"]["message"].startswith("could not check references")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers._admit waits up to 8 s but the chart's webhook.timeoutSeconds is 5: "
-    "kube-apiserver gives up first and kubectl shows a deadline error, not our message "
-    "(which is also empty: str(TimeoutError()) == '')",
-)
 async def test_slow_api_is_answered_within_the_webhook_timeout() -> None:
     async with stub_api("hang") as server:
         response, elapsed = await _admit_in_process(server)
