@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .events import AttemptRecord, RequestRecord, ShadowRecord
+from .genai_content import input_messages, output_messages
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -268,19 +269,13 @@ class TracingObserver:
         if record.cost_usd is not None:
             attributes["modelroute.cost_usd"] = record.cost_usd
         if record.record_content:  # opted in per route; only what the dispatcher kept
-            for key, name in (
-                ("prompt", "gen_ai.input.messages"),
-                ("completion", "gen_ai.output.messages"),
-            ):
-                value = record.extra.get(key)
-                if value is None:
-                    continue
-                text = (
-                    value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+            prompt, answer = record.extra.get("prompt"), record.extra.get("completion")
+            if prompt is not None:
+                attributes["gen_ai.input.messages"] = _content(input_messages(prompt))
+            if answer is not None:
+                attributes["gen_ai.output.messages"] = _content(
+                    output_messages(answer, record.finish_reasons)
                 )
-                if len(text) > CONTENT_LIMIT:  # a 32 MiB prompt is not a span attribute
-                    text = text[:CONTENT_LIMIT] + f"… [{len(text) - CONTENT_LIMIT} more characters]"
-                attributes[name] = text
 
     def shutdown(self) -> None:
         """Flush what is queued and stop exporting (blocking: call it off the event loop)."""
@@ -288,6 +283,14 @@ class TracingObserver:
             self.provider.force_flush()
         finally:
             self.provider.shutdown()
+
+
+def _content(messages: list[dict[str, Any]]) -> str:
+    """GenAI messages as the span attribute's JSON, capped (a 32 MiB prompt is no attribute)."""
+    text = orjson.dumps(messages, default=str).decode()
+    if len(text) > CONTENT_LIMIT:
+        text = text[:CONTENT_LIMIT] + f"… [{len(text) - CONTENT_LIMIT} more characters]"
+    return text
 
 
 @functools.lru_cache(maxsize=256)  # a handful of base URLs, parsed once each

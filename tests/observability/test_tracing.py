@@ -15,6 +15,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from modelroute.proxy.events import RequestRecord
@@ -157,9 +158,21 @@ def test_content_only_when_the_route_opts_in(
     rec: SimpleNamespace, memory: tuple[TracingObserver, InMemorySpanExporter]
 ) -> None:
     obs, exporter = memory
+    prompt = [
+        {"role": "system", "content": "be brief"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "https://img.example/cat.png"}},
+            ],
+        },
+    ]
+    answer = [{"role": "assistant", "content": "a cat"}]
     record = fallback_request(
-        rec, record_content=True, extra={"prompt": "hello", "completion": [{"role": "assistant"}]}
+        rec, record_content=True, extra={"prompt": prompt, "completion": answer}
     )
+    record.finish_reasons = ("stop",)
     drive(obs, record)
     [served] = [
         s
@@ -167,8 +180,24 @@ def test_content_only_when_the_route_opts_in(
         if s.attributes and s.attributes.get("modelroute.attempt") == 2
     ]
     assert served.attributes is not None
-    assert served.attributes["gen_ai.input.messages"] == "hello"
-    assert served.attributes["gen_ai.output.messages"] == '[{"role":"assistant"}]'
+    # the GenAI conventions' message shape (role + typed parts), not OpenAI's
+    assert orjson.loads(str(served.attributes["gen_ai.input.messages"])) == [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "what is this?"},
+                {"type": "uri", "modality": "image", "uri": "https://img.example/cat.png"},
+            ],
+        },
+    ]
+    assert orjson.loads(str(served.attributes["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "a cat"}],
+            "finish_reason": "stop",
+        }
+    ]
 
 
 def test_tracing_off_without_otel_variables() -> None:
