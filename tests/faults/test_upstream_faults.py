@@ -8,8 +8,9 @@ no request outliving ``totalMs``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -185,6 +186,25 @@ async def test_slow_only_at_p99_is_cut_at_the_first_byte_timeout(
     assert [c["state"] for c in doc["circuits"]] == ["open"]
 
 
+@contextlib.asynccontextmanager
+async def raw_upstream(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A misbehaving upstream on 127.0.0.1 that the fake provider can't imitate: its /v1 URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def slow_loris() -> AsyncIterator[str]:
     """An upstream that answers 200 at once and then sends one body byte every 100 ms."""
@@ -198,16 +218,8 @@ async def slow_loris() -> AsyncIterator[str]:
             await asyncio.sleep(0.1)
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
+    async with raw_upstream(handler) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -266,16 +278,8 @@ async def oversized_event() -> AsyncIterator[str]:
         await asyncio.sleep(5)  # never ends the event, never closes: the proxy must
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
+    async with raw_upstream(handler) as url:
+        yield url
 
 
 async def test_a_stream_event_over_one_mebibyte_ends_with_an_error_event_at_once(

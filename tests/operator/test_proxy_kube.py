@@ -19,13 +19,11 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from modelroute.operator.service import HASH_ANNOTATION, TABLE_CONFIGMAP, TABLE_KEY
 from modelroute.proxy.compiler import compile_local
 from modelroute.proxy.kube_source import KubeTableSource
@@ -34,9 +32,10 @@ from modelroute.proxy.sources import TableFileSource
 from modelroute.proxy.table import CompiledTable
 from modelroute.proxy.tablestore import TableStore
 
-from modelroute.devtools.fake_provider import FakeProvider, Knobs, start_fake_provider
+from modelroute.devtools.fake_provider import Knobs, start_fake_provider
 from modelroute.resources import load_text
 
+from ..proxy.conftest import Fake
 from .helpers import Api, eventually
 
 NS = "team-a"
@@ -44,17 +43,6 @@ CM_PATH = f"/api/v1/namespaces/{NS}/configmaps"
 PICKUP_LIMIT = 2.0  # issue 5: "the proxy in --kube mode picks up a change within 2 s"
 POLL = 0.05
 CHAT = {"model": "general", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@dataclass
-class Fake:
-    fake: FakeProvider
-    runner: web.AppRunner
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
 
 @pytest.fixture(autouse=True)
