@@ -219,25 +219,26 @@ class Service:
         labels: Mapping[str, str],
         deployed: CompiledTable | None,
         previous: CompiledFailover | None,
-    ) -> CompiledFailover | None:
-        """Which failover block this namespace's table carries right now.
+    ) -> tuple[CompiledFailover | None, bool]:
+        """Which failover block this namespace's table carries right now, and whether rolled back.
 
         A policy reaches a namespace only when its rollout got there: until then the
-        deployed block stays; a rolled-back namespace carries the block from before.
+        deployed block stays; a rolled-back namespace carries the block from before
+        (and keeps remembering the bad one it replaced, see ``_write_table``).
         """
         policies = await self.policies()
         chosen = select_policy([p for p, _ in policies], labels)
         if chosen is None:
-            return None
+            return None, False
         raw = next(r for p, r in policies if p is chosen)
         state = rollout.from_status(raw.get("status"))
         if state is not None and state.policy_hash == rollout.spec_hash(raw.get("spec") or {}):
             where = state.state_of(ns)
             if where in (rollout.NsState.APPLIED, rollout.NsState.HEALTHY):
-                return compile_table(ResourceSet(), ns, chosen).table.failover
+                return compile_table(ResourceSet(), ns, chosen).table.failover, False
             if where is rollout.NsState.ROLLED_BACK:
-                return previous
-        return deployed.failover if deployed else None
+                return previous, True
+        return (deployed.failover if deployed else None), False
 
     async def reconcile_namespace(self, ns: str) -> str | None:
         """Compile and write one namespace's table, RBAC and route statuses; returns the hash."""
@@ -255,10 +256,10 @@ class Service:
 
         cm = await self.api.get(core(ns, "configmaps", TABLE_CONFIGMAP))
         deployed, previous = _deployed(cm)
-        failover = await self._failover_for(ns, labels, deployed, previous)
+        failover, rolled_back = await self._failover_for(ns, labels, deployed, previous)
         result = compile_table(rs, ns)
         table = result.table.model_copy(update={"failover": failover, "hash": ""}).sealed()
-        await self._write_table(ns, cm, table, deployed)
+        await self._write_table(ns, cm, table, deployed, keep_previous=rolled_back)
         await self._ensure(
             rbac(ns, "roles", SIDECAR_RBAC), rbac(ns, "roles"), sidecar_role(ns), ("rules",)
         )
@@ -281,13 +282,20 @@ class Service:
         cm: dict[str, Any] | None,
         table: CompiledTable,
         deployed: CompiledTable | None,
+        keep_previous: bool = False,
     ) -> None:
+        """Write the table if it changed; remember the failover block it replaces.
+
+        ``keep_previous``: a rolled-back namespace's "previous" block must stay the one
+        it rolled back *to*; overwriting it with the bad block just replaced would make
+        the next reconcile (resync, route edit) put the bad block back.
+        """
         annotations = ((cm or {}).get("metadata") or {}).get("annotations") or {}
         if cm is not None and annotations.get(HASH_ANNOTATION) == table.hash:
             return  # unchanged world, no write
         ann = {HASH_ANNOTATION: table.hash}
         old_failover = deployed.failover if deployed else None
-        if old_failover != table.failover:  # remember what a rollback would go back to
+        if old_failover != table.failover and not keep_previous:  # what a rollback returns to
             ann[PREVIOUS_FAILOVER_ANNOTATION] = (
                 orjson.dumps(old_failover.model_dump(by_alias=True, mode="json")).decode()
                 if old_failover
@@ -493,6 +501,11 @@ class Service:
             state = rollout.extend(state, targets, spec.batch_size)
         health: dict[str, rollout.Health] = {}
         for n in state.batch(state.current_batch):
+            if n.namespace not in targets:
+                # it stopped matching the policy: it doesn't carry the block, so its
+                # sidecars' own troubles say nothing about it and must not halt the rollout
+                health[n.namespace] = rollout.Health.CONVERGED
+                continue
             if n.state in (rollout.NsState.APPLIED, rollout.NsState.HEALTHY):
                 cm = await self.api.get(core(n.namespace, "configmaps", TABLE_CONFIGMAP))
                 expected = (

@@ -142,16 +142,6 @@ async def test_editing_the_policy_mid_rollout_starts_a_fresh_plan(cluster: Any) 
         assert applied == ["batch 1: applied to ns-1, ns-2"] * 2  # once per plan
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a rolled-back namespace gets the regressed block back at its next reconcile "
-        "(the resync). The rollback write records the regressed block as "
-        "modelroute.io/previous-failover, and _failover_for returns that annotation for a "
-        "rolledBack namespace. Fix in operator/service.py: the rollback write must keep the "
-        "previous-failover annotation it rolled back to (see the report)."
-    ),
-)
 async def test_a_rolled_back_namespace_stays_rolled_back_after_the_resync(cluster: Any) -> None:
     async with world(cluster, NAMESPACES[:3]) as w:
         await w.api.post(f"{G}/failoverpolicies", policy(V1))
