@@ -368,15 +368,39 @@ class Service:
     async def event(
         self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Warning"
     ) -> None:
+        """Post a Kubernetes event about ``obj``; a failure is logged, never raised.
+
+        Named the way client-go's recorder names them (``<object>.<unix ns in hex>``)
+        rather than by ``generateName``: unique, sortable, and no second round trip.
+        An event is a courtesy to the person reading ``kubectl describe``; failing to
+        post one must not fail the reconcile or rollout step that had something to say.
+        """
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or "default"
         now = _now()
+        name = f"{meta.get('name', 'modelroute')}.{time.time_ns():x}"
+        try:
+            await self._post_event(ns, name, obj, reason, message, type_, now)
+        except ApiError as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, ns, meta.get("name"), exc)
+
+    async def _post_event(
+        self,
+        ns: str,
+        name: str,
+        obj: Mapping[str, Any],
+        reason: str,
+        message: str,
+        type_: str,
+        now: str,
+    ) -> None:
+        meta = obj.get("metadata") or {}
         await self.api.create(
             core(ns, "events"),
             {
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"generateName": f"{meta.get('name', 'modelroute')}.", "namespace": ns},
+                "metadata": {"name": name, "namespace": ns},
                 "involvedObject": {
                     "apiVersion": obj.get("apiVersion"),
                     "kind": obj.get("kind"),

@@ -103,29 +103,12 @@ class World:
         ]
 
 
-class GeneratedNames(KubeApi):
-    """What kube-apiserver does with ``metadata.generateName`` and kmock 0.8 does not.
-
-    kmock stores every object without a name under one key, so the policy's second
-    Event would be refused with 409; here it gets a unique name before it is sent.
-    """
-
-    _serial = 0
-
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        meta = body.get("metadata") or {}
-        if meta.get("generateName") and not meta.get("name"):
-            GeneratedNames._serial += 1
-            body = {**body, "metadata": {**meta, "name": f"{meta['generateName']}{self._serial}"}}
-        return await super().create(path, body)
-
-
 @asynccontextmanager
 async def world(cluster: Any, namespaces: list[str]) -> AsyncIterator[World]:
     """Enrolled ``tier=prod`` namespaces, each with a provider, a route and its table."""
     async with (
         aiohttp.ClientSession(str(cluster.url)) as session,
-        GeneratedNames(KubeConfig(server=str(cluster.url).rstrip("/"))) as kube,
+        KubeApi(KubeConfig(server=str(cluster.url).rstrip("/"))) as kube,
     ):
         api = Api(session)
         for ns in namespaces:
