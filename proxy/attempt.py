@@ -108,6 +108,8 @@ def parse_retry_after(value: str | None, now_wall: float | None = None) -> float
 
 
 def classify_status(status: int, body: bytes) -> Failure:
+    if status < 400:  # a redirect (never followed): a misconfigured baseURL, not an answer
+        return Failure.INVALID_RESPONSE
     if status == 429:
         return Failure.RATE_LIMITED
     if status >= 500 or status == 408:
@@ -150,7 +152,8 @@ async def run_attempt(
         # one timer for the whole attempt: first-byte bound, then moved to the total deadline
         # (each asyncio.timeout is a call_at handle created, rescheduled and cancelled)
         async with asyncio.timeout(first_byte_timeout) as deadline:
-            response = await session.post(url, data=payload, headers=headers)
+            # never follow a redirect: it would take the provider key to wherever it points
+            response = await session.post(url, data=payload, headers=headers, allow_redirects=False)
             if response.status >= 300:
                 body = await _read_capped(response, 64 * 1024)
                 kind = classify_status(response.status, body)
@@ -164,11 +167,22 @@ async def run_attempt(
                     content_type=response.headers.get("Content-Type", "application/json"),
                     headers=forwarded_headers(response.headers),
                 )
+            # an answer of the other kind is no answer: JSON to a stream request would reach
+            # an SDK as an empty stream, an event stream to a plain one would be read until
+            # totalMs; both fall over now, before a body byte is waited for
+            is_sse = "text/event-stream" in response.headers.get("Content-Type", "")
+            if is_sse != stream:
+                detail = (
+                    "a stream request was answered without server-sent events"
+                    if stream
+                    else "a non-stream request was answered with an event stream"
+                )
+                return Failed(candidate, Failure.INVALID_RESPONSE, detail, 200)
             # the first body bytes are part of "first byte": 200 headers and then silence
             # is a stuck upstream, not an answer
             first = await response.content.readany()
             ttfb = time.perf_counter() - started
-            if stream and "text/event-stream" in response.headers.get("Content-Type", ""):
+            if stream:
                 if not first:
                     return Failed(candidate, Failure.INVALID_RESPONSE, "empty stream", status=200)
                 if not _looks_like_sse(first):
@@ -180,8 +194,7 @@ async def run_attempt(
                 )
                 response = None  # handed over
                 return ready
-            # non-streaming (or an upstream that answered a stream request with one JSON
-            # body): the rest of the body may take up to the total deadline
+            # non-streaming: the rest of the body may take up to the total deadline
             if first and not response.content.at_eof():
                 deadline.reschedule(
                     asyncio.get_running_loop().time() + max(0.001, total_timeout - ttfb)

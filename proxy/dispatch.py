@@ -109,11 +109,28 @@ class Dispatcher:
         self.mirror = Mirror(pool, credentials, observers, self.rng)
         self._index: RouteIndex | None = None
         self.in_flight = 0
-        self.closing = False  # set by serve() just before the streams still open are cut
+        self.closing = False  # set by cut_in_flight() when the sidecar stops
+        self._tasks: set[asyncio.Task[Any]] = set()  # the handlers in flight, for cut_in_flight
         self.idle = asyncio.Event()  # set whenever nothing is in flight (graceful drain waits)
         self.idle.set()
         self.requests = 0
         self.failures = 0  # requests answered with a 5xx/429 of ours or a broken stream
+
+    async def cut_in_flight(self, grace: float) -> int:
+        """End what is still in flight when the sidecar stops; returns how many were cut.
+
+        Called after the drain period and *before* the server closes its connections:
+        aiohttp's own shutdown cancels handlers and closes sockets in one step, so a
+        stream's closing error event (or a plain request's 503) would never arrive.
+        Cancelled here, each handler still has an open connection to say why.
+        """
+        self.closing = True
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        return len(tasks)
 
     # -- table -----------------------------------------------------------------------
 
@@ -146,6 +163,9 @@ class Dispatcher:
         self.in_flight += 1
         self.idle.clear()
         self.requests += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self.observers.request_started(record, headers)
         used_plan: Plan | None = None
         try:
@@ -162,10 +182,25 @@ class Dispatcher:
                 exc.headers[ROUTE_HEADER] = route_name
             raise
         except asyncio.CancelledError:
-            record.outcome = "client_closed"
-            record.status = 499
-            raise
+            if not self.closing:
+                record.outcome, record.status = "client_closed", 499
+                raise
+            if request.get(RESPONSE_STARTED):
+                raise  # a stream: it ended with an error event and counted itself
+            # cut by cut_in_flight() before any answer went out: say so, don't just hang up
+            if task is not None:
+                task.uncancel()
+            record.outcome, record.status = "error", 503
+            raise errors.UpstreamUnavailable(
+                "the sidecar is shutting down and this request outlasted its drain period; "
+                "it may be retried",
+                status=503,
+                code="shutting_down",
+                route=record.route,
+            ) from None
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()

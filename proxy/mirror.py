@@ -79,8 +79,12 @@ class Mirror:
             headers.update(self.credentials.headers_for(provider.credentials))
             session: aiohttp.ClientSession = self.pool.session(provider)
             timeout = aiohttp.ClientTimeout(total=route.timeouts.total_ms / 1000)
-            async with session.post(
-                url + path, data=orjson.dumps(body), headers=headers, timeout=timeout
+            async with session.post(  # never follow a redirect with the provider's key
+                url + path,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
                 shadow.status = response.status

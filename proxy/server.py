@@ -280,8 +280,8 @@ async def error_middleware(
         return await handler(request)
     except errors.ModelRouteError as exc:
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(_too_large(None, exc.max_size if hasattr(exc, "max_size") else 0))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(_too_large(None, request.client_max_size))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -324,8 +324,10 @@ class RunningProxy:
         return self.api_url + "/v1"
 
     async def stop(self, drain: float = 0.0) -> None:
+        """Drain for up to ``drain`` seconds, end what is left with a reason, then close."""
         if drain:
             await self.proxy.drain(drain)
+        await self.proxy.dispatcher.cut_in_flight(1.0)
         await self.api.cleanup()
         if self.admin is not None:
             await self.admin.cleanup()
@@ -411,5 +413,4 @@ async def serve(config: ProxyConfig) -> None:
     left = await running.proxy.drain(config.drain_seconds)
     if left:
         log.warning("%d request(s) still in flight after %gs; closing", left, config.drain_seconds)
-    running.proxy.dispatcher.closing = True
     await running.stop()
