@@ -29,6 +29,7 @@ from .conftest import (
     FakeFactory,
     ProxyFactory,
     ask,
+    primary_backup_yaml,
     provider_yaml,
     route_yaml,
     sse_events,
@@ -50,16 +51,7 @@ def _one_target(url: str, extra: str = EXTRA, credentials: str = "") -> str:
 
 
 def _two_tier(primary_url: str, backup_url: str, extra: str = EXTRA) -> str:
-    return (
-        provider_yaml("primary", [("us-east-1", primary_url)])
-        + provider_yaml("backup", [("eu-west-1", backup_url)])
-        + route_yaml(
-            "chat",
-            ["chat"],
-            ["{provider: primary, model: chat-a}", "{provider: backup, model: chat-b, tier: 1}"],
-            extra,
-        )
-    )
+    return primary_backup_yaml(primary_url, backup_url, extra)
 
 
 # ---------------------------------------------------------------------------------------
