@@ -854,6 +854,7 @@ class _Attempts:
             headers=headers,
         )
         # send it now, so the shadow copy starts only once the answer is on its way
+        self.request[RESPONSE_STARTED] = True  # from here on no second response may follow
         try:
             await response.prepare(self.request)
             await response.write_eof()
@@ -880,9 +881,9 @@ class _Attempts:
         record.status = upstream.status
         idle = (self.route.timeouts.stream_idle_ms or self.route.timeouts.first_byte_ms) / 1000
         failure: str | None = None
+        self.request[RESPONSE_STARTED] = True  # from here on no second response may follow
         try:
             await response.prepare(self.request)
-            self.request[RESPONSE_STARTED] = True
             try:
                 out = scanner.feed(ready.first)
             except ValueError as exc:  # not SSE we can follow: end it with an error event
@@ -921,9 +922,7 @@ class _Attempts:
                     break
                 if out:
                     await response.write(out)
-            rest = scanner.flush()
-            if rest:
-                await response.write(rest)
+            rest = scanner.flush()  # scanned before judging: it may hold [DONE] or an error
             facts = scanner.facts
             if failure is None and facts.error is not None:
                 failure = f"the upstream sent an error event: {facts.error.get('message', '')}"[
@@ -931,6 +930,8 @@ class _Attempts:
                 ]
             elif failure is None and not facts.complete:
                 failure = "the upstream ended the stream before it was complete"
+            if rest and failure is None:  # an unfinished event never precedes our error event
+                await response.write(rest)
             if failure is not None:
                 served = f"{attempt.provider}/{attempt.model}@{attempt.region}"
                 await response.write(

@@ -92,7 +92,13 @@ class SSEScanner:
         self._carry = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        """Take an upstream chunk; return the bytes to forward to the client now."""
+        """Take an upstream chunk; return the bytes to forward to the client now.
+
+        Only complete events go out; an event still in flight (usually completed by
+        the same read) waits for its end.  Forwarding half an event would leave the
+        client mid-line if the stream then breaks, and the closing error event would
+        be glued onto that line where no SDK can read it.
+        """
         data = self._carry + chunk if self._carry else chunk
         ends = _event_ends(data)
         if not ends:
@@ -100,13 +106,13 @@ class SSEScanner:
             if len(data) > _MAX_CARRY:
                 self._carry = b""  # nothing of it is forwarded, not even by flush()
                 raise ValueError("upstream stream has an event over 1 MiB; not OpenAI SSE")
-            return b"" if self.strip_usage_event else chunk
+            return b""
         self._carry = data[ends[-1] :]
         starts = [0, *ends[:-1]]
         if not self.strip_usage_event:
             for start, end in zip(starts, ends, strict=True):
                 self._scan_event(data[start:end])
-            return chunk
+            return data[: ends[-1]]
         # forward every complete event byte for byte, except the usage-only one
         kept = [
             data[start:end]
@@ -116,12 +122,16 @@ class SSEScanner:
         return b"".join(kept)
 
     def flush(self) -> bytes:
-        """The end of the stream: whatever partial event is left (forwarded if holding)."""
+        """The end of the stream: the last event if it came without its blank line.
+
+        The caller forwards it only when the stream ended properly; after a failure an
+        unfinished event is dropped, so the error event starts on a line of its own.
+        """
         rest, self._carry = self._carry, b""
         if not rest.strip():
-            return rest if self.strip_usage_event else b""
+            return rest
         stripped = self._scan_event(rest)
-        return rest if self.strip_usage_event and not stripped else b""
+        return b"" if self.strip_usage_event and stripped else rest
 
     def _scan_event(self, event: bytes) -> bool:
         """Record facts from one event; True if it is the usage-only event to strip."""

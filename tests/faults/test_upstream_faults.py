@@ -282,8 +282,13 @@ async def oversized_event() -> AsyncIterator[str]:
         yield url
 
 
+@pytest.mark.parametrize("client_wants_usage", [False, True])
 async def test_a_stream_event_over_one_mebibyte_ends_with_an_error_event_at_once(
-    oversized_event: str, fakes: FakeFactory, proxies: ProxyFactory, http: aiohttp.ClientSession
+    oversized_event: str,
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    client_wants_usage: bool,
 ) -> None:
     """Client sees: the good event, then a stream_interrupted error event, well before totalMs.
 
@@ -291,7 +296,9 @@ async def test_a_stream_event_over_one_mebibyte_ends_with_an_error_event_at_once
     proxy stops following it, tells the client, and never forwards the garbage.
     """
     _, backup, base, proxy = await two_tier(fakes, proxies, primary_url=oversized_event)
-    answer = await ask(http, base, stream=True)
+    # with include_usage the proxy strips nothing, and still forwards only whole events
+    extra = {"stream_options": {"include_usage": True}} if client_wants_usage else {}
+    answer = await ask(http, base, stream=True, **extra)
     assert answer.elapsed < 1.5  # totalMs is 2 s and the upstream never ends by itself
     assert answer.status == 200 and answer.content_chunks() == 1
     assert b"xxxx" not in answer.body

@@ -102,13 +102,21 @@ def test_random_multi_cuts(strip: bool) -> None:
         assert_facts(scanner)
 
 
-def test_without_strip_every_chunk_is_forwarded_as_is() -> None:
-    """Nothing is held back when the client asked for usage itself: no added latency."""
-    scanner = SSEScanner(strip_usage_event=False)
-    for cut in (7, 50, 51, 200):
-        piece = STREAM[:cut]
-        assert scanner.feed(piece) == piece
-        scanner = SSEScanner(strip_usage_event=False)
+@pytest.mark.parametrize("strip", [False, True])
+def test_complete_events_go_out_at_once_and_half_an_event_waits_for_its_end(strip: bool) -> None:
+    """No latency for whole events; an unfinished one is never forwarded on its own.
+
+    Were half an event forwarded and the stream then broke, the client would be left
+    mid-line and the proxy's closing error event glued onto that line, unreadable.
+    """
+    first, second = BODY[0], BODY[1]
+    scanner = SSEScanner(strip_usage_event=strip)
+    assert scanner.feed(first) == first  # a whole event: forwarded as it came
+    half = len(second) // 2
+    assert scanner.feed(second[:half]) == b""  # half an event: held
+    assert scanner.feed(second[half:]) == second  # its end: the whole event goes out
+    broken = SSEScanner(strip_usage_event=strip)
+    assert broken.feed(first + second[:half]) == first  # the whole one now, not the half
 
 
 def test_usage_on_a_chunk_with_choices_is_never_stripped() -> None:
