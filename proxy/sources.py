@@ -88,9 +88,13 @@ class _Poller:
         while True:
             await asyncio.sleep(self.interval)
             stamp = _stamp(self.paths)
-            if stamp != self._stamp:
+            if stamp != self._stamp and self.may_reload():
                 self._stamp = stamp
                 self.reload()
+
+    def may_reload(self) -> bool:
+        """False to leave a change for a later poll (it is seen again until applied)."""
+        return True
 
     def reload(self) -> None:
         raise NotImplementedError
@@ -124,9 +128,10 @@ class TableFileSource(_Poller):
     ) -> None:
         super().__init__(store, [path], interval)
         self.path = path
-        # while this says True a fresher source (the API watch) is live: file changes are
-        # skipped, not queued – the watch already delivered anything the file can show
+        # while this says True a fresher source (the API watch) is live: a file change
+        # waits, and is applied if the watch goes away before the file changes back
         self.defer_to = defer_to
+        self._deferring = False
 
     @property
     def source(self) -> str:
@@ -140,10 +145,18 @@ class TableFileSource(_Poller):
         self.reload()
         return self.store.loaded
 
-    def reload(self) -> None:
+    def may_reload(self) -> bool:
         if self.defer_to is not None and self.defer_to():
-            log.info("table file %s changed; not applied: the API watch is live", self.path)
-            return
+            if not self._deferring:
+                log.info(
+                    "table file %s changed; not applied while the API watch is live", self.path
+                )
+            self._deferring = True
+            return False
+        self._deferring = False
+        return True
+
+    def reload(self) -> None:
         try:
             data = self.path.read_bytes()
         except OSError as exc:

@@ -409,6 +409,12 @@ async def test_the_mounted_copy_defers_to_a_live_watch(
             if api != "unreachable":  # ten polls later the watch's table still stands
                 await asyncio.sleep(0.5)
                 assert store.current.hash == to_b.hash
+                # then the watch goes away: the change it deferred is not lost, it applies
+                await kube.stop()
+                deadline = time.monotonic() + 2.0
+                while store.current.hash != to_a.hash:
+                    assert time.monotonic() < deadline, "deferred file change never applied"
+                    await asyncio.sleep(0.02)
             else:
                 deadline = time.monotonic() + 2.0
                 while store.current.hash != to_a.hash:
