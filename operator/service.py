@@ -430,7 +430,8 @@ class Service:
             rbac(ns, "roles", SIDECAR_RBAC),
             core(ns, "configmaps", TABLE_CONFIGMAP),
         ):
-            if await self.api.get(path) is not None:
+            found = await self.api.get(path)
+            if found is not None and _ours(found):  # never someone else's of the same name
                 await self.api.delete(path)
 
     async def reconcile_all(self) -> None:
@@ -445,6 +446,7 @@ class Service:
             for cm in await self.api.list(path)
             if (meta := cm.get("metadata") or {}).get("name") == TABLE_CONFIGMAP
             and meta.get("namespace")
+            and _ours(cm)
         }
 
     async def resync(self) -> None:
@@ -631,3 +633,9 @@ def _running(pod: dict[str, Any]) -> bool:
         return False
     phase = (pod.get("status") or {}).get("phase", "Running")
     return bool(phase == "Running")
+
+
+def _ours(obj: Mapping[str, Any]) -> bool:
+    """Written by this operator (its managed-by label), not a hand-made namesake."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_BY.items())

@@ -132,3 +132,27 @@ async def test_a_hand_edited_sidecar_role_and_binding_are_put_back_by_the_resync
 
 async def _is(api: Api, ns: str, want: dict[str, bool]) -> bool:
     return await _ours(api, ns) == want
+
+
+async def test_the_resync_leaves_a_hand_made_namesake_alone(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `modelroute-table` ConfigMap someone made by hand (e.g. for a sidecar run with
+    --kube outside any enrolled namespace) is not ours: the resync must not delete it."""
+    monkeypatch.setattr(handlers.OPTIONS, "resync_seconds", 0.3)
+    async with aiohttp.ClientSession(str(cluster.url)) as s:
+        api = Api(s)
+        await api.namespace("team-a")
+        await api.namespace("lab", enrolled=False)
+        handmade = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "modelroute-table", "namespace": "lab"},
+            "data": {"table.json": "{}"},
+        }
+        await api.post("/api/v1/namespaces/lab/configmaps", handmade)
+        with KopfRunner(ARGS, timeout=20) as runner:
+            await eventually(lambda: _is(api, "team-a", ALL), what="team-a table + RBAC")
+            await asyncio.sleep(1.5)  # several resync periods
+            assert await api.get(CM.format(ns="lab")) is not None
+    assert runner.exception is None  # last: mypy types it as never None
