@@ -116,6 +116,9 @@ class Dispatcher:
         self.requests = 0
         self.failures = 0  # requests answered with a 5xx/429 of ours or a broken stream
 
+    def is_closing(self) -> bool:
+        return self.closing
+
     async def cut_in_flight(self, grace: float) -> int:
         """End what is still in flight when the sidecar stops; returns how many were cut.
 
@@ -145,6 +148,10 @@ class Dispatcher:
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         """Serve one API request; raises :class:`errors.ModelRouteError` for the error middleware."""
         started = time.perf_counter()
+        if self.closing:  # past the drain: nothing new starts an upstream attempt now
+            raise errors.UpstreamUnavailable(
+                "the sidecar is shutting down; retry the request", code="shutting_down"
+            )
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -182,7 +189,7 @@ class Dispatcher:
                 exc.headers[ROUTE_HEADER] = route_name
             raise
         except asyncio.CancelledError:
-            if not self.closing:
+            if not self.is_closing():  # a method: the flag changed while we awaited
                 record.outcome, record.status = "client_closed", 499
                 raise
             if request.get(RESPONSE_STARTED):
@@ -208,6 +215,9 @@ class Dispatcher:
             if record.status >= 500 or record.outcome == "stream_error":
                 self.failures += 1
             self.observers.request_finished(record)
+            # recordContent's copies served the span; /status keeps the record, not the text
+            record.extra.pop("prompt", None)
+            record.extra.pop("completion", None)
             self.recent.append(Recent(record, used_plan))
 
     async def _serve(
@@ -1006,10 +1016,11 @@ class _Attempts:
                 attempt.detail = failure
                 record.outcome = "stream_error"
                 record.error_code = "stream_interrupted"
-                cand_key = f"{attempt.target}@{attempt.region}"
-                self.d.health.breaker(
-                    self.route.name, cand_key, self.route.circuit_breaker
-                ).record_failure(now)
+                if not self.d.closing:  # our own shutdown cut it: not the upstream's fault
+                    cand_key = f"{attempt.target}@{attempt.region}"
+                    self.d.health.breaker(
+                        self.route.name, cand_key, self.route.circuit_breaker
+                    ).record_failure(now)
         self._account(attempt)
         self.d.observers.attempt_finished(record, attempt)
 

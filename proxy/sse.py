@@ -166,6 +166,7 @@ class SSEScanner:
                 facts.model = doc["model"]
             if isinstance(doc.get("error"), dict):
                 facts.error = doc["error"]
+                facts.data_events -= 1  # an error event carries no generated tokens
             for choice in doc.get("choices") or ():
                 if not isinstance(choice, dict):
                     continue

@@ -286,10 +286,32 @@ class TracingObserver:
 
 
 def _content(messages: list[dict[str, Any]]) -> str:
-    """GenAI messages as the span attribute's JSON, capped (a 32 MiB prompt is no attribute)."""
+    """GenAI messages as the span attribute's JSON, capped (a 32 MiB prompt is no attribute).
+
+    Over the cap, the text parts are shortened (each keeps its start and says how much
+    was left out) rather than the JSON cut, so trace backends can still parse it.
+    """
     text = orjson.dumps(messages, default=str).decode()
-    if len(text) > CONTENT_LIMIT:
-        text = text[:CONTENT_LIMIT] + f"… [{len(text) - CONTENT_LIMIT} more characters]"
+    if len(text) <= CONTENT_LIMIT:
+        return text
+    parts = [p for m in messages for p in m.get("parts", ()) if isinstance(p.get("content"), str)]
+    share = max(64, CONTENT_LIMIT // (2 * max(1, len(parts))))
+    for part in parts:
+        content = part["content"]
+        if len(content) > share:
+            part["content"] = content[:share] + f"… [{len(content) - share} more characters]"
+    text = orjson.dumps(messages, default=str).decode()
+    if len(text) > CONTENT_LIMIT:  # too many messages even so: keep the last ones whole
+        kept: list[dict[str, Any]] = []
+        size = 0
+        for message in reversed(messages):
+            size += len(orjson.dumps(message, default=str))
+            if size > CONTENT_LIMIT - 200:
+                break
+            kept.insert(0, message)
+        dropped = len(messages) - len(kept)
+        note = {"type": "text", "content": f"[{dropped} earlier messages not recorded]"}
+        text = orjson.dumps([{"role": "system", "parts": [note]}, *kept], default=str).decode()
     return text
 
 

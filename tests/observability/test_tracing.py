@@ -19,7 +19,12 @@ import orjson
 import pytest
 from aiohttp import web
 from modelroute.proxy.events import RequestRecord
-from modelroute.proxy.tracing import TracingObserver, tracing_configured, tracing_from_env
+from modelroute.proxy.tracing import (
+    CONTENT_LIMIT,
+    TracingObserver,
+    tracing_configured,
+    tracing_from_env,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -198,6 +203,28 @@ def test_content_only_when_the_route_opts_in(
             "finish_reason": "stop",
         }
     ]
+
+
+def test_recorded_content_over_the_cap_stays_valid_json(
+    rec: SimpleNamespace, memory: tuple[TracingObserver, InMemorySpanExporter]
+) -> None:
+    """A huge prompt is shortened part by part, never cut mid-JSON: backends still parse it."""
+    obs, exporter = memory
+    prompt = [{"role": "user", "content": "x" * 300_000}, {"role": "user", "content": "why?"}]
+    record = fallback_request(rec, record_content=True, extra={"prompt": prompt})
+    drive(obs, record)
+    [served] = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.attributes and s.attributes.get("modelroute.attempt") == 2
+    ]
+    assert served.attributes is not None
+    raw = str(served.attributes["gen_ai.input.messages"])
+    assert len(raw) <= CONTENT_LIMIT
+    messages = orjson.loads(raw)
+    first, last = messages[0]["parts"][0]["content"], messages[1]["parts"][0]["content"]
+    assert first.startswith("xxx") and "more characters]" in first
+    assert last == "why?"
 
 
 def test_tracing_off_without_otel_variables() -> None:

@@ -285,3 +285,10 @@ def test_an_event_over_one_mebibyte_is_refused_and_not_forwarded() -> None:
     with pytest.raises(ValueError, match="over 1 MiB"):  # ...past it, refused
         scanner.feed(b"data: " + b"x" * 65536)
     assert scanner.flush() == b""  # the partial garbage is dropped, not flushed to the client
+
+
+def test_an_error_event_is_not_counted_as_generated_tokens() -> None:
+    """A stream that is only an error event generated nothing: no estimate is charged."""
+    scanner = SSEScanner(strip_usage_event=True)
+    scanner.feed(event({"error": {"message": "overloaded", "type": "server_error"}}))
+    assert scanner.facts.error is not None and scanner.facts.data_events == 0
