@@ -164,7 +164,9 @@ async def test_backoff_is_full_jitter(
     elapsed = sorted(a.elapsed for a in answers)
     assert fake.stats.requests == 82
     assert elapsed[0] < 0.1 and elapsed[-1] > 0.2, elapsed
-    assert elapsed[-1] < 0.3 + 0.15
+    # the ceiling holds: the slowest waited at most 300 ms plus the proxy's and the fake's
+    # own time (two attempts, a wave of 10), with room for a loaded 2-core CI box
+    assert elapsed[-1] < 0.3 + 0.3, elapsed
 
 
 async def test_hedge_losses_open_the_breaker_only_as_an_unbroken_streak(
