@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,12 +26,19 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
+from modelroute.proxy.server import RunningProxy
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs
 
+# the proxy fixture, the dead port and the manifest builders are tests/proxy's; this suite
+# keeps its own fakes (they can be killed mid-test like a region going away)
+from ..proxy.conftest import (  # noqa: F401  (the fixture, and names this suite's tests import)
+    ProxyFactory,
+    dead_port,
+    proxies,
+    route_yaml,
+)
 from ..proxy.conftest import provider_yaml as _provider_yaml
-from ..proxy.conftest import route_yaml
 
 MODELS = """  models:
     - {name: chat-a, upstreamModel: chat-a-up, outputUSDPerMTok: 1.0, inputUSDPerMTok: 0.5,
@@ -68,15 +74,7 @@ class Fake:
             await self.runner.cleanup()
 
 
-def dead_port() -> int:
-    """A port nothing listens on (bound, then closed: connect is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 FakeFactory = Callable[..., Awaitable[Fake]]
-ProxyFactory = Callable[..., Awaitable[RunningProxy]]
 
 
 @pytest.fixture
@@ -104,24 +102,6 @@ async def fakes() -> AsyncIterator[FakeFactory]:
     yield make
     for f in started:
         await f.kill()
-
-
-@pytest.fixture
-async def proxies(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
-    started: list[RunningProxy] = []
-
-    async def make(routes_yaml: str, **config: Any) -> RunningProxy:
-        path = tmp_path / f"routes-{len(started)}.yaml"
-        path.write_text(routes_yaml)
-        cfg = ProxyConfig(
-            listen=("127.0.0.1", 0), admin=("127.0.0.1", 0), route_files=[path], **config
-        )
-        started.append(await start_proxy(cfg))
-        return started[-1]
-
-    yield make
-    for p in started:
-        await p.stop()
 
 
 # ---------------------------------------------------------------------------------------
