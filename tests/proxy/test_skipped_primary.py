@@ -8,27 +8,14 @@ import aiohttp
 from modelroute.proxy.health import candidate_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import FakeFactory, ProxyFactory, provider_yaml, route_yaml
+from .conftest import FakeFactory, ProxyFactory
+from .test_openai_sdk import two_tier
 
 
 async def test_requests_served_past_an_open_circuit_are_fallbacks(
     fakes: FakeFactory, proxies: ProxyFactory
 ) -> None:
-    primary = await fakes("us-east-1")
-    backup = await fakes("eu-west-1")
-    routes = (
-        provider_yaml("primary", [("us-east-1", primary.url)])
-        + provider_yaml("backup", [("eu-west-1", backup.url)])
-        + route_yaml(
-            "general",
-            ["general"],
-            [
-                "{provider: primary, model: deepseek-v4-flash, tier: 0}",
-                "{provider: backup, model: qwen3-32b, tier: 1}",
-            ],
-        )
-    )
-    proxy = await proxies(routes)
+    primary, _, proxy = await two_tier(fakes, proxies)
     route = proxy.proxy.store.current.routes[0]
     key = candidate_key("primary", "deepseek-v4-flash", "us-east-1")
     proxy.proxy.health.breaker("general", key, route.circuit_breaker).trip(time.monotonic())
