@@ -411,20 +411,33 @@ class Bench:
             "OTEL_SERVICE_NAME": "modelroute-bench",
         }
 
-    def _modelroute(self) -> Target | str:
-        help_ = self._mr_help()
+    @staticmethod
+    def _mr_unavailable(help_: str | None) -> str | None:
+        """Why `modelroute proxy` can't be measured (from its --help), or None when it can."""
         if help_ is None or not help_.startswith("usage"):
             return help_ or "`modelroute proxy` is not available"
-        argv = [
+        return None
+
+    @staticmethod
+    def _mr_argv(port: int, admin_port: int, *extra: str) -> list[str]:
+        """`modelroute proxy` on bench/routes.yaml, every modelroute row the same but ports."""
+        return [
             str(VENV_BIN / "modelroute"),
             "proxy",
             "--routes",
             str(BENCH / "routes.yaml"),
             "--listen",
-            f"{HOST}:{PORT_MR}",
+            f"{HOST}:{port}",
             "--admin",
-            f"{HOST}:{PORT_MR_ADMIN}",
+            f"{HOST}:{admin_port}",
+            *extra,
         ]
+
+    def _modelroute(self) -> Target | str:
+        why_not = self._mr_unavailable(self._mr_help())
+        if why_not is not None:
+            return why_not
+        argv = self._mr_argv(PORT_MR, PORT_MR_ADMIN)
         p = self.spawn("modelroute", argv, self.sut_cpu, self._mr_env())
         return Target(
             "modelroute",
@@ -448,19 +461,10 @@ class Bench:
         sampler, 1 in 100 traces is built and exported to the same sink, and a request
         arriving with a sampled ``traceparent`` is always traced.
         """
-        help_ = self._mr_help()
-        if help_ is None or not help_.startswith("usage"):
-            return help_ or "`modelroute proxy` is not available"
-        argv = [
-            str(VENV_BIN / "modelroute"),
-            "proxy",
-            "--routes",
-            str(BENCH / "routes.yaml"),
-            "--listen",
-            f"{HOST}:{PORT_MRS}",
-            "--admin",
-            f"{HOST}:{PORT_MRS_ADMIN}",
-        ]
+        why_not = self._mr_unavailable(self._mr_help())
+        if why_not is not None:
+            return why_not
+        argv = self._mr_argv(PORT_MRS, PORT_MRS_ADMIN)
         p = self.spawn("modelroute-sampled", argv, self.sut_cpu, self._sampled_env())
         return Target(
             "modelroute-sampled",
@@ -472,23 +476,13 @@ class Bench:
 
     def _modelroute_w2(self) -> Target | str:
         help_ = self._mr_help()
-        if help_ is None or not help_.startswith("usage"):
-            return help_ or "`modelroute proxy` is not available"
-        if "--workers" not in help_:
+        why_not = self._mr_unavailable(help_)
+        if why_not is not None:
+            return why_not
+        if "--workers" not in (help_ or ""):
             # the measurement runs as soon as `modelroute proxy --help` lists --workers
             return "`modelroute proxy` has no --workers flag yet (item 3); measuring code is ready"
-        argv = [
-            str(VENV_BIN / "modelroute"),
-            "proxy",
-            "--routes",
-            str(BENCH / "routes.yaml"),
-            "--listen",
-            f"{HOST}:{PORT_MR2}",
-            "--admin",
-            f"{HOST}:{PORT_MR2_ADMIN}",
-            "--workers",
-            "2",
-        ]
+        argv = self._mr_argv(PORT_MR2, PORT_MR2_ADMIN, "--workers", "2")
         cpus = f"{self.sut_cpu},{self.load_cpu}" if self.sut_cpu else ""
         # compared with modelroute-sampled (same settings, one process)
         p = self.spawn("modelroute-w2", argv, cpus, self._sampled_env())
