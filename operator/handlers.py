@@ -15,11 +15,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import kopf
 from modelroute.proxy.kube_source import KubeConfig
 
-from .kube import ApiError, KubeApi
+from .kube import API_FAILURES, ApiError, KubeApi
 from .service import Service
 
 log = logging.getLogger("modelroute.operator")
@@ -29,8 +28,6 @@ PREFIX = "modelroute.io"
 POLICY_IDLE_SECONDS = 2.0
 RESYNC_SECONDS_ENV = "MODELROUTE_RESYNC_SECONDS"
 DEFAULT_RESYNC_SECONDS = 60.0
-# What a failed API call looks like from KubeApi: an error status, a broken connection, a timeout.
-API_FAILURES = (ApiError, aiohttp.ClientError, TimeoutError)
 
 
 ADMISSION_TIMEOUT_ENV = "MODELROUTE_ADMISSION_TIMEOUT_SECONDS"

@@ -24,6 +24,11 @@ class ApiError(Exception):
         self.status = status
 
 
+# What a failed call looks like from KubeApi: an error status or a broken connection (both
+# ApiError, see _call), or aiohttp's total timeout, which is no ClientError.
+API_FAILURES = (ApiError, TimeoutError)
+
+
 class KubeApi:
     def __init__(self, config: KubeConfig) -> None:
         self.config = config

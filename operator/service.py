@@ -29,7 +29,7 @@ from modelroute.resources import (
 
 from . import rollout
 from .injection import ADMIN_PORT_ANNOTATION, INJECTED_ANNOTATION
-from .kube import ApiError, KubeApi, core, custom, rbac
+from .kube import API_FAILURES, ApiError, KubeApi, core, custom, rbac
 
 log = logging.getLogger("modelroute.operator")
 
@@ -459,7 +459,7 @@ class Service:
         for ns in sorted(wanted | await self.namespaces_with_table()):
             try:
                 await self.reconcile_namespace(ns)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except API_FAILURES as exc:
                 log.warning("resync of namespace %s: %s", ns, exc)
 
     # ---- rollout -------------------------------------------------------------
