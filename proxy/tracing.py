@@ -12,6 +12,12 @@ don't grow for users who don't trace.  When it is configured, everything
 (endpoint, headers, timeout, sampler, batch sizes, resource attributes) is read
 by the OpenTelemetry SDK itself from the standard ``OTEL_*`` variables.
 
+Even when tracing is on, an idle sidecar doesn't load the OTLP/HTTP exporter:
+it pulls in requests, urllib3, charset-normalizer and protobuf (~6 MB of RSS),
+and nothing needs them before the first batch of spans is exported.
+:class:`DeferredOTLPExporter` builds the real exporter on its first export, in
+the batch processor's thread.
+
 Prompt and completion text are never recorded, unless the route sets
 ``recordContent`` and the dispatcher put them in ``record.extra``.
 """
@@ -19,10 +25,12 @@ Prompt and completion text are never recorded, unless the route sets
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,7 +39,10 @@ from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .genai_content import input_messages, output_messages
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from opentelemetry.trace import Span
 
 log = logging.getLogger("modelroute.tracing")
@@ -70,7 +81,7 @@ def tracing_from_env(
 
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     exporters = [
         e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",") if e.strip()
@@ -89,9 +100,7 @@ def tracing_from_env(
                 log.warning(
                     "OTLP protocol %r is not supported: exporting over http/protobuf", protocol
                 )
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
+            exporter = _otlp_exporter(env)
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -106,6 +115,98 @@ def tracing_from_env(
         return None
     log.info("tracing on: exporting spans via %s", ", ".join(exporters))
     return TracingObserver(provider)
+
+
+_OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
+    """The OTLP/HTTP span exporter: deferred to the first export unless it runs user code.
+
+    What can go wrong is still found at start, where it was before:
+
+    * the exporter package missing: looked up (not imported) here;
+    * a credential provider (``OTEL_PYTHON_EXPORTER_OTLP_HTTP[_TRACES]_CREDENTIAL_PROVIDER``):
+      the one setting the exporter's constructor raises on (an unknown entry point, a
+      provider that doesn't return a ``requests.Session``), and it runs the user's own
+      code, so then the real exporter is built right away, as before.
+
+    Every other ``OTEL_EXPORTER_OTLP_*`` setting the exporter reads with a warning and a
+    default when it is malformed (timeout, compression, headers) and uses only when it
+    sends (endpoint, certificates), so building it at the first export changes nothing
+    but when that warning is logged.
+    """
+    if importlib.util.find_spec(_OTLP_MODULE) is None:  # imports only its empty parents
+        raise ModuleNotFoundError(
+            f"OTEL_TRACES_EXPORTER=otlp needs {_OTLP_MODULE}, which is not installed",
+            name=_OTLP_MODULE,
+        )
+    if any(
+        name.startswith("OTEL_PYTHON_EXPORTER_OTLP") and name.endswith("CREDENTIAL_PROVIDER")
+        for name in env
+    ):
+        return _build_otlp_exporter()
+    return cast("SpanExporter", DeferredOTLPExporter())
+
+
+def _build_otlp_exporter() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+class DeferredOTLPExporter:
+    """A span exporter that imports and builds ``OTLPSpanExporter`` when it first exports.
+
+    Duck-typed to the SDK's ``SpanExporter`` (``export``, ``shutdown``, ``force_flush``:
+    all the batch processor calls) rather than subclassing it, so that this module stays
+    importable without OpenTelemetry.  ``export`` runs in the batch processor's thread,
+    so the import happens there, not on the event loop.  Shut down before anything was
+    exported, it never imports the exporter at all.
+    """
+
+    def __init__(self, build: Callable[[], SpanExporter] = _build_otlp_exporter) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._exporter: SpanExporter | None = None
+        self._failed = False
+        self._shutdown = False
+
+    @property
+    def built(self) -> bool:
+        """Has the real exporter been built (a batch was exported)?"""
+        return self._exporter is not None
+
+    def _real(self) -> SpanExporter | None:
+        with self._lock:
+            if self._exporter is None and not self._failed and not self._shutdown:
+                try:
+                    self._exporter = self._build()
+                except Exception:
+                    # the environment won't change while we run: say why once, loudly, and
+                    # drop batches from now on instead of a traceback per batch
+                    self._failed = True
+                    log.exception("cannot build the OTLP span exporter: spans are dropped")
+            return self._exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        exporter = self._real()
+        if exporter is None:
+            from opentelemetry.sdk.trace.export import SpanExportResult
+
+            return SpanExportResult.FAILURE
+        return exporter.export(spans)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shutdown = True
+            exporter = self._exporter
+        if exporter is not None:
+            exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        exporter = self._exporter
+        return True if exporter is None else exporter.force_flush(timeout_millis)
 
 
 class TracingObserver:
