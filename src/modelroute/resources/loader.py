@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from .base import GROUP_VERSION
@@ -190,6 +189,9 @@ def parse_manifests(
 def load_text(
     text: str, source: str = "<string>", *, skip_non_manifests: bool = False
 ) -> ResourceSet:
+    # imported here, where YAML is read: a sidecar serving a compiled table never reads any
+    import yaml
+
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
