@@ -25,11 +25,19 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-import aiohttp
 import orjson
 
+from .httpclient import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionPool,
+    Disconnected,
+    PoolWait,
+    Response,
+    UpstreamError,
+)
 from .router import Candidate
-from .upstream import POOL_WAIT, PoolWait, forwarded_headers
+from .upstream import forwarded_headers
 
 
 class Failure(StrEnum):
@@ -67,7 +75,7 @@ class Failure(StrEnum):
 @dataclass(slots=True)
 class Ready:
     candidate: Candidate
-    response: aiohttp.ClientResponse
+    response: Response
     first: bytes  # the whole body (non-stream) or the first chunk (stream)
     document: dict[str, Any] | None  # the parsed body (non-stream)
     ttfb: float  # seconds from send to the first byte
@@ -130,9 +138,10 @@ def _looks_like_sse(chunk: bytes) -> bool:
 
 
 async def run_attempt(
-    session: aiohttp.ClientSession,
+    pool: ConnectionPool,
     candidate: Candidate,
-    url: str,
+    base_url: str,
+    path: str,
     payload: bytes,
     headers: dict[str, str],
     *,
@@ -145,15 +154,14 @@ async def run_attempt(
     On :class:`Ready` the caller owns ``response`` and must release it.
     """
     started = time.perf_counter()
-    response: aiohttp.ClientResponse | None = None
+    response: Response | None = None
     pool_wait = PoolWait()
-    pool_token = POOL_WAIT.set(pool_wait)
     try:
         # one timer for the whole attempt: first-byte bound, then moved to the total deadline
         # (each asyncio.timeout is a call_at handle created, rescheduled and cancelled)
         async with asyncio.timeout(first_byte_timeout) as deadline:
-            # never follow a redirect: it would take the provider key to wherever it points
-            response = await session.post(url, data=payload, headers=headers, allow_redirects=False)
+            # redirects are never followed: one would take the provider key to wherever it points
+            response = await pool.post(base_url, path, payload, headers, wait=pool_wait)
             if response.status >= 300:
                 body = await _read_capped(response, 64 * 1024)
                 kind = classify_status(response.status, body)
@@ -162,15 +170,15 @@ async def run_attempt(
                     kind,
                     _error_detail(body) or response.reason or "",
                     status=response.status,
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
                     body=body,
-                    content_type=response.headers.get("Content-Type", "application/json"),
+                    content_type=response.headers.get("content-type", "application/json"),
                     headers=forwarded_headers(response.headers),
                 )
             # an answer of the other kind is no answer: JSON to a stream request would reach
             # an SDK as an empty stream, an event stream to a plain one would be read until
             # totalMs; both fall over now, before a body byte is waited for
-            is_sse = "text/event-stream" in response.headers.get("Content-Type", "")
+            is_sse = "text/event-stream" in response.headers.get("content-type", "")
             if is_sse != stream:
                 detail = (
                     "a stream request was answered without server-sent events"
@@ -231,24 +239,22 @@ async def run_attempt(
                 f"all {provider.max_connections} are busy (raise its maxConnections)",
             )
         return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
-    except aiohttp.ClientConnectorError as exc:
-        return Failed(candidate, Failure.CONNECT, str(exc.os_error or exc)[:200])
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        kind = Failure.CONNECT if response is None else Failure.INVALID_RESPONSE
-        return Failed(candidate, kind, f"{type(exc).__name__}: {exc}"[:200])
-    except aiohttp.ClientPayloadError as exc:
+    except ConnectFailed as exc:
+        return Failed(candidate, Failure.CONNECT, str(exc)[:200])
+    except Disconnected as exc:  # before the headers: nothing answered; after: a broken answer
+        if response is None:
+            return Failed(candidate, Failure.CONNECT, str(exc)[:200])
         return Failed(candidate, Failure.INVALID_RESPONSE, f"broken body: {exc}"[:200], 200)
-    except aiohttp.ClientError as exc:
-        return Failed(candidate, Failure.CONNECT, f"{type(exc).__name__}: {exc}"[:200])
+    except (BadResponse, UpstreamError) as exc:
+        status = response.status if response is not None else None
+        return Failed(candidate, Failure.INVALID_RESPONSE, str(exc)[:200], status)
     finally:
-        POOL_WAIT.reset(pool_token)
         if response is not None:
             response.release()
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    data = await response.content.read(limit)
-    return data
+async def _read_capped(response: Response, limit: int) -> bytes:
+    return await response.content.read(limit)
 
 
 def _error_detail(body: bytes) -> str:

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -33,6 +32,7 @@ from .attempt import Failed, Failure, Outcome, Ready, run_attempt
 from .credentials import Credentials, MissingCredentials
 from .events import AttemptRecord, Observers, RequestRecord
 from .health import Breaker, CircuitState, HealthBook, RetryBudget
+from .httpclient import UpstreamError
 from .mirror import Mirror
 from .request import Endpoint, RequestFeatures, extract_features
 from .router import (
@@ -620,9 +620,10 @@ class _Attempts:
         first_byte = min(self.route.timeouts.first_byte_ms / 1000, remaining)
         try:
             return await run_attempt(
-                self.d.pool.session(cand.provider),
+                self.d.pool.pool(cand.provider),
                 cand,
-                cand.base_url.rstrip("/") + self.path,
+                cand.base_url,
+                self.path,
                 payload,
                 headers,
                 stream=self.features.stream,
@@ -918,7 +919,7 @@ class _Attempts:
                     else:
                         failure = f"the upstream went silent for {idle * 1000:.0f} ms mid-stream"
                     break
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                except UpstreamError as exc:
                     failure = f"the upstream connection broke mid-stream ({type(exc).__name__})"
                     break
                 finally:

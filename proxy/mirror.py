@@ -16,11 +16,11 @@ import random
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 
 from .credentials import Credentials, MissingCredentials
 from .events import Observers, ShadowRecord
+from .httpclient import UpstreamError
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 
 log = logging.getLogger("modelroute.mirror")
@@ -74,19 +74,18 @@ class Mirror:
         started = time.perf_counter()
         try:
             provider = table.provider(shadow.provider)
-            url = provider.endpoint(shadow.region).base_url.rstrip("/")
+            base_url = provider.endpoint(shadow.region).base_url
             headers = {"Content-Type": "application/json"}
             headers.update(self.credentials.headers_for(provider.credentials))
-            session: aiohttp.ClientSession = self.pool.session(provider)
-            timeout = aiohttp.ClientTimeout(total=route.timeouts.total_ms / 1000)
-            async with session.post(  # never follow a redirect with the provider's key
-                url + path,
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                raw = await response.read()
+            async with asyncio.timeout(route.timeouts.total_ms / 1000):
+                # redirects are never followed: one would take the provider's key along
+                response = await self.pool.pool(provider).post(
+                    base_url, path, orjson.dumps(body), headers
+                )
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
                 shadow.status = response.status
             doc = orjson.loads(raw) if response.status < 300 else None
             if isinstance(doc, dict):
@@ -101,7 +100,7 @@ class Mirror:
                 shadow.outcome = "error"
                 shadow.detail = f"status {response.status}"
         except (
-            aiohttp.ClientError,
+            UpstreamError,
             TimeoutError,
             orjson.JSONDecodeError,
             MissingCredentials,

@@ -1,0 +1,346 @@
+"""The lean upstream client's own contract, against raw scripted servers on 127.0.0.1.
+
+Every request a user sends crosses this client, so what it must never get
+wrong is pinned here byte by byte: keep-alive reuse, the connection limit and
+its queue (no leaked slot, not even when a queued request is cancelled), the
+three body framings, gzip, a slow reader pausing the socket, and every way an
+upstream can break surfacing as one of the client's three errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from modelroute.proxy.httpclient import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionPool,
+    Disconnected,
+    PoolWait,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request (head + Content-Length body), or b"" when the client went away."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+class Server:
+    """A raw TCP server that runs ``handler`` per connection and counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> Server:
+        srv = Server(handler)
+        srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
+        servers.append(srv.server)
+        return srv
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def keep_alive(answer: bytes, requests: list[bytes] | None = None) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            if requests is not None:
+                requests.append(request)
+            writer.write(answer)
+            await writer.drain()
+
+    return handler
+
+
+async def post(pool: ConnectionPool, server: Server, **kw: object) -> tuple[int, bytes]:
+    response = await asyncio.wait_for(
+        pool.post(server.url, "/chat/completions", b'{"a":1}', {"Content-Type": "x/y"}, **kw),  # type: ignore[arg-type]
+        5,
+    )
+    try:
+        return response.status, await asyncio.wait_for(response.read(), 5)
+    finally:
+        response.release()
+
+
+async def test_sequential_requests_reuse_one_keep_alive_connection(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    seen: list[bytes] = []
+    server = await serve(keep_alive(OK, seen))
+    pool = ConnectionPool(4, connect_timeout=1, default_headers={"User-Agent": "t"})
+    for _ in range(5):
+        assert await post(pool, server) == (200, b"{}")
+    assert server.connections == 1
+    assert pool.in_use == 0
+    # the request on the wire: path under the base URL's, Host, our headers, exact length
+    assert seen[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nUser-Agent: t\r\n" in seen[0] and b"\r\nContent-Type: x/y\r\n" in seen[0]
+    assert seen[0].endswith(b'Content-Length: 7\r\n\r\n{"a":1}')
+    pool.close()
+
+
+async def test_the_limit_queues_callers_in_order_and_frees_every_slot(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await gate.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    server = await serve(slow)
+    pool = ConnectionPool(1, connect_timeout=1)
+    first_wait, second_wait = PoolWait(), PoolWait()
+    first = asyncio.create_task(post(pool, server, wait=first_wait))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(post(pool, server, wait=second_wait))
+    await asyncio.sleep(0.05)
+    assert first_wait.connected and not first_wait.queued
+    assert second_wait.queued and second_wait.stuck_in_queue
+    gate.set()
+    assert await first == (200, b"{}") and await second == (200, b"{}")
+    assert not second_wait.stuck_in_queue
+    assert server.connections == 1 and pool.in_use == 0
+    pool.close()
+
+
+async def test_a_queued_request_cancelled_leaks_no_slot(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    server = await serve(keep_alive(OK))
+    pool = ConnectionPool(1, connect_timeout=1)
+    held = await pool.post(server.url, "/x", b"", {})
+    waiter = asyncio.create_task(pool.post(server.url, "/x", b"", {}))
+    await asyncio.sleep(0.02)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    held.release()
+    assert pool.in_use == 0
+    assert await post(pool, server) == (200, b"{}")  # the slot came back
+    # the race: the slot is handed to a queued request in the same tick it is cancelled
+    held = await pool.post(server.url, "/x", b"", {})
+    waiter = asyncio.create_task(pool.post(server.url, "/x", b"", {}))
+    await asyncio.sleep(0.02)
+    held.release()  # hands the slot over ...
+    waiter.cancel()  # ... to a request that gives up before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.in_use == 0
+    assert await post(pool, server) == (200, b"{}")
+    pool.close()
+
+
+async def test_cancelled_while_waiting_for_the_answer_closes_the_connection(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    server = await serve(never)
+    pool = ConnectionPool(1, connect_timeout=1)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await pool.post(server.url, "/x", b"", {})
+    assert pool.in_use == 0  # the half-used connection is closed, not pooled
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            b"hello world",
+        ),
+        (  # no length at all: the body ends when the connection closes
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close",
+            b"until close",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(gzip.compress(b"zipped")), gzip.compress(b"zipped")),
+            b"zipped",
+        ),
+        (  # an interim 100 Continue is skipped, the real answer follows
+            b"HTTP/1.1 100 Continue\r\n\r\n" + OK,
+            b"{}",
+        ),
+    ],
+    ids=["chunked", "until-close", "gzip", "100-continue"],
+)
+async def test_every_body_framing_arrives_whole(
+    serve: Callable[[Handler], Awaitable[Server]], answer: bytes, expected: bytes
+) -> None:
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        if b"Connection: close" in answer:
+            writer.close()
+        else:
+            await asyncio.sleep(0.5)
+
+    server = await serve(once)
+    pool = ConnectionPool(2, connect_timeout=1)
+    assert await post(pool, server) == (200, expected)
+    pool.close()
+
+
+async def test_a_server_that_closes_idle_connections_is_not_reused(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def one_per_connection(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(OK)  # says nothing about closing, then closes anyway
+        await writer.drain()
+
+    server = await serve(one_per_connection)
+    pool = ConnectionPool(2, connect_timeout=1)
+    for _ in range(3):
+        assert await post(pool, server) == (200, b"{}")
+        await asyncio.sleep(0.05)  # the close reaches the client
+    assert server.connections == 3
+    pool.close()
+
+
+async def test_broken_upstreams_surface_as_the_clients_errors(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+
+    async def cut_before_headers(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async def brotli(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    pool = ConnectionPool(4, connect_timeout=1)
+    server = await serve(cut_mid_body)
+    response = await pool.post(server.url, "/x", b"", {})
+    with pytest.raises(Disconnected, match="mid-answer"):
+        await asyncio.wait_for(response.read(), 5)
+    response.release()
+    with pytest.raises(Disconnected):
+        await asyncio.wait_for(pool.post((await serve(cut_before_headers)).url, "/x", b"", {}), 5)
+    with pytest.raises(BadResponse, match="not a valid HTTP answer"):
+        await asyncio.wait_for(pool.post((await serve(garbage)).url, "/x", b"", {}), 5)
+    with pytest.raises(BadResponse, match="'br'"):
+        await asyncio.wait_for(pool.post((await serve(brotli)).url, "/x", b"", {}), 5)
+    assert pool.in_use == 0
+    pool.close()
+
+
+async def test_connect_failures_name_the_address_and_free_the_slot(unused_tcp_port: int) -> None:
+    pool = ConnectionPool(1, connect_timeout=1)
+    for _ in range(2):  # a leaked slot would make the second one queue forever
+        with pytest.raises(ConnectFailed, match=f"127.0.0.1:{unused_tcp_port}"):
+            await asyncio.wait_for(
+                pool.post(f"http://127.0.0.1:{unused_tcp_port}", "/x", b"", {}), 5
+            )
+    assert pool.in_use == 0
+
+
+async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_stream(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    total = 64 * 1024 * 1024
+    sent_all = asyncio.Event()
+
+    async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"x" * (1024 * 1024)
+        for _ in range(total // len(block)):
+            writer.write(block)
+            await writer.drain()
+        sent_all.set()
+
+    server = await serve(firehose)
+    pool = ConnectionPool(1, connect_timeout=1)
+    response = await pool.post(server.url, "/x", b"", {})
+    await asyncio.sleep(0.5)  # nobody reads: the server must be held back by TCP
+    assert not sent_all.is_set()
+    received = 0
+    while chunk := await asyncio.wait_for(response.content.readany(), 5):
+        received += len(chunk)
+    assert received == total and sent_all.is_set()
+    response.release()
+    pool.close()
+
+
+def test_header_injection_is_refused() -> None:
+    pool = ConnectionPool(1, connect_timeout=1)
+    with pytest.raises(ValueError, match="line break"):
+        asyncio.run(pool.post("http://127.0.0.1:9/v1", "/x", b"", {"X-A": "1\r\nX-B: 2"}))
+
+
+async def test_a_retired_pool_closes_connections_as_they_come_back(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    server = await serve(keep_alive(OK))
+    pool = ConnectionPool(2, connect_timeout=1)
+    response = await pool.post(server.url, "/x", b"", {})
+    await response.read()
+    pool.retire()  # a reload replaced this pool while a request was out
+    response.release()
+    assert pool.in_use == 0 and pool.idle == 0
