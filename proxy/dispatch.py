@@ -47,6 +47,7 @@ from .sse import SSEScanner, error_event
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 from .tablestore import TableStore
 from .upstream import UpstreamPool
+from .usage import usage_tokens
 
 log = logging.getLogger("modelroute.dispatch")
 
@@ -837,8 +838,7 @@ class _Attempts:
         attempt.duration = time.perf_counter() - attempt.started
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            record.input_tokens = _int(usage.get("prompt_tokens"))
-            record.output_tokens = _int(usage.get("completion_tokens"))
+            record.input_tokens, record.output_tokens = usage_tokens(usage)
         record.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
         reasons = [
             str(c["finish_reason"])
@@ -1075,7 +1075,3 @@ def _prompt_of(body: dict[str, Any]) -> Any:
         if key in body:
             return body[key]
     return None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and value >= 0 else None

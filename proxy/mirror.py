@@ -22,6 +22,7 @@ from .credentials import Credentials, MissingCredentials
 from .events import Observers, ShadowRecord
 from .httpclient import UpstreamError
 from .table import CompiledRoute, CompiledTable, CompiledTarget
+from .usage import usage_tokens
 
 log = logging.getLogger("modelroute.mirror")
 
@@ -92,8 +93,7 @@ class Mirror:
                 shadow.outcome = "ok"
                 usage = doc.get("usage")
                 if isinstance(usage, dict):
-                    shadow.input_tokens = _tokens(usage.get("prompt_tokens"))
-                    shadow.output_tokens = _tokens(usage.get("completion_tokens"))
+                    shadow.input_tokens, shadow.output_tokens = usage_tokens(usage)
                 if route.mirror is not None:
                     shadow.cost_usd = shadow_cost(route.mirror.target, shadow)
             else:
@@ -123,11 +123,6 @@ class Mirror:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def _tokens(value: Any) -> int | None:
-    """A usage count as the upstream reported it, or None when it isn't a count at all."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def shadow_cost(target: CompiledTarget, shadow: ShadowRecord) -> float | None:

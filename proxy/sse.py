@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from .usage import usage_tokens
+
 _MAX_CARRY = 1 << 20  # an "event" larger than 1 MiB without a separator is not SSE we understand
 
 # An event ends at a blank line; SSE lines end in CRLF, LF or a lone CR (servers built on
@@ -179,15 +181,10 @@ class SSEScanner:
                         facts.add_content(text)
             usage = doc.get("usage")
             if isinstance(usage, dict):
-                facts.input_tokens = _int(usage.get("prompt_tokens"))
-                facts.output_tokens = _int(usage.get("completion_tokens"))
+                facts.input_tokens, facts.output_tokens = usage_tokens(usage)
                 if not doc.get("choices"):
                     return True
         return False
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and value >= 0 else None
 
 
 def error_event(message: str, code: str, route: str | None) -> bytes:
