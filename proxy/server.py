@@ -19,6 +19,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -377,6 +378,7 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
 
 
 GC_GEN0_THRESHOLD = 10_000
+GIL_SWITCH_INTERVAL = 0.0001  # seconds; CPython's default is 0.005 (see tune_gil)
 
 
 def tune_gc() -> None:
@@ -397,10 +399,25 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def tune_gil() -> None:
+    """Let the event loop win the GIL back within 0.1 ms, not CPython's default 5 ms.
+
+    The sidecar's only other busy thread is the OpenTelemetry batch exporter,
+    which encodes spans as protobuf in Python.  While it runs, a request that
+    becomes ready waits for the GIL up to the switch interval, so at the
+    default every exported batch could add up to 5 ms to the requests in
+    flight.  Measured on `make bench`'s route with every span exported, 20
+    connections: p99 over the bare pass-through +8.8 ms → +2.6 ms, CPU per
+    request unchanged.  Only for the serving process (``serve``).
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
 async def serve(config: ProxyConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight requests and stop."""
     running = await start_proxy(config)
     tune_gc()
+    tune_gil()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
