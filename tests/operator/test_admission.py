@@ -51,6 +51,7 @@ from modelroute.operator.kube import KubeApi
 from modelroute.operator.service import Service
 from modelroute.proxy.kube_source import KubeConfig
 
+from ..certs import self_signed
 from .helpers import Api, G, provider, route
 
 POLICY: dict[str, Any] = {
@@ -66,18 +67,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for IP 127.0.0.1, as cert-manager would mount tls.crt/tls.key."""
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    command = [
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        "-keyout", str(key), "-out", str(cert),
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def review(
@@ -178,7 +167,7 @@ async def _seed(cluster: Any) -> None:
 @contextlib.asynccontextmanager
 async def run_operator(tmp_path: Path, *flags: str) -> AsyncIterator[Webhooks]:
     """``modelroute operator`` with the chart's webhook flags as its own process; stopped after."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     port, liveness = _free_port(), _free_port()
     log_path = tmp_path / "operator.log"
     args = [

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from modelroute.proxy.httpclient import (
@@ -21,6 +23,8 @@ from modelroute.proxy.httpclient import (
     Disconnected,
     PoolWait,
 )
+
+from ..certs import self_signed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -47,6 +51,7 @@ class Server:
         self.connections = 0
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
+        self.cert = ""  # the certificate file, for a TLS server
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -71,6 +76,25 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
     async def start(handler: Handler) -> Server:
         srv = Server(handler)
         srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
+        servers.append(srv.server)
+        return srv
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+async def serve_tls(tmp_path: Path) -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> Server:
+        srv = Server(handler)
+        srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0, ssl=context)
+        srv.cert = str(cert)
         servers.append(srv.server)
         return srv
 
@@ -344,3 +368,24 @@ async def test_a_retired_pool_closes_connections_as_they_come_back(
     pool.retire()  # a reload replaced this pool while a request was out
     response.release()
     assert pool.in_use == 0 and pool.idle == 0
+
+
+async def test_https_verifies_the_certificate_and_then_carries_the_request(
+    serve_tls: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """Every real provider is HTTPS: the hop must verify the certificate, then work."""
+    server = await serve_tls(keep_alive(OK))
+    url = server.url.replace("http://", "https://")
+    trusting = ConnectionPool(
+        1, connect_timeout=5, ssl_context=ssl.create_default_context(cafile=server.cert)
+    )
+    for _ in range(2):
+        response = await asyncio.wait_for(trusting.post(url, "/x", b"{}", {}), 10)
+        assert (response.status, await response.read()) == (200, b"{}")
+        response.release()
+    assert server.connections == 1  # kept alive over TLS too
+    trusting.close()
+    system = ConnectionPool(1, connect_timeout=5)  # the system's trust store: a stranger's cert
+    with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        await asyncio.wait_for(system.post(url, "/x", b"{}", {}), 10)
+    assert system.in_use == 0
