@@ -244,6 +244,16 @@ class Response:
             self._released = True
             self._conn.pool.release(self._conn)
 
+    def __del__(self) -> None:
+        # the safety net (aiohttp's responses have one too): an answer dropped unreleased
+        # by some path nobody foresaw must not hold its pool slot forever, or the
+        # provider's pool would shrink by one each time until every request queued
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(Exception):  # e.g. the loop is already closed
+                self._conn.close()
+                self._conn.pool.release(self._conn)
+
 
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection to an origin, carrying one request at a time."""
@@ -257,6 +267,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False  # the current answer arrived whole
         self.idle_since = 0.0
         self._paused = False
+        self._active = False  # a request is out on this connection
         self._informational = False
         self._keep_alive = False  # read at the headers: llhttp forgets it once the message ends
         self._headers: list[tuple[bytes, bytes]] = []
@@ -269,6 +280,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> asyncio.Future[Response]:
         """Write one whole request; the future resolves once the answer's headers are in."""
         self._head = asyncio.get_running_loop().create_future()
+        self._active = True
         self._headers = []
         self._body = None
         self.complete = False
@@ -278,6 +290,7 @@ class _Connection(asyncio.Protocol):
 
     def park(self) -> None:
         """Back in the pool: bytes arriving now belong to no request."""
+        self._active = False
         self._head = None
         self._body = None
 
@@ -313,7 +326,7 @@ class _Connection(asyncio.Protocol):
         self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None:  # bytes nobody asked for: the connection can't be trusted
+        if not self._active:  # bytes nobody asked for: the connection can't be trusted
             self.close()
             return
         try:
@@ -335,7 +348,7 @@ class _Connection(asyncio.Protocol):
 
     def _end_of_connection(self, exc: Exception | None = None) -> None:
         self.closed = True
-        if self.complete or self._head is None:
+        if self.complete or not self._active:
             return
         body = self._body
         if body is not None and self._until_close():  # no length given: the close ends the body
@@ -383,7 +396,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = self.parser.should_keep_alive()
         self._body = Body(self, decoder)
         reason = self._reason.decode("latin-1")
-        head = self._head
+        head, self._head = self._head, None  # the answer must not be kept alive from here
         if head is not None and not head.done():
             head.set_result(Response(self, status, reason, headers, self._body))
 

@@ -10,6 +10,7 @@ upstream can break surfacing as one of the client's three errors.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -191,6 +192,21 @@ async def test_a_queued_request_cancelled_leaks_no_slot(
     waiter.cancel()  # ... to a request that gives up before it runs again
     with pytest.raises(asyncio.CancelledError):
         await waiter
+    assert pool.in_use == 0
+    assert await post(pool, server) == (200, b"{}")
+    pool.close()
+
+
+async def test_an_answer_dropped_unreleased_gives_its_slot_back(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    server = await serve(keep_alive(OK))
+    pool = ConnectionPool(1, connect_timeout=1)
+    response = await pool.post(server.url, "/x", b"", {})
+    assert pool.in_use == 1
+    del response  # a code path that forgot to release it
+    await asyncio.sleep(0)  # (the loop's wake-up handle held the answer until this step ended)
+    gc.collect()
     assert pool.in_use == 0
     assert await post(pool, server) == (200, b"{}")
     pool.close()
