@@ -241,6 +241,8 @@ async def run_attempt(
         return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
     except ConnectFailed as exc:
         return Failed(candidate, Failure.CONNECT, str(exc)[:200])
+    except ValueError as exc:  # a base URL or header the client refuses to put on the wire
+        return Failed(candidate, Failure.CONNECT, f"request not sent: {exc}"[:200])
     except Disconnected as exc:  # before the headers: nothing answered; after: a broken answer
         if response is None:
             return Failed(candidate, Failure.CONNECT, str(exc)[:200])

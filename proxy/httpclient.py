@@ -92,6 +92,7 @@ class Origin(NamedTuple):
     tls: bool
     host_header: bytes
     path_prefix: str
+    query: str  # "" or "?..." kept from the base URL (e.g. Azure's ?api-version=)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +107,8 @@ def origin_of(base_url: str) -> Origin:
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
     host_header = (shown if default else f"{shown}:{port}").encode("ascii")
-    return Origin(host, port, tls, host_header, parts.path.rstrip("/"))
+    query = f"?{parts.query}" if parts.query else ""
+    return Origin(host, port, tls, host_header, parts.path.rstrip("/"), query)
 
 
 def _encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -470,7 +472,7 @@ class ConnectionPool:
         queue for a connection and whether it got one.
         """
         origin = origin_of(base_url)
-        target = (origin.path_prefix + path).encode("utf-8")
+        target = (origin.path_prefix + path + origin.query).encode("utf-8")
         head = b"".join(
             (
                 b"POST ",

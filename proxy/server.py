@@ -1,11 +1,11 @@
 """The sidecar process: the OpenAI-compatible API on one port, the admin endpoints on another.
 
 :class:`Proxy` owns the long-lived state (route table, health book, one
-pooled ``ClientSession`` per provider, budgets, observers) and builds the two
+connection pool per provider, budgets, observers) and builds the two
 aiohttp applications.  :func:`start_proxy` binds them (tests and the demo use
 it directly); :func:`serve` runs until SIGTERM/SIGINT and then drains:
 readiness goes false first, in-flight requests get ``drainSeconds`` to
-finish, and only then are the upstream sessions closed.
+finish, and only then are the upstream pools closed.
 
 Every error a client sees passes through :func:`error_middleware`, the one
 place :class:`~modelroute.proxy.errors.ModelRouteError` becomes OpenAI's

@@ -23,6 +23,7 @@ from modelroute.proxy.httpclient import (
     ConnectionPool,
     Disconnected,
     PoolWait,
+    origin_of,
 )
 
 from ..certs import self_signed
@@ -405,3 +406,29 @@ async def test_https_verifies_the_certificate_and_then_carries_the_request(
     with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
         await asyncio.wait_for(system.post(url, "/x", b"{}", {}), 10)
     assert system.in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "port", "tls", "host_header", "prefix", "query"),
+    [
+        ("https://api.openai.com/v1", "api.openai.com", 443, True, b"api.openai.com", "/v1", ""),
+        ("http://10.0.0.7:8000/v1/", "10.0.0.7", 8000, False, b"10.0.0.7:8000", "/v1", ""),
+        ("http://[::1]:9/openai", "::1", 9, False, b"[::1]:9", "/openai", ""),
+        (
+            "https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21",
+            "x.openai.azure.com", 443, True, b"x.openai.azure.com",
+            "/openai/deployments/d", "?api-version=2024-10-21",
+        ),
+    ],
+)  # fmt: skip
+def test_a_base_url_names_the_connection_and_the_request_target(
+    base_url: str, host: str, port: int, tls: bool, host_header: bytes, prefix: str, query: str
+) -> None:
+    origin = origin_of(base_url)
+    assert (origin.host, origin.port, origin.tls) == (host, port, tls)
+    assert (origin.host_header, origin.path_prefix, origin.query) == (host_header, prefix, query)
+
+
+def test_a_base_url_that_is_not_http_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        origin_of("ftp://example.test/v1")
