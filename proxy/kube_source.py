@@ -31,7 +31,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
 
 from .tablestore import TableStore
 
@@ -78,7 +77,13 @@ class KubeConfig:
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> KubeConfig:
-        doc: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+        """Read a kubeconfig (PyYAML imported here: in-cluster sidecars never load it)."""
+        import yaml
+
+        try:
+            doc: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RuntimeError(f"{path} is not valid YAML: {exc}") from exc
         current = doc.get("current-context")
         contexts = {c["name"]: c.get("context", {}) for c in doc.get("contexts") or []}
         ctx = contexts.get(current, {}) if current else next(iter(contexts.values()), {})
@@ -156,7 +161,7 @@ class KubeTableSource:
         """Do the first list (success or failure), then keep watching in the background."""
         try:
             self._config = KubeConfig.resolve(self._kubeconfig)
-        except (OSError, RuntimeError, KeyError, yaml.YAMLError) as exc:
+        except (OSError, RuntimeError, KeyError) as exc:
             self.last_error = f"no Kubernetes credentials: {exc}"
             log.error("%s; serving from the mounted table only", self.last_error)
             return

@@ -162,6 +162,19 @@ async def test_resource_models_import_yaml_only_to_read_yaml() -> None:
     assert lines == ["False", "True [] 1"]
 
 
+async def test_an_in_cluster_sidecar_never_loads_yaml() -> None:
+    """--kube / --table-file read JSON and a service account: PyYAML (~0.9 MB) stays out."""
+    code = (
+        "import sys\n"
+        "from modelroute.cli import build_parser, command_module\n"
+        "build_parser(command_module(['proxy', '--kube']))\n"
+        "import modelroute.proxy.server, modelroute.proxy.kube_source\n"
+        "print('yaml' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    assert (await python(code, env)).decode().split() == ["False"]
+
+
 # -- DeferredOTLPExporter on its own: the contract the batch processor relies on ----------
 
 
