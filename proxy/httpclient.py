@@ -453,6 +453,11 @@ class ConnectionPool:
         """Keep-alive connections waiting for a request."""
         return sum(len(conns) for conns in self._idle.values())
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a connection because ``limit`` are in use."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
     def full(self) -> bool:
         """Would a request asking now have to queue for a connection?"""
         return self._busy >= self.limit or bool(self._waiters)

@@ -357,7 +357,8 @@ class StateCollector(Collector):
 
     ``clock`` must be the clock the dispatcher passes as ``now`` to the
     breakers (a breaker past its open time reads as half-open).
-    ``budget_remaining`` maps route name to USD left in its budget window.
+    ``budget_remaining`` maps route name to USD left in its budget window;
+    ``pools`` maps provider name to (connections in use, idle, requests queued).
     """
 
     def __init__(
@@ -366,7 +367,9 @@ class StateCollector(Collector):
         store: TableStore,
         budget_remaining: Callable[[], Mapping[str, float]],
         clock: Callable[[], float] = time.monotonic,
+        pools: Callable[[], Mapping[str, tuple[int, int, int]]] | None = None,
     ) -> None:
+        self.pools = pools
         self.health = health
         self.store = store
         self.budget_remaining = budget_remaining
@@ -379,6 +382,7 @@ class StateCollector(Collector):
             yield from self._circuits()
             yield from self._regions()
             yield from self._budgets()
+            yield from self._pools()
             yield from self._table()
         except Exception:  # a scrape must never fail because one piece of state is odd
             log.exception("collecting modelroute state metrics failed")
@@ -415,6 +419,25 @@ class StateCollector(Collector):
         for route, usd in sorted(self.budget_remaining().items()):
             family.add_metric([route], usd)
         return [family]
+
+    def _pools(self) -> Iterable[Metric]:
+        if self.pools is None:
+            return []
+        connections = GaugeMetricFamily(
+            "modelroute_upstream_connections",
+            "Connections to a provider: in use by a request, or idle and kept alive.",
+            labels=("provider", "state"),
+        )
+        queued = GaugeMetricFamily(
+            "modelroute_upstream_queued_requests",
+            "Requests waiting for a connection: the provider's maxConnections are all in use.",
+            labels=("provider",),
+        )
+        for provider, (in_use, idle, waiting) in sorted(self.pools().items()):
+            connections.add_metric([provider, "in_use"], in_use)
+            connections.add_metric([provider, "idle"], idle)
+            queued.add_metric([provider], waiting)
+        return [connections, queued]
 
     def _table(self) -> list[Metric]:
         if not self.store.loaded:

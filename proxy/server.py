@@ -115,7 +115,9 @@ class Proxy:
         self.budgets = BudgetBook(config.redis_url, namespace=config.namespace or "local")
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = PrometheusObserver(self.registry)
-        self.registry.register(StateCollector(self.health, self.store, self.budgets.remaining))
+        self.registry.register(
+            StateCollector(self.health, self.store, self.budgets.remaining, pools=self.pool.state)
+        )
         self.status_counts = _Health()
         self.observers = Observers([self.metrics, self.status_counts])
         self.tracing = tracing_from_env() if config.tracing else None

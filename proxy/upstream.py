@@ -47,6 +47,10 @@ class UpstreamPool:
         self._pools[provider.name] = pool
         return pool
 
+    def state(self) -> dict[str, tuple[int, int, int]]:
+        """Per provider: connections in use, idle keep-alive connections, requests queued."""
+        return {name: (p.in_use, p.idle, p.queued) for name, p in self._pools.items()}
+
     async def close(self) -> None:
         pools = list(self._pools.values())
         self._pools.clear()

@@ -61,6 +61,17 @@ async def test_waiting_for_a_pooled_connection_fails_over_without_opening_the_br
             and 'result="pool_full"' in line
         ]
         assert len(pool_full) == 1 and pool_full[0].endswith(" 5.0"), pool_full
+        # what an operator reads to see why: the pool is spent, on the primary only
+        assert 'modelroute_upstream_connections{provider="primary",state="in_use"} 1.0' in metrics
+        assert 'modelroute_upstream_queued_requests{provider="primary"} 0.0' in metrics
+        # and while a request is queued, it is counted
+        waiting = asyncio.create_task(ask(http, proxy.base_url))
+        await asyncio.sleep(0.1)  # inside its 200 ms firstByteMs wait for the connection
+        async with http.get(proxy.admin_url + "/metrics") as resp:
+            assert 'modelroute_upstream_queued_requests{provider="primary"} 1.0' in (
+                await resp.text()
+            )
+        assert (await waiting).target.startswith("backup/")
     finally:
         held.close()
     for _ in range(100):  # the stream's connection goes back (closed) once the client left
