@@ -54,11 +54,17 @@ class Failure(StrEnum):
     PASSTHROUGH = "client_error"  # the upstream judged the request itself bad: tell the client
     CREDENTIALS = "credentials"  # no key to send: nothing was sent
     POOL_FULL = "pool_full"  # no free connection to the provider in time: nothing was sent
+    NOT_SENT = "not_sent"  # a base URL or header value no HTTP request can carry: nothing was sent
 
     @property
     def reached_upstream(self) -> bool:
         """Did the upstream do work for this attempt?  (Retry budgets don't charge connect errors.)"""
-        return self not in (Failure.CONNECT, Failure.CREDENTIALS, Failure.POOL_FULL)
+        return self not in (
+            Failure.CONNECT,
+            Failure.CREDENTIALS,
+            Failure.POOL_FULL,
+            Failure.NOT_SENT,
+        )
 
     @property
     def upstream_unhealthy(self) -> bool:
@@ -242,7 +248,8 @@ async def run_attempt(
     except ConnectFailed as exc:
         return Failed(candidate, Failure.CONNECT, str(exc)[:200])
     except ValueError as exc:  # a base URL or header the client refuses to put on the wire
-        return Failed(candidate, Failure.CONNECT, f"request not sent: {exc}"[:200])
+        # our configuration's fault, not the upstream's: its health is not in question
+        return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])
     except Disconnected as exc:  # before the headers: nothing answered; after: a broken answer
         if response is None:
             return Failed(candidate, Failure.CONNECT, str(exc)[:200])

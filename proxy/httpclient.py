@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import socket
 import ssl
 import time
 import typing
@@ -42,10 +43,14 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket ...
 READ_RESUME_BYTES = 64 * 1024  # ... until it has caught up to here
+# an answer's headers together (aiohttp capped each field at 8 KiB)
+MAX_HEADER_BYTES = 64 * 1024
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before trying the next address family (aiohttp's too)
 
 
 class UpstreamError(Exception):
@@ -85,7 +90,7 @@ class PoolWait:
 
 
 class Origin(NamedTuple):
-    """Where a base URL points: what a pooled connection is keyed by."""
+    """Where a base URL points; connections are shared by every base URL with the same ``peer``."""
 
     host: str
     port: int
@@ -93,6 +98,11 @@ class Origin(NamedTuple):
     host_header: bytes
     path_prefix: str
     query: str  # "" or "?..." kept from the base URL (e.g. Azure's ?api-version=)
+
+    @property
+    def peer(self) -> tuple[str, int, bool]:
+        """What a connection is to: Azure's per-deployment base URLs on one host share them."""
+        return (self.host, self.port, self.tls)
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,17 +127,20 @@ def _encode_headers(headers: Mapping[str, str]) -> bytes:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} holds a line break or colon; refusing to send it")
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("utf-8")
+    # surrogateescape: a byte the app sent that isn't UTF-8 (aiohttp's server decodes headers
+    # that way) goes upstream as the app sent it, instead of failing the request here
+    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
 class Body:
     """An answer's body as it arrives: buffered up to a bound, then the socket is paused."""
 
-    __slots__ = ("_chunks", "_conn", "_decoder", "_eof", "_error", "_size", "_waiter")
+    __slots__ = ("_chunks", "_conn", "_decoder", "_encoding", "_eof", "_error", "_size", "_waiter")
 
-    def __init__(self, conn: _Connection, decoder: zlib._Decompress | None) -> None:
+    def __init__(self, conn: _Connection, encoding: str | None) -> None:
         self._conn = conn
-        self._decoder = decoder
+        self._encoding = encoding  # "gzip" or "deflate" to decode, None for identity
+        self._decoder: zlib._Decompress | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
         self._eof = False
@@ -137,7 +150,9 @@ class Body:
     # -- fed by the connection -------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        if self._decoder is not None:
+        if self._encoding is not None:
+            if self._decoder is None:
+                self._decoder = _decoder_for(self._encoding, data)
             try:
                 data = self._decoder.decompress(data)
             except zlib.error as exc:
@@ -218,6 +233,16 @@ class Body:
         return b"".join(parts)
 
 
+def _decoder_for(encoding: str, first: bytes) -> zlib._Decompress:
+    """A decompressor for the body, chosen once its first bytes are in."""
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    # "deflate" means zlib-wrapped (RFC 9110), but some servers send raw DEFLATE; the zlib
+    # header is a deflate method nibble and a 16-bit check that is a multiple of 31
+    wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+    return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+
+
 class Response:
     """Status and headers of an answer; its body streams from :attr:`content`.
 
@@ -273,6 +298,8 @@ class _Connection(asyncio.Protocol):
         self._informational = False
         self._keep_alive = False  # read at the headers: llhttp forgets it once the message ends
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._refused: BadResponse | None = None  # why a callback stopped the parser
         self._reason = b""
         self._head: asyncio.Future[Response] | None = None
         self._body: Body | None = None
@@ -284,6 +311,7 @@ class _Connection(asyncio.Protocol):
         self._head = asyncio.get_running_loop().create_future()
         self._active = True
         self._headers = []
+        self._header_bytes = 0
         self._body = None
         self.complete = False
         assert self.transport is not None
@@ -303,6 +331,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def open(self) -> bool:
+        """Still usable as far as the transport knows (a reset may precede connection_lost)."""
+        return self.transport is not None and not self.transport.is_closing()
 
     def pause_reading(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -337,7 +369,7 @@ class _Connection(asyncio.Protocol):
             self._fail(BadResponse("the upstream switched protocols"))
             self.close()
         except httptools.HttpParserError as exc:
-            self._fail(BadResponse(f"not a valid HTTP answer: {exc}"))
+            self._fail(self._refused or BadResponse(f"not a valid HTTP answer: {exc}"))
             self.close()
 
     def eof_received(self) -> bool:
@@ -366,10 +398,23 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
+    def _refuse(self, why: str) -> None:
+        """Stop the parser (httptools turns this into an HttpParserError in data_received)."""
+        self._keep_alive = False
+        self._refused = BadResponse(why)
+        raise self._refused
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: nothing after it can be trusted
+            self._refuse("the upstream sent more than one answer to one request")
+
     def on_status(self, reason: bytes) -> None:
         self._reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(f"the upstream's headers exceed {MAX_HEADER_BYTES // 1024} KiB")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -378,17 +423,18 @@ class _Connection(asyncio.Protocol):
             self._informational = True
             self._headers = []
             return
-        headers: dict[str, str] = {}
+        repeated: dict[str, list[str]] = {}
         for raw_name, raw_value in self._headers:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            repeated.setdefault(raw_name.decode("latin-1").lower(), []).append(
+                raw_value.decode("latin-1")
+            )
+        headers = {name: ", ".join(values) for name, values in repeated.items()}
         encoding = headers.get("content-encoding", "identity").strip().lower()
-        decoder: zlib._Decompress | None = None
+        coding: str | None = None
         if encoding in ("gzip", "x-gzip"):
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            coding = "gzip"
         elif encoding == "deflate":
-            decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped (or gzip) streams
+            coding = "deflate"
         elif encoding not in ("identity", ""):
             self._fail(
                 BadResponse(f"the upstream sent Content-Encoding {encoding!r}, not gzip/deflate")
@@ -396,7 +442,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._keep_alive = self.parser.should_keep_alive()
-        self._body = Body(self, decoder)
+        self._body = Body(self, coding)
         reason = self._reason.decode("latin-1")
         head, self._head = self._head, None  # the answer must not be kept alive from here
         if head is not None and not head.done():
@@ -438,7 +484,7 @@ class ConnectionPool:
         self._default_headers = _encode_headers(default_headers or {})
         self._ssl = ssl_context
         self._busy = 0  # slots taken: connections lent out or being made
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._last_sweep = time.monotonic()
         self._closed = False  # refuses new requests
@@ -495,9 +541,14 @@ class ConnectionPool:
         conn = await self._acquire(origin)
         if wait is not None:
             wait.connected = True
+        answer = conn.send(head + body)
         try:
-            return await conn.send(head + body)
+            return await answer
         except BaseException:
+            # cancelled in the very iteration the headers arrived: the answer exists but was
+            # never handed out, so it must not give the slot back a second time when collected
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                answer.result()._released = True
             conn.close()
             self.release(conn)
             raise
@@ -513,7 +564,7 @@ class ConnectionPool:
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._free_slot()  # handed a slot just as we gave up: pass it on
                 else:
                     with contextlib.suppress(ValueError):
@@ -528,33 +579,47 @@ class ConnectionPool:
             raise
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
+        idle = self._idle.get(origin.peer)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive:
+            if not conn.closed and now - conn.idle_since < self.keepalive and conn.open():
                 return conn
             conn.close()
         return None
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                addresses = await loop.getaddrinfo(
+                    origin.host, origin.port, type=socket.SOCK_STREAM
+                )
+                # Happy Eyeballs (RFC 8305), as aiohttp's connector does: a dual-stack provider
+                # whose IPv6 route is a black hole costs 250 ms, not the whole connect timeout
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
+                )
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, origin),
-                    origin.host,
-                    origin.port,
+                    sock=sock,
                     ssl=(self._ssl or _default_ssl()) if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 )
-        except TimeoutError:
-            raise ConnectFailed(
-                f"no connection to {origin.host}:{origin.port} "
-                f"within {self.connect_timeout * 1000:.0f} ms"
-            ) from None
-        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
-            raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()  # connected, but TLS or the transport failed (or we gave up)
+            if isinstance(exc, TimeoutError):
+                raise ConnectFailed(
+                    f"no connection to {origin.host}:{origin.port} "
+                    f"within {self.connect_timeout * 1000:.0f} ms"
+                ) from None
+            if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS (ssl.SSLError)
+                raise ConnectFailed(
+                    f"cannot connect to {origin.host}:{origin.port}: {exc}"
+                ) from exc
+            raise
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -563,7 +628,7 @@ class ConnectionPool:
             conn.idle_since = now = time.monotonic()
             conn.park()
             conn.resume_reading()
-            self._idle.setdefault(conn.origin, []).append(conn)
+            self._idle.setdefault(conn.origin.peer, []).append(conn)
             if now - self._last_sweep > self.keepalive / 2:
                 self._sweep(now)
         else:
@@ -580,7 +645,7 @@ class ConnectionPool:
 
     def forget(self, conn: _Connection) -> None:
         """A connection closed: if it sat idle, drop it from the idle list."""
-        idle = self._idle.get(conn.origin)
+        idle = self._idle.get(conn.origin.peer)
         if idle and conn in idle:
             idle.remove(conn)
 

@@ -31,6 +31,7 @@ class UpstreamPool:
 
     def __init__(self) -> None:
         self._pools: dict[str, ConnectionPool] = {}
+        self._retired: list[ConnectionPool] = []  # replaced by a reload, still draining
 
     def pool(self, provider: CompiledProvider) -> ConnectionPool:
         found = self._pools.get(provider.name)
@@ -38,6 +39,8 @@ class UpstreamPool:
             return found
         if found is not None:  # pool size changed by a reload: a new pool; the old one drains
             found.retire()  # idle connections close now, lent ones as they come back
+            self._retired = [p for p in self._retired if p.in_use or p.queued]
+            self._retired.append(found)
         pool = ConnectionPool(
             provider.max_connections,
             connect_timeout=provider.connect_timeout_ms / 1000,
@@ -52,8 +55,9 @@ class UpstreamPool:
         return {name: (p.in_use, p.idle, p.queued) for name, p in self._pools.items()}
 
     async def close(self) -> None:
-        pools = list(self._pools.values())
+        pools = list(self._pools.values()) + self._retired
         self._pools.clear()
+        self._retired.clear()
         for pool in pools:
             pool.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks

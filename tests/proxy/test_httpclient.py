@@ -13,6 +13,7 @@ import asyncio
 import gc
 import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from modelroute.proxy.httpclient import (
     ConnectionPool,
     Disconnected,
     PoolWait,
+    Response,
     origin_of,
 )
 
@@ -432,3 +434,123 @@ def test_a_base_url_names_the_connection_and_the_request_target(
 def test_a_base_url_that_is_not_http_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="not an http"):
         origin_of("ftp://example.test/v1")
+
+
+async def test_cancelled_in_the_iteration_its_headers_arrived_frees_the_slot_once(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """A first-byte timeout, a hedge winner or a client leaving can cancel a request in the
+    very loop iteration its answer's headers resolved it; the slot must come back once."""
+    server = await serve(keep_alive(OK))
+    pool = ConnectionPool(1, connect_timeout=1)
+    original = ConnectionPool.post
+
+    for _ in range(3):
+        task = asyncio.create_task(original(pool, server.url, "/x", b"", {}))
+        # poll once per loop iteration (an Event would be set too late: the race is one iteration)
+        while not any(  # noqa: ASYNC110 - until the headers are in and the future resolved
+            isinstance(o, Response) and o._conn.pool is pool and not o._released
+            for o in gc.get_objects()
+        ):
+            await asyncio.sleep(0)
+        task.cancel()  # ... before the task got to run again
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        gc.collect()
+        assert pool.in_use == 0
+    # the limit still holds: a second request queues while the first is out
+    held = await pool.post(server.url, "/x", b"", {})
+    second = asyncio.create_task(pool.post(server.url, "/x", b"", {}))
+    await asyncio.sleep(0.05)
+    assert not second.done() and pool.queued == 1
+    held.release()
+    (await asyncio.wait_for(second, 5)).release()
+    assert pool.in_use == 0
+    pool.close()
+
+
+async def test_a_second_answer_to_one_request_retires_the_connection(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # answers, then starts an answer nobody asked for
+        writer.write(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 45\r\n\r\n")
+        await writer.drain()
+        while await read_request(reader):
+            writer.write(OK)
+            await writer.drain()
+
+    server = await serve(chatty)
+    pool = ConnectionPool(1, connect_timeout=1)
+    assert await post(pool, server) == (200, b"{}")  # the first answer is intact
+    assert await post(pool, server) == (200, b"{}")  # on a new connection, not the tainted one
+    assert server.connections == 2
+    pool.close()
+
+
+async def test_raw_deflate_bodies_decode_like_zlib_wrapped_ones(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    text = b'{"choices":[]}'
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for body in (zlib.compress(text), raw.compress(text) + raw.flush()):
+        answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s"
+        server = await serve(keep_alive(answer % (len(body), body)))
+        pool = ConnectionPool(1, connect_timeout=1)
+        assert await post(pool, server) == (200, text)
+        pool.close()
+
+
+async def test_a_header_flood_is_refused_without_stalling_the_loop(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(40_000):  # 4 MiB of one repeated header
+            writer.write(b"X-Pad: " + b"a" * 100 + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    pool = ConnectionPool(1, connect_timeout=1)
+    server = await serve(flood)
+    with pytest.raises(BadResponse, match="headers exceed 64 KiB"):
+        await asyncio.wait_for(pool.post(server.url, "/x", b"", {}), 5)
+    assert pool.in_use == 0
+    pool.close()
+
+
+async def test_base_urls_on_one_host_share_its_connections(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """Azure-style deployments: one host, a path and query per deployment, one connection."""
+    seen: list[bytes] = []
+    server = await serve(keep_alive(OK, seen))
+    base = server.url.removesuffix("/v1")
+    pool = ConnectionPool(2, connect_timeout=1)
+    for deployment in ("a", "b", "c"):
+        url = f"{base}/openai/deployments/{deployment}?api-version=2024-10-21"
+        response = await pool.post(url, "/chat/completions", b"", {})
+        await response.read()
+        response.release()
+    assert server.connections == 1 and pool.idle == 1
+    assert [r.split(b" ")[1] for r in seen] == [
+        f"/openai/deployments/{d}/chat/completions?api-version=2024-10-21".encode() for d in "abc"
+    ]
+    pool.close()
+
+
+async def test_a_header_byte_that_is_not_utf8_goes_upstream_as_sent(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """aiohttp's server hands such a byte over as a lone surrogate; it must not fail the
+    request (that used to count against a healthy provider's breaker)."""
+    seen: list[bytes] = []
+    server = await serve(keep_alive(OK, seen))
+    pool = ConnectionPool(1, connect_timeout=1)
+    value = b"abc\xff".decode("utf-8", "surrogateescape")
+    response = await pool.post(server.url, "/x", b"", {"X-Request-Id": value})
+    response.release()
+    assert b"\r\nX-Request-Id: abc\xff\r\n" in seen[0]
+    pool.close()
