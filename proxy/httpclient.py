@@ -495,6 +495,11 @@ class ConnectionPool:
         return self._busy
 
     @property
+    def retired(self) -> bool:
+        """Replaced by a reload: it serves its last requests and keeps no connection."""
+        return self._retired
+
+    @property
     def idle(self) -> int:
         """Keep-alive connections waiting for a request."""
         return sum(len(conns) for conns in self._idle.values())

@@ -160,6 +160,7 @@ class Proxy:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _table_applied(self, table: CompiledTable) -> None:
+        self.pool.table_applied(table)
         # /status errorRate is the operator's rollout gate for *this* table: errors
         # under the previous one must not fail (or pass) the new one
         self.status_counts.recent.reset()

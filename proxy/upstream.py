@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from modelroute import __version__
 
 from .httpclient import ConnectionPool
-from .table import CompiledProvider
+from .table import CompiledProvider, CompiledTable
 
 USER_AGENT = f"modelroute/{__version__}"
 # sent with every upstream request; the decoder in httpclient handles what this accepts
@@ -26,38 +26,62 @@ FORWARDED_RESPONSE_HEADERS = ("x-request-id", "openai-processing-ms", "openai-ve
 FORWARDED_RESPONSE_PREFIXES = ("x-ratelimit-",)
 
 
+PoolShape = tuple[str, int, int]  # provider name, maxConnections, connectTimeoutMs
+
+
+def _shape(provider: CompiledProvider) -> PoolShape:
+    return (provider.name, provider.max_connections, provider.connect_timeout_ms)
+
+
 class UpstreamPool:
-    """The sidecar's connection pools: one per provider, sized by its ``maxConnections``."""
+    """The sidecar's connection pools: one per provider, sized by its ``maxConnections``.
+
+    A reload that changes a provider's pool settings gets a new pool; the old
+    one is retired (it keeps no idle connection) and drains.  Pools are keyed
+    by their settings, and the table applied last says which are current, so
+    a request still running under the previous table (a retry, a hedge) uses
+    the retired pool instead of replacing the new one each time it asks.
+    """
 
     def __init__(self) -> None:
-        self._pools: dict[str, ConnectionPool] = {}
-        self._retired: list[ConnectionPool] = []  # replaced by a reload, still draining
+        self._pools: dict[PoolShape, ConnectionPool] = {}
+        self._current: set[PoolShape] | None = None  # the applied table's shapes (None: not yet)
+
+    def table_applied(self, table: CompiledTable) -> None:
+        self._current = {_shape(p) for p in table.providers}
+        for shape, pool in list(self._pools.items()):
+            if shape in self._current and not pool.retired:
+                continue
+            pool.retire()  # idle connections close now, lent ones as they come back
+            # drained, or current again after a revert: the next request gets a fresh pool
+            if shape in self._current or (not pool.in_use and not pool.queued):
+                del self._pools[shape]
 
     def pool(self, provider: CompiledProvider) -> ConnectionPool:
-        found = self._pools.get(provider.name)
-        if found is not None and found.limit == provider.max_connections:
-            return found
-        if found is not None:  # pool size changed by a reload: a new pool; the old one drains
-            found.retire()  # idle connections close now, lent ones as they come back
-            self._retired = [p for p in self._retired if p.in_use or p.queued]
-            self._retired.append(found)
-        pool = ConnectionPool(
-            provider.max_connections,
-            connect_timeout=provider.connect_timeout_ms / 1000,
-            keepalive=KEEPALIVE_SECONDS,
-            default_headers=DEFAULT_HEADERS,
-        )
-        self._pools[provider.name] = pool
-        return pool
+        shape = _shape(provider)
+        found = self._pools.get(shape)
+        if found is None:
+            found = self._pools[shape] = ConnectionPool(
+                provider.max_connections,
+                connect_timeout=provider.connect_timeout_ms / 1000,
+                keepalive=KEEPALIVE_SECONDS,
+                default_headers=DEFAULT_HEADERS,
+            )
+            if self._current is not None and shape not in self._current:
+                found.retire()  # asked for by a request of an earlier table
+        return found
 
     def state(self) -> dict[str, tuple[int, int, int]]:
         """Per provider: connections in use, idle keep-alive connections, requests queued."""
-        return {name: (p.in_use, p.idle, p.queued) for name, p in self._pools.items()}
+        out: dict[str, tuple[int, int, int]] = {}
+        for (name, _, _), p in self._pools.items():
+            in_use, idle, queued = out.get(name, (0, 0, 0))
+            out[name] = (in_use + p.in_use, idle + p.idle, queued + p.queued)
+        return out
 
     async def close(self) -> None:
-        pools = list(self._pools.values()) + self._retired
+        pools = list(self._pools.values())
         self._pools.clear()
-        self._retired.clear()
         for pool in pools:
             pool.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks
