@@ -8,7 +8,6 @@ carrying ``error.type`` and the serving one the usage and cost.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from modelroute.proxy.events import RequestRecord
 from modelroute.proxy.tracing import (
     CONTENT_LIMIT,
@@ -25,14 +23,12 @@ from modelroute.proxy.tracing import (
     tracing_configured,
     tracing_from_env,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+
+from ..otlp import otlp_receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -263,33 +259,11 @@ async def test_spans_arrive_over_otlp_http(
     rec: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real exporter, configured only by OTEL_* variables, to a receiver on loopback."""
-    received: list[ExportTraceServiceRequest] = []
-    arrived = asyncio.Event()
-
-    async def traces(request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(body)
-        received.append(message)
-        arrived.set()
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(),
-            content_type="application/x-protobuf",
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
+    async with otlp_receiver() as collector:
         for name in [k for k in os.environ if k.startswith("OTEL_")]:
             monkeypatch.delenv(name)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")
+        # the base endpoint: the exporter appends /v1/traces itself
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.removesuffix("/v1/traces"))
         monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout-sidecar")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
         for name in ("NO_PROXY", "no_proxy"):  # a CI proxy must not swallow loopback
@@ -299,17 +273,9 @@ async def test_spans_arrive_over_otlp_http(
         drive(obs, fallback_request(rec))
         # shutdown flushes synchronously over HTTP: off the loop that serves the receiver
         await asyncio.wait_for(asyncio.to_thread(obs.shutdown), timeout=20)
-        await asyncio.wait_for(arrived.wait(), timeout=5)
-    finally:
-        await runner.cleanup()
+        await asyncio.wait_for(collector.arrived.wait(), timeout=5)
 
-    spans = [
-        (resource_spans, span)
-        for message in received
-        for resource_spans in message.resource_spans
-        for scope in resource_spans.scope_spans
-        for span in scope.spans
-    ]
+    spans = collector.spans()
     assert len(spans) == 3
     service = {
         a.key: a.value.string_value

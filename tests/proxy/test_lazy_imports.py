@@ -19,17 +19,14 @@ from collections.abc import Callable, Sequence
 
 import orjson
 import pytest
-from aiohttp import web
 from modelroute.proxy.tracing import DeferredOTLPExporter, tracing_from_env
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from modelroute.cli import main
+
+from ..otlp import otlp_receiver
 
 EXPORTER_MODULES = (
     "requests",
@@ -110,42 +107,15 @@ async def python(code: str, env: dict[str, str]) -> bytes:
 
 
 async def test_idle_sidecar_loads_no_exporter_until_spans_are_exported() -> None:
-    received: list[ExportTraceServiceRequest] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        received.append(message)
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(),
-            content_type="application/x-protobuf",
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        out = await python(SIDECAR, otlp_env(f"http://{host}:{port}/v1/traces"))
-    finally:
-        await runner.cleanup()
+    async with otlp_receiver() as collector:
+        out = await python(SIDECAR, otlp_env(collector.url))
 
     result = orjson.loads(out.splitlines()[-1])
     assert result["idle"] == [], "the OTLP exporter was imported before any span was exported"
     assert result["others"] == [], "`modelroute proxy` imported code it never runs"
     assert result["flushed"] is True
     assert set(EXPORTER_MODULES) <= set(result["after"])
-    names = [
-        s.name
-        for m in received
-        for rs in m.resource_spans
-        for ss in rs.scope_spans
-        for s in ss.spans
-    ]
-    assert names == ["first request"]
+    assert [span.name for _, span in collector.spans()] == ["first request"]
 
 
 async def test_resource_models_import_yaml_only_to_read_yaml() -> None:
