@@ -46,8 +46,7 @@ from urllib.parse import urlsplit
 import aiohappyeyeballs
 import httptools
 
-READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket ...
-READ_RESUME_BYTES = 64 * 1024  # ... until it has caught up to here
+READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket until it reads
 # an answer's headers together (aiohttp capped each field at 8 KiB)
 MAX_HEADER_BYTES = 64 * 1024
 HAPPY_EYEBALLS_DELAY = 0.25  # seconds before trying the next address family (aiohttp's too)
@@ -297,6 +296,7 @@ class _Connection(asyncio.Protocol):
         self._active = False  # a request is out on this connection
         self._informational = False
         self._keep_alive = False  # read at the headers: llhttp forgets it once the message ends
+        self._framed = False  # the answer says its length (else the connection's close ends it)
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._refused: BadResponse | None = None  # why a callback stopped the parser
@@ -385,16 +385,12 @@ class _Connection(asyncio.Protocol):
         if self.complete or not self._active:
             return
         body = self._body
-        if body is not None and self._until_close():  # no length given: the close ends the body
+        if body is not None and not self._framed:  # no length given: the close ends the body
             self.complete = True
             body.feed_eof()
             return
         why = f": {exc}" if exc is not None else ""
         self._fail(Disconnected(f"the upstream closed the connection mid-answer{why}"))
-
-    def _until_close(self) -> bool:
-        names = {name.lower() for name, _ in self._headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
@@ -436,11 +432,8 @@ class _Connection(asyncio.Protocol):
         elif encoding == "deflate":
             coding = "deflate"
         elif encoding not in ("identity", ""):
-            self._fail(
-                BadResponse(f"the upstream sent Content-Encoding {encoding!r}, not gzip/deflate")
-            )
-            self.close()
-            return
+            self._refuse(f"the upstream sent Content-Encoding {encoding!r}, not gzip/deflate")
+        self._framed = "content-length" in headers or "transfer-encoding" in headers
         self._keep_alive = self.parser.should_keep_alive()
         self._body = Body(self, coding)
         reason = self._reason.decode("latin-1")
