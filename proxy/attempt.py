@@ -28,7 +28,6 @@ from typing import Any
 import orjson
 
 from .httpclient import (
-    BadResponse,
     ConnectFailed,
     ConnectionPool,
     Disconnected,
@@ -254,7 +253,7 @@ async def run_attempt(
         if response is None:
             return Failed(candidate, Failure.CONNECT, str(exc)[:200])
         return Failed(candidate, Failure.INVALID_RESPONSE, f"broken body: {exc}"[:200], 200)
-    except (BadResponse, UpstreamError) as exc:
+    except UpstreamError as exc:  # BadResponse: bytes that aren't an answer we can follow
         status = response.status if response is not None else None
         return Failed(candidate, Failure.INVALID_RESPONSE, str(exc)[:200], status)
     finally:

@@ -7,16 +7,15 @@ and the cost accounting must see "unknown" (and estimate), not a bogus figure.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
-def token_count(value: Any) -> int | None:
+def _count(value: Any) -> int | None:
     """A usage count as the upstream reported it, or None when it isn't a count at all."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
-    """(prompt, completion) tokens of a ``usage`` object; (None, None) when there is none."""
-    if not isinstance(usage, dict):
-        return None, None
-    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+def usage_tokens(usage: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of a ``usage`` object."""
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
