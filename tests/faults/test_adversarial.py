@@ -324,18 +324,8 @@ async def recorder() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         await request.read()
         return web.json_response(_completion())
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with raw_upstream(handler) as url:
+        yield url.removesuffix("/v1"), seen
 
 
 def _completion(content: str = "hi") -> dict[str, Any]:

@@ -190,9 +190,12 @@ async def test_slow_only_at_p99_is_cut_at_the_first_byte_timeout(
 async def raw_upstream(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> AsyncIterator[str]:
-    """A misbehaving upstream on 127.0.0.1 that the fake provider can't imitate: its /v1 URL."""
+    """A misbehaving upstream on 127.0.0.1 that the fake provider can't imitate: its /v1 URL.
+
+    ``handler`` gets every request, whatever its method and path.
+    """
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
+    app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
