@@ -32,6 +32,8 @@ from kopf._core.reactor.inventory import ResourceMemories
 from modelroute.operator import mutation  # registers the index and the webhook
 from modelroute.operator.injection import SIDECAR_NAME
 
+from .reviews import pod_create_review
+
 PODS = references.Resource(
     group="", version="v1", plural="pods", kind="Pod", namespaced=True, verbs=["create"]
 )
@@ -43,6 +45,7 @@ NAMESPACES = references.Resource(
     namespaced=False,
     verbs=["list", "watch"],
 )
+
 WEBHOOK = "inject-sidecar"  # the handler id, i.e. the path the chart's webhook posts to
 BASE_URL = "http://127.0.0.1:15400/v1"
 
@@ -90,24 +93,7 @@ def review(
                 "restartPolicy": "Always",
             },
         }
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": ns,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        },
-    }
+    return pod_create_review(pod, ns)
 
 
 class Webhook:

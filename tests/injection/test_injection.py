@@ -23,6 +23,8 @@ from modelroute.operator.injection import (
 )
 from modelroute.operator.mutation import settings_from_env
 
+from .reviews import pod_create_review
+
 ENROLLED = {"modelroute.io/enabled": "true", "kubernetes.io/metadata.name": "llm-apps"}
 NS_ANNOTATIONS = {"modelroute.io/secrets": "gateway-credentials, other-key"}
 SETTINGS = InjectionSettings(secrets=("platform-key",))
@@ -49,24 +51,8 @@ def admission_review(
     }
     if annotations is not None:
         metadata["annotations"] = annotations
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "llm-apps",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec},
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        },
-    }
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+    return pod_create_review(pod, "llm-apps")
 
 
 def app_spec(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
