@@ -23,6 +23,7 @@ from modelroute.resources import (
     ProviderSpec,
     RouteSpec,
 )
+from modelroute.resources.provider import FORBIDDEN_KEY_HEADERS
 
 # Keywords Kubernetes' structural-schema validator rejects or that carry no meaning there.
 _DROP = {"title", "$defs", "const", "examples"}
@@ -33,7 +34,13 @@ _CEL: dict[str, list[dict[str, str]]] = {
         {
             "rule": "has(self.env) != has(self.secretRef)",
             "message": "set exactly one of credentials.env or credentials.secretRef",
-        }
+        },
+        {
+            "rule": "!has(self.header) || !(self.header.lowerAscii() in ["
+            + ", ".join(f"'{h}'" for h in FORBIDDEN_KEY_HEADERS)
+            + "])",
+            "message": "credentials.header frames or routes the request and cannot carry a key",
+        },
     ],
     "Hedge": [
         {

@@ -39,8 +39,12 @@ class Credentials:
                 raise MissingCredentials(f"environment variable {source.env} is not set")
             return value
         assert source.secret_ref is not None
-        path = self.secrets_dir / source.secret_ref.name / source.secret_ref.key
-        return self._read_file(path, source.secret_ref.name, source.secret_ref.key)
+        name, key = source.secret_ref.name, source.secret_ref.key
+        if not _plain_name(name) or not _plain_name(key):
+            raise MissingCredentials(
+                f"Secret {name!r} key {key!r} names a path outside the secrets directory"
+            )
+        return self._read_file(self.secrets_dir / name / key, name, key)
 
     def _read_file(self, path: Path, secret: str, key: str) -> str:
         now = time.monotonic()
@@ -48,6 +52,13 @@ class Credentials:
         if cached is not None and now - cached[0] < self.recheck_seconds:
             return cached[2]
         try:
+            # symlinks are followed only within the secrets directory (kubelet's layout is
+            # key -> ..data/key -> ..<timestamp>/key); one pointing elsewhere is someone's
+            # attempt to send a file of the pod (its ServiceAccount token) upstream
+            if not path.resolve().is_relative_to(self.secrets_dir.resolve()):
+                raise MissingCredentials(
+                    f"Secret {secret!r} key {key!r} resolves outside the secrets directory"
+                )
             mtime = path.stat().st_mtime
             if cached is not None and cached[1] == mtime:
                 self._files[path] = (now, mtime, cached[2])
@@ -69,3 +80,8 @@ class Credentials:
         if source.header.lower() == "authorization":
             return {"Authorization": f"Bearer {key}"}
         return {source.header: key}
+
+
+def _plain_name(part: str) -> bool:
+    """One path component that stays where it is joined: no separator, not "." or ".."."""
+    return bool(part) and "/" not in part and "\0" not in part and part not in (".", "..")

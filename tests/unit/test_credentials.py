@@ -124,3 +124,47 @@ def test_error_never_contains_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(MissingCredentials) as info:
         Credentials(tmp_path).key_for(SECRET)
     assert "sk-" not in str(info.value)
+
+
+# -- issue 13 item 1: the key file must be inside the secrets directory --------------------
+
+
+def _unchecked(name: str, key: str) -> KeySource:
+    """A reference the resource model refuses, as a hand-edited or older table could carry."""
+    return KeySource(secret_ref=SecretKeyRef.model_construct(name=name, key=key))
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("../outside", "token"), ("/", "etc/passwd"), ("gw", "../../outside/token")],
+)
+def test_a_reference_that_leaves_the_secrets_dir_is_not_read(
+    tmp_path: Path, name: str, key: str
+) -> None:
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    secret(tmp_path, "stolen-token", name="outside", key="token")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0")
+    with pytest.raises(MissingCredentials, match="outside the secrets directory") as err:
+        Credentials(secrets_dir).key_for(_unchecked(name, key))
+    assert "stolen-token" not in str(err.value)
+
+
+def test_a_symlink_out_of_the_secrets_dir_is_not_followed(tmp_path: Path) -> None:
+    secrets_dir = tmp_path / "secrets"
+    (secrets_dir / "gw").mkdir(parents=True)
+    secret(tmp_path, "stolen-token", name="outside", key="token")
+    (secrets_dir / "gw" / "api-key").symlink_to(tmp_path / "outside" / "token")
+    with pytest.raises(MissingCredentials, match="outside the secrets directory"):
+        Credentials(secrets_dir).key_for(SECRET)
+
+
+def test_a_secret_volume_layout_of_symlinks_inside_the_dir_is_read(tmp_path: Path) -> None:
+    """kubelet mounts a Secret as key -> ..data/key -> ..<timestamp>/key, all inside the mount."""
+    mount = tmp_path / "secrets" / "gw"
+    (mount / "..2026_12_02").mkdir(parents=True)
+    (mount / "..2026_12_02" / "api-key").write_text("sk-mounted\n")
+    (mount / "..data").symlink_to("..2026_12_02")
+    (mount / "api-key").symlink_to("..data/api-key")
+    assert Credentials(tmp_path / "secrets").key_for(SECRET) == "sk-mounted"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import ObjectMeta, SpecModel
 from .catalogue import CatalogueModel
@@ -17,9 +17,43 @@ class Endpoint(SpecModel):
     base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$")
 
 
+# A Secret's name is a DNS-1123 subdomain, and a key is what Kubernetes allows in a
+# Secret's data (letters, digits, '-', '_', '.'), never "." or "..".  The sidecar joins
+# both onto its secrets directory, so anything path-like ("../x", "/etc") would read a
+# file that is not the Secret (the pod's ServiceAccount token) and send it upstream.
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]*[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
+
+# Headers the key must never be sent as: they frame the request (a key in Content-Length
+# or Transfer-Encoding corrupts it, or smuggles a second one), pick where it goes (Host),
+# are hop-by-hop (RFC 9110 §7.6.1) or are set by the sidecar itself.
+FORBIDDEN_KEY_HEADERS = (
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "accept-encoding",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+)
+# RFC 9110 token: what a header field name may be made of.
+HEADER_TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
 class SecretKeyRef(SpecModel):
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN)
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)
 
 
 class Credentials(SpecModel):
@@ -29,8 +63,21 @@ class Credentials(SpecModel):
     secret_ref: SecretKeyRef | None = Field(default=None, alias="secretRef")
     header: str = Field(
         default="Authorization",
+        min_length=1,
+        max_length=256,
+        pattern=HEADER_TOKEN_PATTERN,
         description="Header that carries the key; `Authorization` sends `Bearer <key>`.",
     )
+
+    @field_validator("header")
+    @classmethod
+    def _not_a_framing_header(cls, value: str) -> str:
+        if value.lower() in FORBIDDEN_KEY_HEADERS:
+            raise ValueError(
+                f"{value!r} frames or routes the request and cannot carry a key; "
+                "use Authorization, api-key, x-api-key or another header of the provider's"
+            )
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Credentials:
