@@ -222,6 +222,9 @@ class Proxy:
             app.router.add_post(endpoint.path, self._handler(endpoint))  # base URL without /v1
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/models", self.models)
+        # an alias may hold a slash (``org/model``): the id is the rest of the path
+        app.router.add_get("/v1/models/{id:.+}", self.model)
+        app.router.add_get("/models/{id:.+}", self.model)
         return app
 
     def _handler(
@@ -237,25 +240,37 @@ class Proxy:
 
         return handle
 
-    async def models(self, request: web.Request) -> web.Response:
-        """The aliases routes capture, in OpenAI's list shape (what apps may send in ``model``)."""
+    def _table(self) -> CompiledTable:
         if not self.store.loaded:
             raise errors.UpstreamUnavailable("no route table loaded yet", code="not_ready")
-        table = self.store.current
-        created = int(self.started_at)
-        data = []
-        for alias in table.aliases():
-            routes = [r.name for r in table.routes if alias in r.aliases]
-            data.append(
-                {
-                    "id": alias,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "modelroute",
-                    "modelroute": {"routes": routes},
-                }
+        return self.store.current
+
+    def _model_object(self, table: CompiledTable, alias: str) -> dict[str, object]:
+        return {
+            "id": alias,
+            "object": "model",
+            "created": int(self.started_at),
+            "owned_by": "modelroute",
+            "modelroute": {"routes": [r.name for r in table.routes if alias in r.aliases]},
+        }
+
+    async def models(self, request: web.Request) -> web.Response:
+        """The aliases routes capture, in OpenAI's list shape (what apps may send in ``model``)."""
+        table = self._table()
+        return _json(
+            {"object": "list", "data": [self._model_object(table, a) for a in table.aliases()]}
+        )
+
+    async def model(self, request: web.Request) -> web.Response:
+        """One alias (the SDK's ``models.retrieve``); a name no route captures is OpenAI's 404."""
+        table = self._table()
+        alias = request.match_info["id"]
+        if alias not in table.aliases():
+            raise errors.UnknownModel(
+                f"The model {alias!r} does not exist: no ModelRoute captures it "
+                f"(GET /v1/models lists the {len(table.aliases())} served aliases)",
             )
-        return _json({"object": "list", "data": data})
+        return _json(self._model_object(table, alias))
 
 
 def _too_large(size: int | None, limit: int) -> errors.BodyTooLarge:
