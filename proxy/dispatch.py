@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from . import errors
+from . import errors, retrysignal
 from .attempt import Failed, Failure, Outcome, Ready, run_attempt
 from .credentials import Credentials, MissingCredentials
 from .events import AttemptRecord, Observers, RequestRecord
@@ -188,6 +187,7 @@ class Dispatcher:
             route_name = record.route or exc.route
             if route_name and ROUTE_HEADER not in exc.headers:
                 exc.headers[ROUTE_HEADER] = route_name
+            retrysignal.mark_error(exc, len(record.attempts))
             raise
         except asyncio.CancelledError:
             if not self.is_closing():  # a method: the flag changed while we awaited
@@ -757,8 +757,9 @@ class _Attempts:
         record.outcome = "rejected" if record.status < 500 else "error"
         body = failed.body or orjson.dumps(errors.UpstreamUnavailable(failed.detail).body())
         headers = {**failed.headers, **self._our_headers()}
-        if failed.retry_after is not None:  # the SDK's own retry needs the upstream's wait
-            headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
+        if failed.retry_after is not None:  # the app's own retry logic needs the upstream's wait
+            headers.update(retrysignal.retry_after_headers(failed.retry_after))
+        retrysignal.mark_passthrough(headers)
         return web.Response(
             status=record.status,
             body=body,
@@ -806,8 +807,8 @@ class _Attempts:
             self.d.health.held_until(c.key) - time.monotonic()
             for c in ([f.candidate for f in self.failures] or self.candidates)
         ]
-        if status == 429 and holds:
-            headers["Retry-After"] = str(max(1, round(min(holds))))
+        if holds and min(holds) > 0:  # the upstream said how long to wait: pass it on
+            headers.update(retrysignal.retry_after_headers(min(holds)))
         error_cls = errors.NoEligibleTarget if code == "context_length_exceeded" else None
         if error_cls is not None:
             return error_cls(message, route=self.route.name, attempts=summaries, code=code)
