@@ -36,6 +36,7 @@ from .httpclient import (
     UpstreamError,
 )
 from .router import Candidate
+from .scrub import NO_SECRETS, Scrubber
 from .upstream import forwarded_headers
 
 
@@ -85,6 +86,7 @@ class Ready:
     document: dict[str, Any] | None  # the parsed body (non-stream)
     ttfb: float  # seconds from send to the first byte
     headers: dict[str, str] = field(default_factory=dict)
+    scrub: Scrubber = NO_SECRETS  # what this attempt sent: kept out of the forwarded stream
 
 
 @dataclass(slots=True)
@@ -156,8 +158,45 @@ async def run_attempt(
 ) -> Outcome:
     """Send one request and wait (bounded) for its first byte; never raises for upstream trouble.
 
-    On :class:`Ready` the caller owns ``response`` and must release it.
+    On :class:`Ready` the caller owns ``response`` and must release it.  Every
+    :class:`Failed` leaves here scrubbed of the credentials this attempt sent
+    (and key-shaped tokens): its detail and body are what clients, ``/explain``
+    and spans are shown (``scrub.py``).
     """
+    credentials = candidate.provider.credentials
+    scrub = Scrubber.for_headers(headers, credentials.header if credentials else None)
+    outcome = await _send(
+        pool,
+        candidate,
+        base_url,
+        path,
+        payload,
+        headers,
+        scrub,
+        stream=stream,
+        first_byte_timeout=first_byte_timeout,
+        total_timeout=total_timeout,
+    )
+    if isinstance(outcome, Failed):
+        outcome.detail = scrub.text(outcome.detail)
+    else:
+        outcome.scrub = scrub
+    return outcome
+
+
+async def _send(
+    pool: ConnectionPool,
+    candidate: Candidate,
+    base_url: str,
+    path: str,
+    payload: bytes,
+    headers: dict[str, str],
+    scrub: Scrubber,
+    *,
+    stream: bool,
+    first_byte_timeout: float,
+    total_timeout: float,
+) -> Outcome:
     started = time.perf_counter()
     response: Response | None = None
     pool_wait = PoolWait()
@@ -168,7 +207,9 @@ async def run_attempt(
             # redirects are never followed: one would take the provider key to wherever it points
             response = await pool.post(base_url, path, payload, headers, wait=pool_wait)
             if response.status >= 300:
-                body = await _read_capped(response, 64 * 1024)
+                # scrubbed before anything reads it: the detail below is cut at 200
+                # characters, which could otherwise leave a fragment of a key behind
+                body = scrub.data(await _read_capped(response, 64 * 1024))
                 kind = classify_status(response.status, body)
                 return Failed(
                     candidate,

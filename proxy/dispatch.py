@@ -897,7 +897,7 @@ class _Attempts:
         try:
             await response.prepare(self.request)
             try:
-                out = scanner.feed(ready.first)
+                out = ready.scrub.stream(scanner.feed(ready.first))
             except ValueError as exc:  # not SSE we can follow: end it with an error event
                 failure, out = f"the upstream sent a malformed stream ({exc})", b""
             if out:
@@ -928,7 +928,7 @@ class _Attempts:
                 if not chunk:
                     break
                 try:
-                    out = scanner.feed(chunk)
+                    out = ready.scrub.stream(scanner.feed(chunk))
                 except ValueError as exc:
                     failure = f"the upstream sent a malformed stream ({exc})"
                     break
@@ -937,13 +937,12 @@ class _Attempts:
             rest = scanner.flush()  # scanned before judging: it may hold [DONE] or an error
             facts = scanner.facts
             if failure is None and facts.error is not None:
-                failure = f"the upstream sent an error event: {facts.error.get('message', '')}"[
-                    :300
-                ]
+                said = ready.scrub.text(str(facts.error.get("message", "")))
+                failure = f"the upstream sent an error event: {said}"[:300]
             elif failure is None and not facts.complete:
                 failure = "the upstream ended the stream before it was complete"
             if rest and failure is None:  # an unfinished event never precedes our error event
-                await response.write(rest)
+                await response.write(ready.scrub.stream(rest))
             if failure is not None:
                 served = f"{attempt.provider}/{attempt.model}@{attempt.region}"
                 await response.write(
