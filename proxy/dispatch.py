@@ -870,9 +870,9 @@ class _Attempts:
         try:
             await response.prepare(self.request)
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionResetError:  # hung up before the answer went out: normal, not an error
             record.outcome, record.status = "client_closed", 499
-            raise
+            return response
         self.d.mirror.maybe_send(self.route, self.table, self.path, self.body)
         return response
 
@@ -970,8 +970,12 @@ class _Attempts:
             self._client_left(attempt, scanner, failure)
             raise
         except ConnectionResetError:
+            # the client hung up and a write found its transport already closing (the
+            # upstream's data woke us before the loop delivered the hang-up): as normal as
+            # the cancellation above, so counted as client_closed and the handler ends
+            # quietly; raised, aiohttp would log it as an ERROR with a traceback
             self._client_left(attempt, scanner, failure)
-            raise
+            return response
         self._finish_stream(attempt, scanner, failure)
         return response
 

@@ -14,7 +14,9 @@ usage computed from the request, the region echoed in ``x-fake-region``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import struct
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -277,6 +279,8 @@ class FakeProvider:
         body, early = await self._prelude(request)
         if early is not None:
             return early
+        if body.get("stream"):
+            return await self._stream_completion(request, body)
         answer = {
             "id": self._id("cmpl"),
             "object": "text_completion",
@@ -296,6 +300,59 @@ class FakeProvider:
             body=orjson.dumps(answer), content_type="application/json", headers=self._headers()
         )
 
+    async def _stream_completion(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Legacy completions streamed as OpenAI does: ``text_completion`` chunks, then [DONE]."""
+        k = self.knobs
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self._headers(),
+            }
+        )
+        await resp.prepare(request)
+        if k.ttft_ms:
+            await asyncio.sleep(k.ttft_ms / 1000)
+        cid = self._id("cmpl")
+        created = int(time.time())
+
+        def chunk(text: str, finish: str | None = None) -> bytes:
+            doc = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            }
+            return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+        pause = 1.0 / k.tokens_per_second if k.tokens_per_second else 0.0
+        for i in range(k.output_tokens):
+            if k.cut_after is not None and i >= k.cut_after:
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            await resp.write(chunk("tok "))
+            if pause:
+                await asyncio.sleep(pause)
+        await resp.write(chunk("", "stop"))
+        options = body.get("stream_options") or {}
+        if isinstance(options, dict) and options.get("include_usage"):
+            usage_doc: dict[str, Any] = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [],
+                "usage": self._usage(body),
+            }
+            await resp.write(b"data: " + orjson.dumps(usage_doc) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._prelude(request)
         if early is not None:
@@ -303,13 +360,22 @@ class FakeProvider:
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         prompt = _estimate_tokens(body)
+        # `encoding_format: "base64"` (what the Node SDK asks for by default, and the Python
+        # SDK when not told otherwise): little-endian float32s, base64-encoded, as OpenAI sends
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for i in range(len(items)):
+            vector = [0.1, 0.2, 0.3, float(i)]
+            encoded: object = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+                if as_base64
+                else vector
+            )
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
         answer = {
             "object": "list",
             "model": body.get("model"),
-            "data": [
-                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, float(i)]}
-                for i in range(len(items))
-            ],
+            "data": data,
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
         return web.Response(
