@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelroute.resources import (
     BUILTIN_BY_NAME,
@@ -151,6 +152,7 @@ class _Compiler:
                     ),
                     connect_timeout_ms=provider.spec.connect_timeout_ms,
                     max_connections=provider.spec.max_connections,
+                    **_egress(provider),
                 )
             )
         return out
@@ -426,3 +428,17 @@ def compile_local(resources: ResourceSet) -> CompileResult:
         resources.policies, key=lambda p: (-p.spec.priority, p.metadata.name), default=None
     )
     return compile_table(resources, LOCAL_NAMESPACE, policy)
+
+
+def _egress(provider: ModelProvider) -> dict[str, Any]:
+    """A provider's ``spec.egress`` as table fields (none when it follows the environment)."""
+    egress = provider.spec.egress
+    if egress is None:
+        return {}
+    creds = egress.proxy_credentials
+    return {
+        "egress_proxy": egress.proxy.rstrip("/"),
+        "egress_proxy_credentials": (
+            KeySource(env=creds.env, secret_ref=creds.secret_ref) if creds else None
+        ),
+    }

@@ -15,8 +15,10 @@ closed after ``keepalive`` seconds), HTTPS through the loop's TLS, a connect
 timeout, framing by ``httptools`` (llhttp, the parser behind uvicorn and
 Node.js: Content-Length, chunked, read-until-close), gzip/deflate bodies
 decoded, and read flow control (a slow reader pauses the socket instead of
-buffering a whole stream).  What it leaves out on purpose: redirects (the
-sidecar must never follow one with a provider key), cookies, proxies,
+buffering a whole stream).  Egress through an HTTP forward proxy (CONNECT
+tunnels for https, absolute-form requests for http) follows ``egress.py``.
+What it leaves out on purpose: redirects (the
+sidecar must never follow one with a provider key), cookies,
 HTTP/2, ``Expect: 100-continue``.
 
 The one error tree of this module (``attempt.py`` turns each into a failure
@@ -45,6 +47,8 @@ from urllib.parse import urlsplit
 
 import aiohappyeyeballs
 import httptools
+
+from .egress import NO_EGRESS, EgressPolicy, ForwardProxy, open_tunnel
 
 READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket until it reads
 # an answer's headers together (aiohttp capped each field at 8 KiB)
@@ -470,8 +474,10 @@ class ConnectionPool:
         keepalive: float = 30.0,
         default_headers: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        egress: EgressPolicy = NO_EGRESS,
     ) -> None:
         self.limit = limit
+        self.egress = egress  # which connections go through a forward proxy (egress.py)
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self._default_headers = _encode_headers(default_headers or {})
@@ -522,6 +528,16 @@ class ConnectionPool:
         """
         origin = origin_of(base_url)
         target = (origin.path_prefix + path + origin.query).encode("utf-8")
+        via = b""
+        if not origin.tls:  # plain HTTP through a proxy: the request names its origin in full
+            proxy = self.egress.proxy_for(origin.host, origin.port, False)
+            if proxy is not None:
+                target = b"http://" + origin.host_header + target
+                try:
+                    auth = proxy.authorization()
+                except OSError as exc:  # its credentials can't be read: nothing is sent
+                    raise ConnectFailed(str(exc)) from None
+                via = _encode_headers({"Proxy-Authorization": auth}) if auth else b""
         head = b"".join(
             (
                 b"POST ",
@@ -530,6 +546,7 @@ class ConnectionPool:
                 origin.host_header,
                 b"\r\n",
                 self._default_headers,
+                via,
                 _encode_headers(headers),
                 b"Content-Length: %d\r\n\r\n" % len(body),
             )
@@ -588,17 +605,19 @@ class ConnectionPool:
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
+        proxy = self.egress.proxy_for(origin.host, origin.port, origin.tls)
+        host, port = (proxy.host, proxy.port) if proxy is not None else (origin.host, origin.port)
         sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                addresses = await loop.getaddrinfo(
-                    origin.host, origin.port, type=socket.SOCK_STREAM
-                )
+                addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 # Happy Eyeballs (RFC 8305), as aiohttp's connector does: a dual-stack provider
                 # whose IPv6 route is a black hole costs 250 ms, not the whole connect timeout
                 sock = await aiohappyeyeballs.start_connection(
                     addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
                 )
+                if proxy is not None and origin.tls:  # TLS end to end, through a CONNECT tunnel
+                    await open_tunnel(sock, proxy, origin.host, origin.port)
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, origin),
                     sock=sock,
@@ -607,15 +626,15 @@ class ConnectionPool:
                 )
         except BaseException as exc:
             if sock is not None:
-                sock.close()  # connected, but TLS or the transport failed (or we gave up)
+                sock.close()  # connected, but the tunnel, TLS or the transport failed (or we gave up)
             if isinstance(exc, TimeoutError):
                 raise ConnectFailed(
-                    f"no connection to {origin.host}:{origin.port} "
+                    f"no connection to {origin.host}:{origin.port}{_via(proxy)} "
                     f"within {self.connect_timeout * 1000:.0f} ms"
                 ) from None
-            if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS (ssl.SSLError)
+            if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS, tunnel refused
                 raise ConnectFailed(
-                    f"cannot connect to {origin.host}:{origin.port}: {exc}"
+                    f"cannot connect to {origin.host}:{origin.port}{_via(proxy)}: {exc}"
                 ) from exc
             raise
         return conn
@@ -671,6 +690,10 @@ class ConnectionPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ConnectFailed("the sidecar closed its upstream connections"))
+
+
+def _via(proxy: ForwardProxy | None) -> str:
+    return f" through proxy {proxy.shown}" if proxy is not None else ""
 
 
 @functools.cache

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from . import errors
 from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
+from .egress import EgressConfigError, EgressPolicy
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
 from .health import HealthBook, RollingCounts, candidate_key
 from .kube_source import KubeTableSource
@@ -110,8 +112,12 @@ class Proxy:
         self.config = config
         self.store = TableStore()
         self.health = HealthBook()
-        self.pool = UpstreamPool()
         self.credentials = Credentials(config.secrets_dir)
+        try:
+            egress = EgressPolicy.from_environ(os.environ)
+        except EgressConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        self.pool = UpstreamPool(egress, self.credentials)
         self.budgets = BudgetBook(config.redis_url, namespace=config.namespace or "local")
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = PrometheusObserver(self.registry)

@@ -77,6 +77,9 @@ class CompiledProvider(_TableModel):
     credentials: KeySource | None = None
     connect_timeout_ms: int = 1000
     max_connections: int = 200
+    # ``direct``, a forward proxy's http:// URL, or None: the sidecar's environment decides
+    egress_proxy: str | None = None
+    egress_proxy_credentials: KeySource | None = None
 
     def endpoint(self, region: str) -> CompiledEndpoint:
         for ep in self.endpoints:

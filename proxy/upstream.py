@@ -12,8 +12,17 @@ from collections.abc import Mapping
 
 from modelroute import __version__
 
+from .credentials import Credentials, MissingCredentials
+from .egress import (
+    DIRECT,
+    NO_EGRESS,
+    EgressPolicy,
+    ForwardProxy,
+    basic_authorization,
+    parse_proxy_url,
+)
 from .httpclient import ConnectionPool
-from .table import CompiledProvider, CompiledTable
+from .table import CompiledProvider, CompiledTable, KeySource
 
 USER_AGENT = f"modelroute/{__version__}"
 # sent with every upstream request; the decoder in httpclient handles what this accepts
@@ -26,11 +35,18 @@ FORWARDED_RESPONSE_HEADERS = ("x-request-id", "openai-processing-ms", "openai-ve
 FORWARDED_RESPONSE_PREFIXES = ("x-ratelimit-",)
 
 
-PoolShape = tuple[str, int, int]  # provider name, maxConnections, connectTimeoutMs
+# provider name, maxConnections, connectTimeoutMs, egress proxy and its credentials' source
+PoolShape = tuple[str, int, int, str | None, KeySource | None]
 
 
 def _shape(provider: CompiledProvider) -> PoolShape:
-    return (provider.name, provider.max_connections, provider.connect_timeout_ms)
+    return (
+        provider.name,
+        provider.max_connections,
+        provider.connect_timeout_ms,
+        provider.egress_proxy,
+        provider.egress_proxy_credentials,
+    )
 
 
 class UpstreamPool:
@@ -43,7 +59,11 @@ class UpstreamPool:
     the retired pool instead of replacing the new one each time it asks.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, egress: EgressPolicy = NO_EGRESS, credentials: Credentials | None = None
+    ) -> None:
+        self.egress = egress  # the sidecar's environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)
+        self.credentials = credentials  # reads a provider's egress.proxyCredentials
         self._pools: dict[PoolShape, ConnectionPool] = {}
         self._current: set[PoolShape] | None = None  # the applied table's shapes (None: not yet)
 
@@ -66,15 +86,38 @@ class UpstreamPool:
                 connect_timeout=provider.connect_timeout_ms / 1000,
                 keepalive=KEEPALIVE_SECONDS,
                 default_headers=DEFAULT_HEADERS,
+                egress=self._egress_for(provider),
             )
             if self._current is not None and shape not in self._current:
                 found.retire()  # asked for by a request of an earlier table
         return found
 
+    def _egress_for(self, provider: CompiledProvider) -> EgressPolicy:
+        """The environment's policy, with the provider's ``spec.egress`` on top."""
+        setting = provider.egress_proxy
+        if setting is None:
+            return self.egress
+        if setting == DIRECT:
+            return self.egress.for_provider(None, direct=True)
+        proxy = parse_proxy_url(setting, f"ModelProvider {provider.name} spec.egress.proxy")
+        source, credentials = provider.egress_proxy_credentials, self.credentials
+        if source is not None and credentials is not None:
+
+            def authorization(source: KeySource = source, store: Credentials = credentials) -> str:
+                try:
+                    return basic_authorization(store.key_for(source))
+                except MissingCredentials as exc:  # connect fails, and says why (no value)
+                    raise ConnectionRefusedError(
+                        f"no proxy credentials for provider {provider.name}: {exc}"
+                    ) from None
+
+            proxy = ForwardProxy(proxy.host, proxy.port, authorization=authorization)
+        return self.egress.for_provider(proxy, direct=False)
+
     def state(self) -> dict[str, tuple[int, int, int]]:
         """Per provider: connections in use, idle keep-alive connections, requests queued."""
         out: dict[str, tuple[int, int, int]] = {}
-        for (name, _, _), p in self._pools.items():
+        for (name, *_), p in self._pools.items():
             in_use, idle, queued = out.get(name, (0, 0, 0))
             out[name] = (in_use + p.in_use, idle + p.idle, queued + p.queued)
         return out

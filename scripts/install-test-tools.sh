@@ -24,6 +24,11 @@ apt_install() {
 # Redis: shared budget counters across two proxy processes (tests/budget/test_redis.py)
 apt_install redis-server redis-server
 
+# tinyproxy: a real forward proxy for the egress tests (HTTPS_PROXY/HTTP_PROXY/NO_PROXY,
+# CONNECT tunnels, proxy credentials; tests/proxy/test_egress_proxy.py). The tests run it
+# in the foreground on a loopback port of their own; the package's service is never used.
+apt_install tinyproxy tinyproxy
+
 # wrk: the load tool of the CPU-per-request ratio guard (tests/bench/test_overhead_ratio.py)
 apt_install wrk wrk
 

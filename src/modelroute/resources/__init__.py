@@ -11,7 +11,15 @@ from .classifier import ClassifierSpec
 from .loader import Resource, ResourceSet, load_files, load_text, parse_manifest, parse_manifests
 from .policy import Ejection, FailoverPolicy, FailoverPolicySpec, LabelSelector, Rollout
 from .problems import Problem, Reason, Severity
-from .provider import Credentials, Endpoint, ModelProvider, ProviderSpec, SecretKeyRef
+from .provider import (
+    Credentials,
+    Egress,
+    Endpoint,
+    ModelProvider,
+    ProviderSpec,
+    ProxyCredentials,
+    SecretKeyRef,
+)
 from .route import (
     Budget,
     BudgetAction,
@@ -41,6 +49,7 @@ __all__ = [
     "CircuitBreaker",
     "ClassifierSpec",
     "Credentials",
+    "Egress",
     "Ejection",
     "Endpoint",
     "FailoverPolicy",
@@ -54,6 +63,7 @@ __all__ = [
     "ObjectMeta",
     "Problem",
     "ProviderSpec",
+    "ProxyCredentials",
     "Reason",
     "Residency",
     "Resource",

@@ -86,6 +86,45 @@ class Credentials(SpecModel):
         return self
 
 
+class ProxyCredentials(SpecModel):
+    """Where a provider's egress proxy credentials come from: ``user:password``, never inline."""
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secret_ref: SecretKeyRef | None = Field(default=None, alias="secretRef")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ProxyCredentials:
+        if (self.env is None) == (self.secret_ref is None):
+            raise ValueError(
+                "set exactly one of proxyCredentials.env or proxyCredentials.secretRef"
+            )
+        return self
+
+
+class Egress(SpecModel):
+    """How this provider's endpoints are reached, overriding the sidecar's HTTPS_PROXY/NO_PROXY."""
+
+    proxy: str = Field(
+        pattern=r"^(direct|http://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?)$",
+        description=(
+            "`direct` (never through a proxy), or the forward proxy for every endpoint of "
+            "this provider, `http://host:port` (https providers are tunnelled with CONNECT). "
+            "No credentials in the URL: use proxyCredentials."
+        ),
+    )
+    proxy_credentials: ProxyCredentials | None = Field(
+        default=None,
+        alias="proxyCredentials",
+        description="`user:password` for the proxy (Proxy-Authorization: Basic).",
+    )
+
+    @model_validator(mode="after")
+    def _credentials_need_a_proxy(self) -> Egress:
+        if self.proxy == "direct" and self.proxy_credentials is not None:
+            raise ValueError("egress.proxyCredentials is set but egress.proxy is `direct`")
+        return self
+
+
 class ProviderSpec(SpecModel):
     api: Literal["openai"] = "openai"
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
@@ -102,6 +141,10 @@ class ProviderSpec(SpecModel):
     )
     connect_timeout_ms: int = Field(default=1000, gt=0, le=60_000, alias="connectTimeoutMs")
     max_connections: int = Field(default=200, gt=0, le=10_000, alias="maxConnections")
+    egress: Egress | None = Field(
+        default=None,
+        description="Omit to follow the sidecar's HTTPS_PROXY/HTTP_PROXY/NO_PROXY environment.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ProviderSpec:
