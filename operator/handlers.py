@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from aiohttp import web
 from modelroute.proxy.kube_source import KubeConfig
 
 from .kube import API_FAILURES, ApiError, KubeApi
+from .namespaces import NamespaceView, readiness_app
 from .service import Service
 
 log = logging.getLogger("modelroute.operator")
@@ -50,6 +52,8 @@ class Options:
     webhook_cert: str | None = None
     webhook_key: str | None = None
     peering: str = "modelroute"
+    # HOST:PORT of /readyz (passes once this replica's namespace view is synced); None: off
+    readiness_listen: str | None = None
     # How often every enrolled (and every formerly enrolled) namespace is reconciled
     # regardless of events: the safety net under the namespace event handler.
     resync_seconds: float = field(default_factory=_resync_seconds_from_env)
@@ -114,15 +118,29 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.resync = asyncio.create_task(
         _resync_forever(memo.service, OPTIONS.resync_seconds), name="modelroute namespace resync"
     )
+    # the injector's namespaces: a watch of our own, which peering doesn't pause (namespaces.py)
+    memo.namespaces = NamespaceView(api)
+    memo.namespace_watch = asyncio.create_task(memo.namespaces.run(), name="namespace view")
+    memo.readiness = None
+    if OPTIONS.readiness_listen:
+        host, _sep, port = OPTIONS.readiness_listen.rpartition(":")
+        runner = web.AppRunner(readiness_app(memo.namespaces), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+        memo.readiness = runner
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
-    if resync is not None:
-        resync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync
+    for name in ("resync", "namespace_watch"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    readiness: web.AppRunner | None = getattr(memo, "readiness", None)
+    if readiness is not None:
+        await readiness.cleanup()
     api: KubeApi | None = getattr(memo, "api", None)
     if api is not None:
         await api.close()

@@ -8,6 +8,7 @@ from the same resolver the sidecar uses (in-cluster service account or
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -83,6 +84,31 @@ class KubeApi:
 
     async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self._call("PATCH", path, body, "application/merge-patch+json")
+
+    async def watch(
+        self, path: str, resource_version: str | None, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events of a collection until the server ends the watch (``timeoutSeconds``)."""
+        if self._session is None:
+            raise RuntimeError("KubeApi used outside its context")
+        params = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        # no total bound: a watch is meant to stay open; a silent one is cut after a while
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        try:
+            async with self._session.get(path, params=params, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise ApiError(resp.status, (await resp.text())[:500])
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield orjson.loads(line)
+        except aiohttp.ClientError as exc:
+            raise ApiError(503, f"the Kubernetes API watch broke: {exc}"[:500]) from exc
 
     async def delete(self, path: str) -> bool:
         """True when something was deleted, False when it was already gone."""

@@ -7,8 +7,11 @@ on the operator Deployment, so the chart's values are the single source.
 The webhook is served by kopf at ``/<handler id>`` = ``/inject-sidecar``; the
 chart's MutatingWebhookConfiguration points there.
 
-Namespace labels and annotations are not part of an AdmissionReview, so an
-index of namespaces (kept by kopf's watch, no API call per pod) supplies them.
+Namespace labels and annotations are not part of an AdmissionReview, so this
+replica's :class:`~.namespaces.NamespaceView` supplies them: its own watch (not
+kopf's, which peering pauses on a standby replica), the API when the view can't
+say, and when the API can't either the configured failure policy decides, as
+the API server would had we not answered.
 The server version is not in the review either: helm knows it at install time
 (``.Capabilities.KubeVersion``) and passes it as ``MODELROUTE_KUBE_VERSION``.
 """
@@ -23,6 +26,10 @@ from typing import Any
 import jsonpatch
 import kopf
 from modelroute.operator.injection import InjectionSettings, build_patch, parse_version
+from modelroute.operator.kube import API_FAILURES
+from modelroute.operator.namespaces import NamespaceView
+
+FAILURE_POLICY_ENV = "MODELROUTE_INJECTION_FAILURE_POLICY"
 
 
 def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
@@ -45,25 +52,30 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
     )
 
 
-@kopf.index("namespaces")
-def modelroute_namespaces(
-    name: str, labels: Mapping[str, str], annotations: Mapping[str, str], **_: Any
-) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
-    """name → (labels, annotations), what the injector needs to decide per pod."""
-    return {name: (dict(labels), dict(annotations))}
-
-
-@kopf.on.mutate("pods", id="inject-sidecar", operations={"CREATE"})  # type: ignore[arg-type]
-def inject_sidecar(
+@kopf.on.mutate("pods", id="inject-sidecar", operations={"CREATE"})
+async def inject_sidecar(
     body: kopf.Body,
     patch: kopf.Patch,
     namespace: str | None,
-    modelroute_namespaces: kopf.Index[str, tuple[dict[str, str], dict[str, str]]],
+    memo: kopf.Memo,
+    warnings: list[str],
     **_: Any,
 ) -> None:
     """Hand the pod to the pure injector and let kopf turn the result into its JSON patch."""
-    entries = list(modelroute_namespaces.get(namespace or "", []))
-    labels, annotations = entries[0] if entries else ({}, {})
+    view: NamespaceView = memo.namespaces
+    ns = namespace or ""
+    try:
+        found = await view.lookup(ns)
+    except API_FAILURES as exc:
+        # This replica can't know whether the namespace is enrolled.  Admitting the pod
+        # bare would defeat residency and budgets, so do what the API server does when
+        # the webhook can't be reached: refuse under Fail, admit (and say so) under Ignore.
+        why = f"could not read namespace {ns} to decide on sidecar injection: {exc}"
+        if os.environ.get(FAILURE_POLICY_ENV, "Ignore") == "Fail":
+            raise kopf.AdmissionError(why, code=503) from exc
+        warnings.append(f"{why}; admitted without the modelroute sidecar (failurePolicy Ignore)")
+        return
+    labels, annotations = found or ({}, {})
     ops = build_patch(
         dict(body),
         namespace_labels=labels,

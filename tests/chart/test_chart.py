@@ -137,7 +137,11 @@ def test_monitoring(render: Render) -> None:
 def test_networkpolicy_and_full(render: Render) -> None:
     docs = render(CHART / "ci" / "full-values.yaml")
     [np] = by_kind(docs, "NetworkPolicy")
-    assert {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]} == {9443, 8080}
+    assert {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]} == {
+        9443,
+        8080,
+        8081,
+    }
     roles = by_kind(docs, "Role")
     assert {r["metadata"]["namespace"] for r in roles} == {"llm-apps", "search"}
     for role in roles:

@@ -4,8 +4,8 @@
 a cluster actually talks to: an AdmissionReview v1 dict goes into
 ``kopf._core.engines.admission.serve_admission_request`` (the function kopf's
 webhook server calls for every POST) with the operator's registry, the
-``modelroute_namespaces`` index filled by kopf's own indexing of Namespace
-objects, and the settings the chart renders into the environment.  What comes
+injector's namespace view (``operator/namespaces.py``) filled with Namespace
+objects as its watch fills it, and the settings the chart renders into the environment.  What comes
 back is the AdmissionReview response the API server reads: ``allowed``, and a
 base64 ``JSONPatch`` that kopf computed from ``patch.fns``.  That patch is
 applied with ``jsonpatch`` and the pod validated against Kubernetes' own Pod
@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonpatch
@@ -25,12 +25,15 @@ import kopf
 import kubernetes_validate
 import pytest
 from kopf._cogs.configs.configuration import OperatorSettings
-from kopf._cogs.structs import bodies, references
+from kopf._cogs.structs import references
 from kopf._cogs.structs.ephemera import Memo
 from kopf._core.engines import admission, indexing
 from kopf._core.reactor.inventory import ResourceMemories
 from modelroute.operator import mutation  # registers the index and the webhook
 from modelroute.operator.injection import SIDECAR_NAME
+from modelroute.operator.kube import KubeApi
+from modelroute.operator.namespaces import NamespaceView
+from modelroute.proxy.kube_source import KubeConfig
 
 from .reviews import pod_create_review
 
@@ -107,21 +110,16 @@ class Webhook:
         self.indexers = indexing.OperatorIndexers()
         self.indexers.ensure(self.registry._indexing.get_all_handlers())
         self.memories = ResourceMemories()
+        # the injector's namespace view, filled below as its watch would fill it; a
+        # namespace it hasn't seen is asked of an API that isn't there (Ignore: admitted)
+        self.view = NamespaceView(KubeApi(KubeConfig(server="http://127.0.0.1:9", token="x")))
+        self.view.replace([])
+        self.memobase = Memo()
+        self.memobase.namespaces = self.view
 
     async def watch_namespace(self, raw: dict[str, Any]) -> None:
-        """What kopf does for each Namespace its watch delivers: run the index handler."""
-        memory = await self.memories.recall(raw)
-        await indexing.index_resource(
-            indexers=self.indexers,
-            registry=self.registry,
-            settings=self.settings,
-            resource=NAMESPACES,
-            raw_event={"type": "ADDED", "object": raw},
-            memory=memory.indexing_memory,
-            logger=logging.getLogger("test.indexing"),
-            memo=Memo(),
-            body=bodies.Body(raw),
-        )
+        """What the view does for each Namespace its watch delivers."""
+        self.view.apply({"type": "ADDED", "object": raw})
 
     async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         response = await admission.serve_admission_request(
@@ -129,7 +127,7 @@ class Webhook:
             webhook=WEBHOOK,
             settings=self.settings,
             memories=self.memories,
-            memobase=Memo(),
+            memobase=self.memobase,
             registry=self.registry,
             insights=self.insights,
             indices=self.indexers.indices,
@@ -140,7 +138,7 @@ class Webhook:
 
 
 @pytest.fixture
-async def webhook(monkeypatch: pytest.MonkeyPatch) -> Webhook:
+async def webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Webhook]:
     for var in (
         "MODELROUTE_SIDECAR_IMAGE",
         "MODELROUTE_SIDECAR_PULL_POLICY",
@@ -161,7 +159,8 @@ async def webhook(monkeypatch: pytest.MonkeyPatch) -> Webhook:
         )
     )
     await hook.watch_namespace(namespace("plain-apps", {"team": "web"}, {}))
-    return hook
+    async with hook.view.api:
+        yield hook
 
 
 def admitted(response: dict[str, Any], request: dict[str, Any]) -> list[dict[str, Any]]:

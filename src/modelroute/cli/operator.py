@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
     p.add_argument(
+        "--readiness",
+        default="0.0.0.0:8081",
+        metavar="HOST:PORT",
+        help="serve /readyz here: passes once the injector's namespace view is synced",
+    )
+    p.add_argument(
         "--webhook-listen",
         default=None,
         metavar="HOST:PORT",
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     handlers.OPTIONS.webhook_cert = args.webhook_cert
     handlers.OPTIONS.webhook_key = args.webhook_key
     handlers.OPTIONS.peering = args.peering
+    handlers.OPTIONS.readiness_listen = args.readiness or None
     kopf.configure(verbose=args.verbose)
     asyncio.run(
         kopf.operator(
