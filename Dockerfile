@@ -15,8 +15,9 @@ COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY proxy/ proxy/
 COPY operator/ operator/
-# A regular (non-editable) install: the package-dir mapping puts proxy/ and
-# operator/ under modelroute.proxy / modelroute.operator inside the venv.
+# A regular (non-editable) install: the package-dir mapping puts proxy/src and
+# operator/src under modelroute.proxy / modelroute.operator inside the venv
+# (tests/packaging builds from exactly these COPY lines).
 RUN /opt/modelroute/bin/pip install --upgrade pip \
  && /opt/modelroute/bin/pip install . \
  && /opt/modelroute/bin/modelroute --help >/dev/null

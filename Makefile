@@ -21,15 +21,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
-# Dependencies are reinstalled only when pyproject.toml changes; the package
-# itself is re-linked every time (strict editable mode builds a link tree, so
-# new modules need a re-link; it takes a second or two).
+# A plain editable install: the package is read from the working tree, so new
+# modules need no re-install; dependencies are reinstalled when pyproject.toml changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
-	@$(BIN)/pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 
 tools:
 	@bash scripts/install-test-tools.sh
@@ -42,7 +40,7 @@ lint: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	cd $(VENV) && ../$(BIN)/mypy -p modelroute
+	$(BIN)/mypy
 
 crds: install
 	$(BIN)/modelroute crds --write

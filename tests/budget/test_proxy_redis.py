@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from modelroute.proxy.server import ProxyConfig, start_proxy
+from modelroute.proxy.process import start_proxy
+from modelroute.proxy.server import ProxyConfig
 
 from modelroute.devtools.fake_provider import Knobs, start_fake_provider
 

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 from modelroute.proxy.compiler import compile_local
 from modelroute.proxy.explain import explain
-from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
+from modelroute.proxy.process import RunningProxy, start_proxy
+from modelroute.proxy.server import ProxyConfig
 
 from modelroute.cli import main
 from modelroute.devtools.fake_provider import Knobs, start_fake_provider

@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from modelroute.proxy.server import RunningProxy
+from modelroute.proxy.process import RunningProxy
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs
 

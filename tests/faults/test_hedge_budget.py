@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from modelroute.proxy.server import RunningProxy
+from modelroute.proxy.process import RunningProxy
 
 from .conftest import (
     Fake,

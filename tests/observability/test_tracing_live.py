@@ -21,7 +21,7 @@ from typing import Any
 
 import openai
 import pytest
-from modelroute.proxy.server import RunningProxy
+from modelroute.proxy.process import RunningProxy
 from modelroute.proxy.tracing import TracingObserver
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor

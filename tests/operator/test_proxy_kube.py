@@ -27,7 +27,8 @@ import pytest
 from modelroute.operator.service import HASH_ANNOTATION, TABLE_CONFIGMAP, TABLE_KEY
 from modelroute.proxy.compiler import compile_local
 from modelroute.proxy.kube_source import KubeTableSource
-from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
+from modelroute.proxy.process import RunningProxy, start_proxy
+from modelroute.proxy.server import ProxyConfig
 from modelroute.proxy.sources import TableFileSource
 from modelroute.proxy.table import CompiledTable
 from modelroute.proxy.tablestore import TableStore

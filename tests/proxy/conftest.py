@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
+from modelroute.proxy.process import RunningProxy, start_proxy
+from modelroute.proxy.server import ProxyConfig
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs, start_fake_provider
 

@@ -46,12 +46,12 @@ NOT_THE_PROXY = (
 )
 
 # The sidecar's start-up path in a fresh interpreter: the CLI as `modelroute proxy` builds
-# it, the server module it imports, the tracing Proxy.__init__ builds; then one span.
+# it, the process module it imports, the tracing Proxy.__init__ builds; then one span.
 SIDECAR = f"""
 import json, sys
 from modelroute.cli import build_parser, command_module
 build_parser(command_module(["proxy", "--routes", "routes.yaml"]))
-import modelroute.proxy.server
+import modelroute.proxy.process
 from modelroute.proxy.tracing import tracing_from_env
 
 def loaded(names):
@@ -138,7 +138,7 @@ async def test_an_in_cluster_sidecar_never_loads_yaml() -> None:
         "import sys\n"
         "from modelroute.cli import build_parser, command_module\n"
         "build_parser(command_module(['proxy', '--kube']))\n"
-        "import modelroute.proxy.server, modelroute.proxy.kube_source\n"
+        "import modelroute.proxy.process, modelroute.proxy.kube_source\n"
         "print('yaml' in sys.modules)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

@@ -89,7 +89,8 @@ async def test_error_rate_on_status_describes_the_table_now_served(
 async def test_a_routes_directory_reloads_when_a_file_inside_is_edited(
     fakes: FakeFactory, tmp_path: Path
 ) -> None:
-    from modelroute.proxy.server import ProxyConfig, start_proxy
+    from modelroute.proxy.process import start_proxy
+    from modelroute.proxy.server import ProxyConfig
 
     fake = await fakes()
     folder = tmp_path / "routes"

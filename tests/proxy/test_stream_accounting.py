@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from modelroute.proxy.process import RunningProxy
 from modelroute.proxy.request import Endpoint, extract_features
-from modelroute.proxy.server import RunningProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import Fake, FakeFactory, ProxyFactory, provider_yaml, route_yaml

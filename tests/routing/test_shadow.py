@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import aiohttp
-from modelroute.proxy.server import RunningProxy
+from modelroute.proxy.process import RunningProxy
 
 from ..proxy.conftest import FakeFactory, ProxyFactory, dead_port, provider_yaml, route_yaml
 from .conftest import RecorderFactory, metric_sum

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from modelroute.proxy.server import ProxyConfig, serve
+    from modelroute.proxy.process import serve
+    from modelroute.proxy.server import ProxyConfig
     from modelroute.proxy.sources import ConfigError
 
     admin = None if args.admin == "off" else parse_hostport(args.admin)

@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+
 from modelroute.proxy.kube_source import KubeConfig
 
 from .kube import API_FAILURES, ApiError, KubeApi

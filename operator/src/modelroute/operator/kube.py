@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+
 from modelroute.proxy.kube_source import KubeConfig
 
 GROUP_PATH = "/apis/modelroute.io/v1alpha1"

@@ -25,6 +25,7 @@ from typing import Any
 
 import jsonpatch
 import kopf
+
 from modelroute.operator.injection import InjectionSettings, build_patch, parse_version
 from modelroute.operator.kube import API_FAILURES
 from modelroute.operator.namespaces import NamespaceView

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+
 from modelroute.proxy.compiler import RouteOutcome, compile_table, select_policy
 from modelroute.proxy.table import CompiledFailover, CompiledTable, TableError
-
 from modelroute.resources import (
     FailoverPolicy,
     ModelRoute,

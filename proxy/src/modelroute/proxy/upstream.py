@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-
-from modelroute import __version__
+from importlib.metadata import version
 
 from .credentials import Credentials, MissingCredentials
 from .egress import (
@@ -24,7 +23,7 @@ from .egress import (
 from .httpclient import ConnectionPool
 from .table import CompiledProvider, CompiledTable, KeySource
 
-USER_AGENT = f"modelroute/{__version__}"
+USER_AGENT = f"modelroute/{version('modelroute')}"  # the version pyproject.toml gives
 # sent with every upstream request; the decoder in httpclient handles what this accepts
 DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 KEEPALIVE_SECONDS = 30.0  # idle connections closed after this (providers close at ~60 s+)

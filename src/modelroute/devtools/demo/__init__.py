@@ -6,7 +6,7 @@ no request, residency holds through failover, cost is counted – can be seen
 in twenty seconds on a laptop, with no API key and no cluster.
 
 Nothing here is simulated inside the proxy: it is the real sidecar
-(:func:`~modelroute.proxy.server.start_proxy`) on free 127.0.0.1 ports, in
+(:func:`~modelroute.proxy.process.start_proxy`) on free 127.0.0.1 ports, in
 front of real HTTP fakes (:mod:`modelroute.devtools.fake_provider`), driven over HTTP with
 ``aiohttp`` (a runtime dependency, so the demo works on a plain install).
 

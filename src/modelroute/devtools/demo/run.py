@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 
 from modelroute.proxy.costreport import parse_exposition
-from modelroute.proxy.server import ProxyConfig, RunningProxy, start_proxy
+from modelroute.proxy.process import RunningProxy, start_proxy
+from modelroute.proxy.server import ProxyConfig
 
 from ..fake_provider import FakeProvider, start_fake_provider
 from .attempt_log import AttemptLog

@@ -53,12 +53,14 @@ DEFAULT_RTT_MS: Final = 50.0
 TAIL_SHARE: Final = 0.04
 TAIL_EXTRA_MS: Final = 250.0
 
-ROUTES_RESOURCE: Final = "examples/demo.yaml"
+ROUTES_RESOURCE: Final = "demo.yaml"  # in modelroute.examples
 
 
 def load_template() -> string.Template:
     """The demo's route file (package data), with ``${provider_region}`` base URL placeholders."""
-    text = resources.files("modelroute").joinpath(ROUTES_RESOURCE).read_text(encoding="utf-8")
+    text = (
+        resources.files("modelroute.examples").joinpath(ROUTES_RESOURCE).read_text(encoding="utf-8")
+    )
     return string.Template(text)
 
 

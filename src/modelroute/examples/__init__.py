@@ -1,0 +1,1 @@
+"""Example route files shipped as package data (the demo reads ``demo.yaml``)."""
