@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -149,24 +151,41 @@ def table() -> CompiledTable:
     ).sealed()
 
 
-def find_promtool() -> str | None:
-    return shutil.which("promtool")
+TOOLS_BIN = Path(__file__).resolve().parents[2] / ".tools" / "bin"
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool from Debian's prometheus package (scripts/install-test-tools.sh).
+def require_tool(name: str, where: str) -> str:
+    """The path of a real tool from scripts/install-test-tools.sh (.tools/bin, else PATH).
 
-    Missing, the tests skip locally with the reason, but FAIL under CI=true so a
-    broken installer can't turn the alert-rule proof green.
+    Missing, the test skips locally with the reason, but FAILS under CI=true so a
+    broken installer can't turn a proof green.
     """
-    path = find_promtool()
+    local = TOOLS_BIN / name
+    path = str(local) if os.access(local, os.X_OK) else shutil.which(name)
     if path is None:
-        message = "promtool not found on PATH; run scripts/install-test-tools.sh (apt: prometheus)"
+        message = f"{name} not found in .tools/bin or on PATH; run scripts/install-test-tools.sh ({where})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool from Debian's prometheus package (scripts/install-test-tools.sh)."""
+    return require_tool("promtool", "apt: prometheus")
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a server that can't report the one it bound to.
+
+    Jaeger and Prometheus take their listen addresses from a config file and don't say
+    which port ``:0`` became; the tiny race with another suite is handled by the callers
+    retrying on a failed start.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
