@@ -78,3 +78,59 @@ install_jaeger() {
     ln -sfn "$out/jaeger" "$TOOLS/bin/jaeger"
 }
 install_jaeger
+
+go_build_tool() {
+    # go_build_tool <module dir under scripts/> <version> <ldflags> <package>...
+    # Builds each package's command into .tools/<module>/<version>/ (the cache key: a
+    # new pin builds afresh, an old one is reused) and links it into .tools/bin.  The
+    # Go module and build caches (~/go, ~/.cache/go-build) are shared by every clone on
+    # the machine, so a fresh clone re-links rather than recompiles.  Missing Go fails
+    # loudly: the real-API-server tests (tests/cluster/) cannot run without these.
+    local mod="$1" version="$2" ldflags="$3"; shift 3
+    local out="$TOOLS/$mod/$version" pkg name missing=()
+    for pkg in "$@"; do
+        name="${pkg##*/}"
+        [ -x "$out/$name" ] || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        command -v go >/dev/null || { echo "install-test-tools: go is needed to build $mod $version" >&2; return 1; }
+        mkdir -p "$out"
+        echo "install-test-tools: building $mod $version (${missing[*]##*/}); a cold build takes minutes" >&2
+        # into a scratch directory first: an interrupted build must not leave a binary
+        # that a later run takes for a finished one
+        rm -rf "$out/.partial" && mkdir -p "$out/.partial"
+        (cd "scripts/$mod" && nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$out/.partial/" "${missing[@]}")
+        mv "$out/.partial/"* "$out/" && rmdir "$out/.partial"
+    fi
+    for pkg in "$@"; do
+        name="${pkg##*/}"
+        ln -sfn "$out/$name" "$TOOLS/bin/$name"
+    done
+}
+
+go_module_version() {
+    # the version scripts/<module>/go.mod requires of <path>: one pin, read where it is written
+    awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) {print $NF; exit}' "scripts/$1/go.mod"
+}
+
+install_kube_control_plane() {
+    # kube-apiserver and kube-controller-manager from the k8s.io/kubernetes module
+    # (scripts/kube/go.mod pins it and every staging module), for tests/cluster/.
+    # The version is stamped in (-X) as Kubernetes' own build does: helm's
+    # .Capabilities.KubeVersion and the injector's native-sidecar choice read it.
+    local v; v="$(go_module_version kube k8s.io/kubernetes)"
+    local minor; minor="$(echo "$v" | cut -d. -f2)"
+    local pkg=k8s.io/component-base/version
+    go_build_tool kube "$v" \
+        "-s -w -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+}
+install_kube_control_plane
+
+install_etcd() {
+    # etcd, the API server's storage, at the version kubeadm pairs with that Kubernetes
+    # release (scripts/etcd/: a main calling etcdmain.Main).
+    local v; v="$(go_module_version etcd go.etcd.io/etcd/server/v3)"
+    go_build_tool etcd "$v" "-s -w" modelroute.test/etcd
+}
+install_etcd

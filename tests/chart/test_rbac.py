@@ -24,6 +24,10 @@ from modelroute.operator.service import sidecar_role
 from .conftest import ROOT, Render
 
 Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+# A grant: a triple and the object name it is limited to ("*": any, a rule without
+# resourceNames).  A used triple carries the name RBAC sees (None: create, lists).
+Grant = tuple[str, str, str, str]
+Use = tuple[Triple, str | None]
 
 HERE = Path(__file__).resolve().parent
 OPERATOR_TESTS = ROOT / "tests" / "operator"
@@ -39,6 +43,21 @@ NOT_EXERCISED: dict[Triple, str] = {
     # the table ConfigMap) unless it holds those verbs itself (RBAC escalation check).
     ("", "configmaps", "watch"): "escalation: the sidecar Role grants it",
 }
+
+
+def object_name(method: str, path: str, query: dict[str, str]) -> str | None:
+    """The name RBAC matches against ``resourceNames``: the path's object name, or for a
+    list/watch the ``metadata.name`` field selector (kube-apiserver's RequestInfo)."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if rest and rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    if len(rest) > 1:
+        return rest[1]
+    selector = query.get("fieldSelector", "")
+    if method == "GET" and selector.startswith("metadata.name=") and "," not in selector:
+        return selector.removeprefix("metadata.name=")
+    return None
 
 
 def triple(method: str, path: str, query: dict[str, str]) -> Triple | None:
@@ -84,7 +103,7 @@ def scenarios() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def used(tmp_path_factory: pytest.TempPathFactory) -> set[Triple]:
+def used(tmp_path_factory: pytest.TempPathFactory) -> set[Use]:
     """Run the operator scenarios once and collect what the operator asked the API for."""
     record = tmp_path_factory.mktemp("rbac") / "requests.jsonl"
     env = {
@@ -103,33 +122,38 @@ def used(tmp_path_factory: pytest.TempPathFactory) -> set[Triple]:
         timeout=600,
     )
     assert run.returncode == 0, f"operator scenarios failed:\n{run.stdout[-4000:]}"
-    out: set[Triple] = set()
+    out: set[Use] = set()
     for line in record.read_text().splitlines():
         rec = json.loads(line)
         t = triple(rec["method"], rec["path"], rec["query"])
         if t is not None and not sidecars_own(rec):
-            out.add(t)
+            out.add((t, object_name(rec["method"], rec["path"], rec["query"])))
     return out
 
 
-def expand(rules: list[dict[str, Any]]) -> set[Triple]:
-    out: set[Triple] = set()
+def expand(rules: list[dict[str, Any]]) -> set[Grant]:
+    out: set[Grant] = set()
     for rule in rules:
         assert "nonResourceURLs" not in rule
-        assert "resourceNames" not in rule, "cluster role rules are not name-scoped"
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
-                    out.add((group, resource, verb))
+                    for name in rule.get("resourceNames") or ["*"]:
+                        out.add((group, resource, verb, name))
     return out
 
 
-def cluster_role(render: Render) -> set[Triple]:
+def cluster_role(render: Render) -> set[Grant]:
     [role] = [d for d in render() if d["kind"] == "ClusterRole"]
     granted = expand(role["rules"])
-    for group, resource, verb in granted:
+    for group, resource, verb, _ in granted:
         assert "*" not in (group, resource, verb), "no wildcards"
     return granted
+
+
+def covered(t: Triple, name: str | None, granted: set[Grant]) -> bool:
+    """RBAC's rule match: any name, or the request's name among the rule's resourceNames."""
+    return (*t, "*") in granted or (name is not None and (*t, name) in granted)
 
 
 def test_triple_reads_requests_the_way_rbac_does() -> None:
@@ -148,19 +172,30 @@ def test_triple_reads_requests_the_way_rbac_does() -> None:
     assert triple("PATCH", path, {}) == ("modelroute.io", "modelroutes/status", "patch")
     assert triple("GET", "/apis/modelroute.io/v1alpha1", {}) is None
     assert triple("GET", "/version", {}) is None
+    cm = "/api/v1/namespaces/a/configmaps"
+    assert object_name("PATCH", f"{cm}/modelroute-table", {}) == "modelroute-table"
+    assert object_name("GET", cm, {"fieldSelector": "metadata.name=t"}) == "t"
+    assert object_name("POST", cm, {}) is None
 
 
 def test_cluster_role_is_exactly_what_the_operator_uses(render: Render, used: set[Triple]) -> None:
     granted = cluster_role(render)
-    needed = used | set(NOT_EXERCISED)
-    assert needed - granted == set(), f"used but not granted: {sorted(needed - granted)}"
-    assert granted - needed == set(), f"granted but never used: {sorted(granted - needed)}"
+    missing = sorted((t, n) for t, n in used if not covered(t, n, granted))
+    assert missing == [], f"used but not granted: {missing}"
+    needed = {t for t, _ in used} | set(NOT_EXERCISED)
+    unused = {g[:3] for g in granted} - needed
+    assert unused == set(), f"granted but never used: {sorted(unused)}"
+    # A name-limited grant is used under that name (no dead resourceNames entries).
+    names = {(t, n) for t, n in used}
+    for g in granted:
+        if g[3] != "*" and g[:3] not in NOT_EXERCISED:
+            assert (g[:3], g[3]) in names, f"granted for a name never used: {g}"
     # The operator never writes Namespace objects (kopf state lives on our own resources).
     assert not {
-        t for t in used if t[1].startswith("namespaces") and t[2] not in ("get", "list", "watch")
+        t for t, _ in used if t[1].startswith("namespaces") and t[2] not in ("get", "list", "watch")
     }
     # Privilege-escalation verbs never appear.
-    assert not {v for _, _, v in granted} & {"escalate", "bind", "impersonate", "update"}
+    assert not {g[2] for g in granted} & {"escalate", "bind", "impersonate", "update"}
 
 
 def test_operator_holds_what_it_grants_the_sidecars(render: Render) -> None:
@@ -170,7 +205,8 @@ def test_operator_holds_what_it_grants_the_sidecars(render: Render) -> None:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
-                    assert (group, resource, verb) in granted, (group, resource, verb)
+                    for name in rule.get("resourceNames") or [None]:
+                        assert covered((group, resource, verb), name, granted), (resource, verb)
 
 
 def test_binding_targets_the_operator_account(render: Render) -> None:

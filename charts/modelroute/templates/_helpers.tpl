@@ -124,15 +124,27 @@ namespaces: namespace handlers are kopf event handlers, which store no state.
 - apiGroups: ["modelroute.io"]
   resources: ["modelroutes/status", "failoverpolicies/status"]
   verbs: ["patch"]
-# the compiled table per namespace (ConfigMap modelroute-table); the resync lists it
-# cluster-wide; watch is never called but must be held to grant it in the sidecar Role
+# the compiled table per namespace (ConfigMap modelroute-table), and no other ConfigMap:
+# read, patch and delete are limited to that name (the resync's cluster-wide list selects
+# it by metadata.name, which RBAC matches against resourceNames); watch is never called
+# but must be held to grant it in the sidecar Role.  create can't be limited by name in
+# RBAC, but it can't touch an existing object either.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# the sidecars' read-only Role and RoleBinding per enrolled namespace (patch repairs edits)
+  resourceNames: ["modelroute-table"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
+# the sidecars' read-only Role and RoleBinding per enrolled namespace (patch repairs
+# edits), by name: no other Role or RoleBinding of the cluster
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "patch", "delete"]
+  resourceNames: ["modelroute-sidecar"]
+  verbs: ["get", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create"]
 # enrolment labels, FailoverPolicy selectors, the injector's namespace index
 - apiGroups: [""]
   resources: ["namespaces"]
