@@ -54,11 +54,16 @@ def drive(obs: TracingObserver, record: RequestRecord, *, finish_served: bool = 
     obs.request_finished(record)
 
 
-@pytest.fixture
-def memory() -> tuple[TracingObserver, InMemorySpanExporter]:
+@pytest.fixture(params=["processors", "tracer"])
+def memory(request: pytest.FixtureRequest) -> tuple[TracingObserver, InMemorySpanExporter]:
+    """Both ways the observer emits: to the processors it was given (what tracing_from_env
+    does), and through a provider's tracer (a provider built elsewhere): same spans."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    if request.param == "processors":
+        return TracingObserver(provider, [processor]), exporter
     return TracingObserver(provider), exporter
 
 

@@ -242,6 +242,8 @@ class Dispatcher:
         record.namespace = route.namespace or table.namespace
         record.category = resolution.category
         record.classify_reason = resolution.reason
+        if route.latency_budget_ms is not None:  # tail sampling keeps slow requests' traces
+            record.latency_budget = route.latency_budget_ms / 1000
         record.record_content = route.record_content
         if route.record_content:  # opted in: the span carries what the app asked (tracing.py)
             record.extra["prompt"] = _prompt_of(body)

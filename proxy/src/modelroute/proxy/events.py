@@ -70,6 +70,7 @@ class RequestRecord:
     unpriced_input_tokens: int = 0
     unpriced_output_tokens: int = 0
     budget_action: str | None = None
+    latency_budget: float | None = None  # the route's latencyBudgetMs, in seconds
     record_content: bool = False
     span: Any = None
     extra: dict[str, Any] = field(default_factory=dict)

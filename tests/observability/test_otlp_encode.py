@@ -1,0 +1,160 @@
+"""The lean OTLP encoder writes what the SDK's encoder writes, and the exporter really uses it.
+
+The sidecar's spans and spans using every other field (events, links, arrays,
+maps, negative and 64-bit ints, floats, bytes, unicode, trace state, a remote
+parent, error status, two resources and scopes with versions and schema URLs)
+are encoded by both; decoded with the official protobuf classes the two
+messages must be equal.  Then the exporter ``tracing_from_env`` builds posts a
+batch to a loopback collector that decodes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from modelroute.proxy.otlp_encode import Encoder, varint
+from modelroute.proxy.tracing import TracingObserver
+from modelroute.proxy.tracing_export import LeanOTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from ..otlp import otlp_receiver
+
+
+def sdk_message(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(encode_spans(spans).SerializeToString())
+    return message
+
+
+def lean_message(
+    spans: list[ReadableSpan], encoder: Encoder | None = None
+) -> ExportTraceServiceRequest:
+    message = ExportTraceServiceRequest()
+    message.ParseFromString((encoder or Encoder()).request(spans))
+    return message
+
+
+def sidecar_spans(rec: SimpleNamespace, n: int = 3) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    processor = SimpleSpanProcessor(exporter)
+    obs = TracingObserver(provider, [processor])
+    for i in range(n):
+        first = rec.attempt(1, rec.FLASH, "5xx", status=503)
+        second = rec.attempt(2, rec.KIMI, fallback_reason="5xx", upstream_model="moonshot-k2.5")
+        record = rec.request([first, second], input_tokens=100 + i, output_tokens=20)
+        obs.request_started(record, {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"})
+        for attempt in record.attempts:
+            obs.attempt_finished(record, attempt)
+        obs.request_finished(record)
+    return list(exporter.get_finished_spans())
+
+
+def odd_spans() -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    spans: list[ReadableSpan] = []
+    for service, scope_version in (("a", "1.0"), ("b", None)):
+        provider = TracerProvider(
+            resource=Resource(
+                {"service.name": service, "host.cores": 2, "ratio": 0.5},
+                schema_url="https://opentelemetry.io/schemas/1.21.0",
+            )
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer(
+            "lib", scope_version, schema_url="https://example.test/s", attributes={"k": "v"}
+        )
+        remote = SpanContext(
+            0xFFFF_0000_0000_0000_0000_0000_0000_0001,
+            0xABCD,
+            is_remote=True,
+            trace_flags=TraceFlags(1),
+            trace_state=TraceState([("vendor", "x1"), ("other", "y")]),
+        )
+        parent = set_span_in_context(NonRecordingSpan(remote))
+        for kind in SpanKind:
+            span = tracer.start_span(
+                "naïve ünïcode ✓",
+                context=parent,
+                kind=kind,
+                attributes={
+                    "neg": -5,
+                    "int64.min": -(1 << 63),
+                    "int64.max": (1 << 63) - 1,
+                    "zero": 0,
+                    "false": False,
+                    "true": True,
+                    "empty": "",
+                    "float": -0.25,
+                    "strs": ("a", "b", ""),
+                    "ints": (1, -2, 300),
+                    "bools": (True, False),
+                    "floats": (1.5, 2.0),
+                },
+                links=[Link(SpanContext(5, 6, is_remote=True), {"link.n": 1}), Link(remote)],
+            )
+            span.add_event("with attributes", {"x": 1.5, "s": "é"})
+            span.add_event("", {})
+            span.set_status(Status(StatusCode.ERROR, "boom"))
+            span.end()
+        ok = tracer.start_span("ok", kind=SpanKind.CLIENT)
+        ok.set_status(Status(StatusCode.OK))
+        ok.end()
+        spans.extend(exporter.get_finished_spans())
+        exporter.clear()
+    return spans
+
+
+def test_the_sidecars_spans_encode_as_the_sdk_encodes_them(rec: SimpleNamespace) -> None:
+    spans = sidecar_spans(rec)
+    encoder = Encoder()
+    assert lean_message(spans, encoder) == sdk_message(spans)
+    # again with every attribute now from the cache
+    assert lean_message(spans, encoder) == sdk_message(spans)
+
+
+def test_every_other_span_field_encodes_as_the_sdk_encodes_it() -> None:
+    spans = odd_spans()
+    lean, sdk = lean_message(spans), sdk_message(spans)
+    assert len(sdk.resource_spans) == 2
+    assert lean == sdk
+
+
+def test_a_value_otlp_cannot_carry_fails_the_encoding() -> None:
+    span = ReadableSpan(
+        "x", context=SpanContext(1, 2, False), attributes={"n": 1 << 64}, resource=Resource({})
+    )
+    with pytest.raises(TypeError, match="64 bits"):
+        Encoder().request([span])
+    assert varint(300) == b"\xac\x02"
+    assert varint(-1) == b"\xff" * 9 + b"\x01"
+
+
+async def test_the_exporter_posts_lean_batches_a_collector_decodes(rec: SimpleNamespace) -> None:
+    spans = sidecar_spans(rec, n=2)
+    async with otlp_receiver() as collector:
+        exporter = LeanOTLPSpanExporter(endpoint=collector.url, timeout=5)
+        assert exporter.lean  # the lean path, not the SDK encoder fallback
+        result = await asyncio.wait_for(asyncio.to_thread(exporter.export, spans), timeout=20)
+        exporter.shutdown()
+    assert result is SpanExportResult.SUCCESS
+    assert len(collector.received) == 1
+    assert collector.received[0] == sdk_message(spans)
