@@ -68,6 +68,8 @@ PORT_BARE = 18510
 PORT_MR, PORT_MR_ADMIN = 18520, 18521
 PORT_MR2, PORT_MR2_ADMIN = 18522, 18523
 PORT_MRS, PORT_MRS_ADMIN = 18524, 18525
+PORT_MRT, PORT_MRT_ADMIN = 18526, 18527
+TAIL_RATIO = "0.01"  # MODELROUTE_TRACES_TAIL_RATIO of the modelroute-tail target
 SAMPLED_RATIO = "0.01"  # OTEL_TRACES_SAMPLER_ARG of the modelroute-sampled target
 PORT_NGINX = 18530
 PORT_LITELLM = 18540
@@ -302,6 +304,8 @@ class Bench:
             PORT_MR2_ADMIN,
             PORT_MRS,
             PORT_MRS_ADMIN,
+            PORT_MRT,
+            PORT_MRT_ADMIN,
             PORT_NGINX,
             PORT_LITELLM,
             PORT_SINK,
@@ -345,6 +349,7 @@ class Bench:
             ("bare", self._bare),
             ("modelroute", self._modelroute),
             ("modelroute-sampled", self._modelroute_sampled),
+            ("modelroute-tail", self._modelroute_tail),
             ("modelroute-w2", self._modelroute_w2),
             ("nginx", self._nginx),
             ("litellm", self._litellm),
@@ -400,16 +405,17 @@ class Bench:
             return "`modelroute proxy` is not available yet"
         return out.stdout
 
-    def _mr_env(self) -> dict[str, str]:
-        # Tracing really on: the SDK builds every span and the batch processor exports them
-        # as OTLP/HTTP protobuf to a local sink (bench/otlp_sink.py), like a collector in the pod.
+    def _mr_env(self, row: str = "modelroute") -> dict[str, str]:
+        # Tracing really on: every span built and the batch processor exports them as
+        # OTLP/HTTP protobuf to a local sink (bench/otlp_sink.py), like a collector in the pod.
+        # The service name says which row sent a span, so the sink counts each row's spans.
         return {
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{HOST}:{PORT_SINK}/v1/traces",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_SERVICE_NAME": "modelroute-bench",
+            "OTEL_SERVICE_NAME": f"bench-{row}",
         }
 
     @staticmethod
@@ -447,9 +453,9 @@ class Bench:
             "1 process; metrics, cost/budget on, tracing on: every span exported (OTLP/HTTP)",
         )
 
-    def _sampled_env(self) -> dict[str, str]:
+    def _sampled_env(self, row: str = "modelroute-sampled") -> dict[str, str]:
         return {
-            **self._mr_env(),
+            **self._mr_env(row),
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO,
         }
@@ -475,6 +481,27 @@ class Bench:
             f"OTEL_TRACES_SAMPLER_ARG={SAMPLED_RATIO} (1 % of traces exported)",
         )
 
+    def _modelroute_tail(self) -> Target | str:
+        """Tail decisions in the sidecar: every failover, hedge, error, budget hit kept, 1 % of the rest.
+
+        The bench's requests all succeed at the first attempt, so this row prices the
+        option at its most common case: a decision per request, 1 % of traces exported.
+        """
+        why_not = self._mr_unavailable(self._mr_help())
+        if why_not is not None:
+            return why_not
+        argv = self._mr_argv(PORT_MRT, PORT_MRT_ADMIN)
+        env = {**self._mr_env("modelroute-tail"), "MODELROUTE_TRACES_TAIL_RATIO": TAIL_RATIO}
+        p = self.spawn("modelroute-tail", argv, self.sut_cpu, env)
+        return Target(
+            "modelroute-tail",
+            f"http://{HOST}:{PORT_MRT}{CHAT}",
+            p,
+            f"the same, tail decisions in the sidecar: MODELROUTE_TRACES_TAIL_RATIO={TAIL_RATIO} "
+            "(every failover, hedge, error, budget or latency-budget hit exported, 1 % of the rest)",
+            scenarios=("c20", "sat", "rates"),
+        )
+
     def _modelroute_w2(self) -> Target | str:
         help_ = self._mr_help()
         why_not = self._mr_unavailable(help_)
@@ -486,7 +513,7 @@ class Bench:
         argv = self._mr_argv(PORT_MR2, PORT_MR2_ADMIN, "--workers", "2")
         cpus = f"{self.sut_cpu},{self.load_cpu}" if self.sut_cpu else ""
         # compared with modelroute-sampled (same settings, one process)
-        p = self.spawn("modelroute-w2", argv, cpus, self._sampled_env())
+        p = self.spawn("modelroute-w2", argv, cpus, self._sampled_env("modelroute-w2"))
         return Target(
             "modelroute-w2",
             f"http://{HOST}:{PORT_MR2}{CHAT}",
@@ -760,11 +787,44 @@ class Bench:
                 }
             except OSError as exc:
                 checks["metrics"] = {"error": repr(exc)}
+        # requests each traced row answered (its own counter), then - once the batch
+        # processors' 5 s timer has flushed what was queued - the spans the sink decoded
+        admin = {
+            "modelroute": PORT_MR_ADMIN,
+            "modelroute-sampled": PORT_MRS_ADMIN,
+            "modelroute-tail": PORT_MRT_ADMIN,
+        }
+        answered: dict[str, int] = {}
+        for name, port in admin.items():
+            if name in names:
+                with contextlib.suppress(OSError):
+                    _, body = get(f"http://{HOST}:{port}/metrics")
+                    answered[name] = round(
+                        sum(
+                            float(m.group(1))
+                            for m in re.finditer(
+                                r"^modelroute_requests_total\{[^}]*\} (\S+)$",
+                                body.decode(errors="replace"),
+                                re.M,
+                            )
+                        )
+                    )
+        if answered:
+            time.sleep(6)
         try:
             _, body = get(f"http://{HOST}:{PORT_SINK}/stats")
             checks["otlp_sink"] = json.loads(body)
         except (OSError, json.JSONDecodeError) as exc:
             checks["otlp_sink"] = {"error": repr(exc)}
+        services = (checks.get("otlp_sink") or {}).get("services") or {}
+        checks["spans_per_row"] = {
+            name: {
+                "requests": n,
+                "server_spans": (services.get(f"bench-{name}") or {}).get("server_spans", 0),
+                "spans": (services.get(f"bench-{name}") or {}).get("spans", 0),
+            }
+            for name, n in answered.items()
+        }
         return checks
 
 
@@ -827,6 +887,12 @@ def summarise(b: Bench) -> dict[str, Any]:
                 if mine and base and "error" not in mine and "error" not in base and base["rps"]:
                     ratios.append(mine["rps"] / base["rps"])
             entry["rps_vs_bare"] = round(statistics.median(ratios), 3) if ratios else None
+            cpu_ratios = []
+            for rnd in b.rounds:
+                mine, base = (rnd.get(name) or {}).get(key), (rnd.get("bare") or {}).get(key)
+                if mine and base and mine.get("cpu_us_per_req") and base.get("cpu_us_per_req"):
+                    cpu_ratios.append(mine["cpu_us_per_req"] / base["cpu_us_per_req"])
+            entry["cpu_vs_bare"] = round(statistics.median(cpu_ratios), 3) if cpu_ratios else None
             s[key] = entry
         got_s = [rnd[name].get("stream") for rnd in b.rounds if name in rnd]
         streams: list[dict[str, Any]] = [r for r in got_s if r and "error" not in r and "ttft" in r]
@@ -933,6 +999,55 @@ def budget(summary: dict[str, Any], name: str = "modelroute") -> list[dict[str, 
                 "x",
             )
     return rows
+
+
+TRACING_ROWS = ("modelroute", "modelroute-tail", "modelroute-sampled")
+
+
+def tracing_budget(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's bounds for tracing, per traced row: CPU, saturation and tail against bare.
+
+    Each figure is a ratio or difference to the bare pass-through taken within a round,
+    then the median over rounds.
+    """
+    rows: list[dict[str, Any]] = []
+    for key, label in (
+        ("c20", "20 connections"),
+        ("sat", "saturation"),
+        ("rate1000", "1,000 req/s"),
+    ):
+        values = {
+            n: ((summary.get(n) or {}).get(key) or {}).get("cpu_vs_bare") for n in TRACING_ROWS
+        }
+        rows.append(
+            _trow(f"CPU per request ÷ bare's, {label}", "≤ 1.5 x", values, "x", lambda v: v <= 1.5)
+        )
+    values = {n: ((summary.get(n) or {}).get("sat") or {}).get("rps_vs_bare") for n in TRACING_ROWS}
+    rows.append(_trow("saturation req/s vs bare", "≥ 0.60", values, "x", lambda v: v >= 0.6))
+    values = {
+        n: ms(((summary.get(n) or {}).get("rate1000") or {}).get("vs_bare_p99"))
+        for n in TRACING_ROWS
+    }
+    rows.append(
+        _trow("added p99 over bare, 1,000 req/s", "≤ +1 ms", values, "ms", lambda v: v <= 1.0)
+    )
+    return rows
+
+
+def _trow(
+    check: str,
+    bound: str,
+    values: dict[str, float | None],
+    unit: str,
+    ok: Callable[[float], bool],
+) -> dict[str, Any]:
+    return {
+        "check": check,
+        "bound": bound,
+        "unit": unit,
+        "values": values,
+        "pass": {n: (None if v is None else ok(v)) for n, v in values.items()},
+    }
 
 
 def ms(us: float | None) -> float | None:
@@ -1114,6 +1229,27 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{verdict[r['pass']]} | {fmt(o['value'], 3)} {o['unit']} | {verdict[o['pass']]} |"
         )
     lines.append("")
+    if doc.get("tracing_budget"):
+        lines.append("### Tracing every span (issue 17), against the same run's bare pass-through")
+        lines.append("")
+        lines.append(
+            "**modelroute** exports every span (the OpenTelemetry default sampler), the verdict "
+            "of issue 17; **modelroute-tail** makes tail decisions in the sidecar "
+            f"(`MODELROUTE_TRACES_TAIL_RATIO={TAIL_RATIO}`); **modelroute-sampled** is the 1 % "
+            "head-sampled row above. CPU is the whole process (every thread: the batch "
+            "exporter's too)."
+        )
+        lines.append("")
+        lines.append("| check | bound | " + " | ".join(f"{n} | met" for n in TRACING_ROWS) + " |")
+        lines.append("|---|---|" + "---:|---|" * len(TRACING_ROWS))
+        for r in doc["tracing_budget"]:
+            cells = " | ".join(
+                f"{fmt(r['values'][n], 3)} {r['unit'] if r['values'][n] is not None else ''} | "
+                f"{verdict[r['pass'][n]]}"
+                for n in TRACING_ROWS
+            )
+            lines.append(f"| {r['check']} | {r['bound']} | {cells} |")
+        lines.append("")
     if doc["skipped"]:
         lines.append("### Not measured")
         lines.append("")
@@ -1136,6 +1272,11 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"- OTLP sink received {sink['requests']:,} export requests "
             f"({sink['bytes']:,} bytes of spans) during the run."
+        )
+    for name, got in (checks.get("spans_per_row") or {}).items():
+        lines.append(
+            f"- {name}: answered {got['requests']:,} requests; the sink decoded "
+            f"{got['server_spans']:,} SERVER spans ({got['spans']:,} spans in all) from it."
         )
     lines.extend(doc.get("warnings_md", []))
     lines.append("")
@@ -1195,7 +1336,8 @@ def main() -> int:
     p.add_argument(
         "--targets",
         default=os.environ.get("BENCH_TARGETS", ""),
-        help="comma list among bare,modelroute,modelroute-sampled,modelroute-w2,nginx,litellm "
+        help="comma list among bare,modelroute,modelroute-sampled,modelroute-tail,modelroute-w2,"
+        "nginx,litellm "
         "(direct always runs)",
     )
     p.add_argument(
@@ -1253,6 +1395,7 @@ def main() -> int:
     # same checks for every span exported beside it
     doc["budget"] = budget(summary, "modelroute-sampled")
     doc["budget_all_spans"] = budget(summary, "modelroute")
+    doc["tracing_budget"] = tracing_budget(summary)
     doc["warnings_md"] = warnings(doc)
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from .request import Endpoint
 from .sources import ConfigError, RouteFilesSource, TableFileSource
 from .table import CompiledTable
 from .tablestore import TableStore
+from .tail_sampling import TailConfigError
 from .tracing import tracing_from_env
 from .upstream import UpstreamPool
 
@@ -121,7 +122,10 @@ class Proxy:
         )
         self.status_counts = _Health()
         self.observers = Observers([self.metrics, self.status_counts])
-        self.tracing = tracing_from_env() if config.tracing else None
+        try:
+            self.tracing = tracing_from_env() if config.tracing else None
+        except TailConfigError as exc:  # MODELROUTE_TRACES_TAIL_RATIO: say what to set, no trace
+            raise ConfigError(str(exc)) from None
         if self.tracing is not None:
             self.observers.add(self.tracing)
         self.dispatcher = Dispatcher(
