@@ -49,11 +49,21 @@ install_helm_kubectl() {
 install_helm_kubectl
 
 install_promtool() {
-    # promtool (Debian's `prometheus` package) checks the /metrics exposition and the
-    # alert rules, and unit-tests the alerts on synthetic series (tests/observability/).
-    # Recommends are skipped; the package's own Prometheus service is never started here.
-    if command -v promtool >/dev/null 2>&1; then return 0; fi
-    apt_install promtool prometheus
+    # Debian's `prometheus` package: promtool checks the /metrics exposition and the alert
+    # rules and unit-tests the alerts on synthetic series; the server itself is run by
+    # tests/observability/test_prometheus.py on a loopback port with its own config.
+    # Recommends are skipped, and the package's own service is never started: on a
+    # machine without systemd, invoke-rc.d would start /etc/init.d/prometheus from the
+    # postinst, so a policy-rc.d refusing every start is in place while apt runs.
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then return 0; fi
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 0755 "$policy"
+        added=1
+    fi
+    apt_install prometheus prometheus || { [ -n "$added" ] && $SUDO rm -f "$policy"; return 1; }
+    if [ -n "$added" ]; then $SUDO rm -f "$policy"; fi
 }
 install_promtool
 

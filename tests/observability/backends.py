@@ -135,3 +135,65 @@ def _wait_listening(port: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def prometheus_config(
+    targets: list[tuple[str, dict[str, str]]], rule_files: list[str], interval: str
+) -> dict[str, Any]:
+    """One static scrape job per target (``host:port``, labels), the way a PodMonitor
+    labels a sidecar (namespace, pod, container), and the given rule files."""
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": rule_files,
+        "scrape_configs": [
+            {
+                "job_name": f"target-{i}",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [address], "labels": labels}],
+            }
+            for i, (address, labels) in enumerate(targets)
+        ],
+    }
+
+
+@contextlib.contextmanager
+def run_prometheus(
+    binary: str,
+    workdir: Path,
+    targets: list[tuple[str, dict[str, str]]],
+    rule_files: list[str] = (),  # type: ignore[assignment]
+    interval: str = "1s",
+    attempts: int = 3,
+) -> Iterator[Server]:
+    """Debian's Prometheus server on a free loopback port, its TSDB in ``workdir``."""
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(targets, list(rule_files), interval)))
+    for attempt in range(attempts):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = workdir / f"prometheus-{attempt}.log"
+        cmd = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / f'tsdb-{attempt}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ]
+        server = _start(cmd, log, f"{base}/-/ready", base)
+        if server is None:
+            continue
+        try:
+            yield server
+        finally:
+            _stop(server)
+        return
+    raise AssertionError(f"prometheus exited at start {attempts} times:\n{log.read_text()[-4000:]}")
+
+
+def query(server: Server, promql: str) -> list[dict[str, Any]]:
+    """An instant query through the HTTP API; the result vector (fails on a query error)."""
+    from urllib.parse import urlencode
+
+    doc = get_json(f"{server.url}/api/v1/query?{urlencode({'query': promql})}")
+    assert doc["status"] == "success", doc
+    return list(doc["data"]["result"])
