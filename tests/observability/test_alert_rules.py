@@ -284,7 +284,141 @@ def unit_tests() -> list[dict[str, Any]]:
             ),
         ],
     }
-    return [cost_spike, budget, fallback, p99, circuit]
+    sidecar = {"namespace": "llm-apps", "pod": "app-7d9", "container": "modelroute-proxy"}
+    down = {
+        "interval": "1m",
+        "input_series": [
+            # scrapes fail from minute 2 on; another sidecar stays up
+            series("up", sidecar, "1 1 0x10"),
+            series("up", {**sidecar, "pod": "app-8f1"}, "1x12"),
+        ],
+        "alert_rule_test": [
+            alert("4m", "ModelrouteSidecarDown"),  # pending: under the 5m hold
+            alert(
+                "8m",
+                "ModelrouteSidecarDown",
+                (
+                    {**sidecar, "severity": "warning"},
+                    {"summary": "modelroute sidecar llm-apps/app-7d9 is not scrapeable"},
+                ),
+            ),
+        ],
+    }
+    qwen = {**GENERAL, "model": "qwen3.5-32b", "provider": "qwen", "pod": "a"}
+    unpriced = {
+        "interval": "1m",
+        "input_series": [
+            # no output tokens unpriced for 10 minutes, then an unpriced target serves
+            series("modelroute_unpriced_tokens_total", {**qwen, "type": "output"}, "0x10 0+50x30"),
+            # unpriced input tokens are the seeds' normal case: no alert for them
+            series(
+                "modelroute_unpriced_tokens_total",
+                {**flash_cost, "type": "input", "pod": "a"},
+                "0+100x40",
+            ),
+        ],
+        "alert_rule_test": [
+            alert("10m", "ModelrouteUnpricedTokens"),
+            alert(
+                "30m",
+                "ModelrouteUnpricedTokens",
+                (
+                    {**GENERAL, "model": "qwen3.5-32b", "provider": "qwen", "severity": "info"},
+                    {
+                        "summary": "qwen/qwen3.5-32b serves route llm-apps/general without an "
+                        "output price: its cost is unknown, not zero"
+                    },
+                ),
+            ),
+        ],
+    }
+    region = {
+        "interval": "1m",
+        "input_series": [
+            series(
+                "modelroute_region_ejected",
+                {**NS, "provider": "deepseek", "region": "us-east", "pod": "a"},
+                "0 0 1x10",
+            ),
+            series(
+                "modelroute_region_ejected",
+                {**NS, "provider": "kimi", "region": "cn-north", "pod": "a"},
+                "0x12",
+            ),
+        ],
+        "alert_rule_test": [
+            alert("4m", "ModelrouteRegionEjected"),
+            alert(
+                "8m",
+                "ModelrouteRegionEjected",
+                (
+                    {"provider": "deepseek", "region": "us-east", "severity": "warning"},
+                    {"summary": "region deepseek@us-east is ejected by the FailoverPolicy"},
+                ),
+            ),
+        ],
+    }
+    deployment = {"deployment": "mr-modelroute", "namespace": "modelroute-system"}
+    operator = {
+        "interval": "1m",
+        "input_series": [
+            series("kube_deployment_status_replicas_available", deployment, "2 2 0x10"),
+            # another release's operator at zero is not this release's alert
+            series(
+                "kube_deployment_status_replicas_available",
+                {**deployment, "deployment": "other"},
+                "0x12",
+            ),
+        ],
+        "alert_rule_test": [
+            alert("4m", "ModelrouteOperatorUnavailable"),
+            alert(
+                "8m",
+                "ModelrouteOperatorUnavailable",
+                (
+                    {**deployment, "severity": "critical"},
+                    {
+                        "summary": "no modelroute operator replica is available; new pods start "
+                        "without the sidecar"
+                    },
+                ),
+            ),
+        ],
+    }
+    return [cost_spike, budget, fallback, p99, circuit, down, unpriced, region, operator]
+
+
+def threshold_tests() -> list[dict[str, Any]]:
+    """ModelrouteCostOverThreshold, rendered with thresholds.costPerHourUsd=20."""
+    labels = {**GENERAL, "model": "kimi-k2.5", "provider": "kimi", "pod": "a"}
+    return [
+        {
+            "interval": "5m",
+            "input_series": [
+                # $12/h for two hours (under $20), then $36/h
+                series("modelroute_cost_usd_total", labels, "0+1x24 24+3x24"),
+                series(
+                    "modelroute_cost_usd_total",
+                    {**labels, "route": "steady"},
+                    "0+1x48",
+                ),
+            ],
+            "alert_rule_test": [
+                alert("2h", "ModelrouteCostOverThreshold"),
+                alert(
+                    "3h30m",
+                    "ModelrouteCostOverThreshold",
+                    (
+                        {**GENERAL, "severity": "warning"},
+                        {
+                            "summary": "route llm-apps/general spent 36 USD in the last hour "
+                            "(threshold 20)"
+                        },
+                    ),
+                ),
+            ],
+        }
+    ]
 
 
 def test_rules_pass_promtool(helm: str, promtool: str, tmp_path: Path) -> None:
@@ -335,3 +469,33 @@ def test_absolute_cost_threshold_is_opt_in(helm: str, promtool: str, tmp_path: P
     path.write_text(yaml.safe_dump(rules))
     check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_opt_in_cost_threshold_fires_on_synthetic_series(
+    helm: str, promtool: str, tmp_path: Path
+) -> None:
+    rules = render_rules(helm, "monitoring.prometheusRule.thresholds.costPerHourUsd=20")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": threshold_tests()}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_shipped_alert_has_a_firing_and_a_quiet_case(helm: str) -> None:
+    """A new alert in the chart needs its unit test here: one eval where it fires, one not."""
+    rules = render_rules(helm, "monitoring.prometheusRule.thresholds.costPerHourUsd=20")
+    shipped = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for case in unit_tests() + threshold_tests():
+        for check in case["alert_rule_test"]:
+            (fires if check["exp_alerts"] else quiet).add(check["alertname"])
+    assert shipped - fires == set(), "alerts never shown firing"
+    assert shipped - quiet == set(), "alerts never shown staying quiet"
