@@ -202,26 +202,41 @@ class KubeTableSource:
         self.store.offer_json(data, self.source)
 
     async def _list_once(self) -> str | None:
-        """GET the ConfigMap; returns its resourceVersion, or None when the attempt failed."""
+        """LIST the ConfigMap by name; returns the list's resourceVersion, None when it failed.
+
+        A list, not a GET of the object: the watch must start from the *collection's*
+        resourceVersion.  An object's own version can be older than anything the API
+        server's watch cache holds (a restarted kube-apiserver starts its cache at the
+        current etcd revision), and a watch from it fails with 410 Expired on every retry.
+        The name is a field selector, which RBAC matches against the sidecar Role's
+        ``resourceNames``.
+        """
         assert self._session is not None
+        params = {"fieldSelector": f"metadata.name={self.configmap}"}
         try:
             async with self._session.get(
-                f"{self._path}/{self.configmap}", timeout=aiohttp.ClientTimeout(total=5)
+                self._path, params=params, timeout=aiohttp.ClientTimeout(total=5)
             ) as resp:
-                if resp.status == 404:
-                    self.last_error = "ConfigMap not found (yet)"
-                    self.connected = False  # no table from the API: the mount may have one
-                    return ""
                 resp.raise_for_status()
-                obj: dict[str, Any] = await resp.json(loads=orjson.loads)
+                doc: dict[str, Any] = await resp.json(loads=orjson.loads)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.last_error = f"list failed: {exc!r}"
             self.connected = False
             log.warning("route table %s: %s", self.source, self.last_error)
             return None
+        version = str((doc.get("metadata") or {}).get("resourceVersion") or "")
+        found = [
+            o
+            for o in doc.get("items") or []
+            if (o.get("metadata") or {}).get("name") == self.configmap
+        ]
+        if not found:
+            self.last_error = "ConfigMap not found (yet)"
+            self.connected = False  # no table from the API: the mount may have one
+            return version
         self.last_error = None
-        self._offer(obj)
-        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        self._offer(found[0])
+        return version
 
     async def _watch(self, resource_version: str) -> None:
         assert self._session is not None
