@@ -14,11 +14,13 @@ time) is divided by the requests it answered:
 * ``all spans`` – every span built, encoded and exported: the price of
   tracing everything, most of it the OpenTelemetry SDK's protobuf encoding.
 
-Runs alternate (bare, sampled, all spans; twice) and the lowest figure of each
-is kept, so a burst of noise in one run can't fail the test.  The bounds sit
-well above what the bench machine measures (sampled ~1.5x, all spans ~2.4x
-here and ~2.8x at `make bench`'s 20 ms upstream; docs/performance.md), since a
-loaded 2-core CI box has shown sampled at 2.04x and all spans at 3.0x:
+After one uncounted run each (as ``make bench`` warms up: the exporter is built
+on its first batch), runs alternate (bare, sampled, all spans; twice) and the
+lowest figure of each is kept, so a burst of noise in one run can't fail the test.  The bounds sit
+well above what the bench machine measures (sampled ~1.4x; all spans ~1.8-2.3x
+here on a loaded box since issue 17 built spans at the request's end and encoded
+them leanly, ~2.4x before; docs/performance.md), since a loaded 2-core CI box has
+shown sampled at 2.04x (and all spans at 3.0x before issue 17):
 they catch a hot path that got clearly dearer (a per-request regex compile,
 an un-pooled session, JSON parsed twice, the GC tuning lost), not a few
 percent.
@@ -48,7 +50,7 @@ BIN = Path(sys.executable).parent
 MODELROUTE = BIN / "modelroute"
 
 SAMPLED_BOUND = 2.0  # modelroute (1 % of traces exported) CPU/request <= 2x bare's (~1.3x quiet)
-ALL_SPANS_BOUND = 3.8  # modelroute exporting every span <= 3.8x bare's
+ALL_SPANS_BOUND = 3.0  # modelroute exporting every span <= 3x bare's (was 3.8 before issue 17)
 RUN_SECONDS = 2
 CONNECTIONS = 8
 UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
@@ -156,6 +158,10 @@ def test_modelroute_cpu_per_request_stays_within_its_ratio_to_a_bare_passthrough
             "sampled": (f"http://127.0.0.1:{mr}{chat}", mr_proc.pid),
             "all spans": (f"http://127.0.0.1:{mr_all}{chat}", all_proc.pid),
         }
+        # a first run each, not counted (as make bench warms up): the exporter is built and
+        # its modules imported on the first batch, pools fill, caches warm
+        for url, pid in servers.values():
+            _cpu_per_request(url, pid)
         runs: dict[str, list[tuple[float, int]]] = {name: [] for name in servers}
         for _ in range(2):  # alternate, so drift on the machine hits all alike
             for name, (url, pid) in servers.items():

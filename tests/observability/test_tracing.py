@@ -300,3 +300,38 @@ async def test_spans_arrive_over_otlp_http(
     assert attributes["gen_ai.response.model"].string_value == "moonshot-k2.5"
     failed = {a.key: a.value for a in by_name["chat deepseek-v4-flash"].attributes}
     assert failed["error.type"].string_value == "5xx"
+
+
+@pytest.mark.parametrize("through", ["processors", "tracer"])
+def test_a_custom_sampler_is_asked_for_every_span(rec: SimpleNamespace, through: str) -> None:
+    """The standard samplers decide children as their parent; a user's own is asked each time."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class ServerOnly(Sampler):
+        def should_sample(
+            self,
+            parent_context,
+            trace_id,
+            name,
+            kind=None,
+            attributes=None,
+            links=None,
+            trace_state=None,
+        ):  # type: ignore[no-untyped-def]
+            keep = kind is SpanKind.SERVER
+            return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes)
+
+        def get_description(self) -> str:
+            return "server only"
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ServerOnly())
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    obs = (
+        TracingObserver(provider, [processor])
+        if through == "processors"
+        else TracingObserver(provider)
+    )
+    drive(obs, fallback_request(rec))
+    assert [s.kind for s in exporter.get_finished_spans()] == [SpanKind.SERVER]

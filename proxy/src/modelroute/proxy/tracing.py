@@ -310,6 +310,18 @@ class TracingObserver:
         self._status = Status
         self._code_error = StatusCode.ERROR
         self._drop, self._keep = Decision.DROP, Decision.RECORD_AND_SAMPLE
+        # the samplers OTEL_TRACES_SAMPLER names decide a child of a local sampled span as
+        # its parent was decided (parent-based: always on; ratio: the same trace id), with
+        # the parent's trace state: for them, the children are not asked again
+        from opentelemetry.sdk.trace import sampling
+
+        sampler = tracer_provider.sampler
+        self._children_follow = sampler in (
+            sampling.ALWAYS_ON,
+            sampling.ALWAYS_OFF,
+            sampling.DEFAULT_ON,
+            sampling.DEFAULT_OFF,
+        ) or type(sampler) in (sampling.TraceIdRatioBased, sampling.ParentBasedTraceIdRatio)
         self._sampled = TraceFlags(TraceFlags.SAMPLED)
         self._not_sampled = TraceFlags(TraceFlags.DEFAULT)
         self._flags = TraceFlags
@@ -394,12 +406,16 @@ class TracingObserver:
             start_ns, end_ns,
         )  # fmt: skip
         spans = [server]
-        server_ctx = self._in_context(self._non_recording(server_sc)) if self.tail is None else None
+        server_ctx = (
+            None
+            if self.tail is not None or self._children_follow
+            else self._in_context(self._non_recording(server_sc))
+        )
         for attempt in record.attempts:
             a_name = f"{record.operation} {attempt.upstream_model}"
             a_start = self._attempt_start(record, attempt)
-            if server_ctx is None:  # tail: the whole trace is kept
-                a_attrs: dict[str, Any] = dict(a_start)
+            if server_ctx is None:  # decided as the SERVER span was (tail, or a standard sampler)
+                a_attrs: dict[str, Any] = a_start
                 a_flags, a_state = flags, state
             else:
                 result = self.provider.sampler.should_sample(
