@@ -248,6 +248,10 @@ class Service:
 
     async def _reconcile_namespace(self, ns: str) -> str | None:
         nsobj = await self.namespace(ns)
+        if _terminating(nsobj):
+            # the namespace controller is deleting everything in it, and the API refuses
+            # new content there (403 NamespaceTerminating): nothing to write or remove
+            return None
         if not enrolled(nsobj):
             await self.remove_namespace(ns)
             return None
@@ -619,6 +623,13 @@ def _deployed(cm: Mapping[str, Any] | None) -> tuple[CompiledTable | None, Compi
     elif raw_prev is None and table is not None:
         previous = table.failover
     return table, previous
+
+
+def _terminating(namespace: Mapping[str, Any] | None) -> bool:
+    """Being deleted: ``deletionTimestamp`` set (phase Terminating follows it)."""
+    meta = (namespace or {}).get("metadata") or {}
+    phase = ((namespace or {}).get("status") or {}).get("phase")
+    return bool(meta.get("deletionTimestamp")) or phase == "Terminating"
 
 
 def _running(pod: dict[str, Any]) -> bool:
