@@ -58,6 +58,7 @@ class OperatorProcess:
         cert_dir = self._mount_secret(pod, container)
         self.webhook_port = free_port()
         self.liveness_port = free_port()
+        self.readiness_port = free_port()
         args = []
         for arg in container.get("args") or []:
             if arg.startswith("--webhook-listen="):
@@ -65,9 +66,13 @@ class OperatorProcess:
             elif arg.startswith(("--webhook-cert=", "--webhook-key=")):
                 flag, _, path = arg.partition("=")
                 arg = f"{flag}={cert_dir / Path(path).name}"
+            elif arg.startswith("--readiness="):
+                arg = f"--readiness=127.0.0.1:{self.readiness_port}"
             elif arg.startswith("--priority="):
                 continue
             args.append(arg)
+        if not any(a.startswith("--readiness=") for a in args):  # its default binds 0.0.0.0
+            args.append(f"--readiness=127.0.0.1:{self.readiness_port}")
         args.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
         if self.priority is not None:
             args.append(f"--priority={self.priority}")
@@ -112,15 +117,19 @@ class OperatorProcess:
             self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir
         )
         out.close()
-        if not (_wait_port(self.webhook_port, timeout) and self._live(timeout)):
+        if not (
+            _wait_port(self.webhook_port, timeout)
+            and self._http_ok(self.liveness_port, "/healthz", timeout)
+            and self._http_ok(self.readiness_port, "/readyz", timeout)
+        ):
             tail = self.tail()
             self.stop()
             raise AssertionError(f"the operator did not come up within {timeout}s:\n{tail}")
         return self
 
-    def _live(self, timeout: float) -> bool:
+    def _http_ok(self, port: int, path: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        url = f"http://127.0.0.1:{port}{path}"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 return False
