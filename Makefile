@@ -9,13 +9,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-installed
 TOOLS  := .tools
 
-.PHONY: demo test lint typecheck unit bench install tools clean crds help
+.PHONY: demo test lint typecheck unit bench install tools clean crds dashboard help
 
 help:
 	@echo "make demo   – run the embedded demo (no keys, no cluster)"
 	@echo "make test   – install test dependencies and run lint, types and every test"
 	@echo "make bench  – side-by-side benchmarks (writes bench/results/latest.md)"
 	@echo "make crds   – regenerate crds/ and charts/modelroute/crds/ from the pydantic models"
+	@echo "make dashboard – regenerate charts/modelroute/dashboards/modelroute.json from its builder"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,9 @@ typecheck: install
 
 crds: install
 	$(BIN)/modelroute crds --write
+
+dashboard: install
+	$(BIN)/python -m modelroute.devtools.dashboard --write
 
 test: install tools lint typecheck
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -q -ra

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..proxy.conftest import (  # fixtures re-used from the proxy suite
 from .backends import Server, get_json, query, run_prometheus
 from .conftest import require_tool
 from .test_alert_rules import helm, render_rules  # noqa: F401
+from .test_dashboard import committed, concrete, metric_names, panel_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = """  models:
@@ -52,6 +54,9 @@ ROUTE_EXTRA = (
 )
 REQUESTS_PER_SIDECAR = 6
 NS = "llm-apps"
+# dashboard panels this traffic leaves empty: every price is known, no request asks for
+# model "auto", and without a FailoverPolicy no region is tracked for ejection
+QUIET_PANELS = ["Unpriced tokens", "Classifier categories", "Region state"]
 
 
 def docs_metric_names() -> set[str]:
@@ -271,3 +276,18 @@ async def test_prometheus_scrapes_two_sidecars(
             health = await asyncio.to_thread(rule_health)
         assert len(health) == sum(len(g["rules"]) for g in rules["groups"])
         assert {name: h for name, h in health.items() if h != "ok "} == {}
+
+        # the chart's Grafana dashboard: every panel's query parses and runs here (as
+        # Grafana sends it, variables filled in), selects only series the sidecars export,
+        # and shows data where this traffic made some
+        empty = []
+        for title, expr in panel_queries(committed()):
+            family = {re.sub(r"_(bucket|count|sum|total)$", "", n) for n in metric_names(expr)}
+            assert family - {"up"} <= exported, f"{title}: {expr} names {family - exported}"
+            try:
+                result = await asyncio.to_thread(query, prom, concrete(expr, namespace=NS))
+            except urllib.error.HTTPError as e:  # 400: the query does not parse
+                raise AssertionError(f"{title}: {expr}: {e.read().decode()}") from e
+            if not result:
+                empty.append(title)
+        assert sorted(set(empty)) == sorted(QUIET_PANELS)
