@@ -68,6 +68,10 @@ def test_committed_dashboard_matches_its_generator() -> None:
     assert COMMITTED.read_text() == dashboard.render(), (
         "charts/modelroute/dashboards/modelroute.json is stale: run `make dashboard`"
     )
+    # the docs' picture of the layout is drawn from the same panels
+    assert (ROOT / dashboard.LAYOUT).read_text() == dashboard.layout_svg(committed()), (
+        "docs/images/dashboard-layout.svg is stale: run `make dashboard`"
+    )
 
 
 def test_dashboard_answers_the_operators_questions() -> None:

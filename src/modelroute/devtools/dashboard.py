@@ -20,8 +20,10 @@ by the sidecar or the operator.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from grafana_foundation_sdk.models.dashboard import (
 
 UID = "modelroute-overview"
 OUTPUT = Path("charts/modelroute/dashboards/modelroute.json")
+LAYOUT = Path("docs/images/dashboard-layout.svg")  # the picture in docs/observability.md
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'namespace=~"$namespace", route=~"$route"'  # every route-labelled query filters by both
 NS_SEL = 'namespace=~"$namespace"'
@@ -512,14 +515,73 @@ def render() -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+PANEL_KINDS = {
+    "timeseries": "time series",
+    "bargauge": "bar gauge",
+    "piechart": "pie chart",
+    "state-timeline": "state timeline",
+    "stat": "stat",
+}
+
+
+def layout_svg(model: dict[str, Any]) -> str:
+    """The dashboard's grid drawn from its panels: where each one sits, its title and kind.
+
+    A picture for the docs that can't drift from the dashboard (it is regenerated with
+    it); the PNG beside it is this SVG rasterised once.
+    """
+    col, unit, pad = 40, 28, 4
+    width = 24 * col
+    height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in model["panels"]) * unit
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial, sans-serif">',
+        f'<rect width="{width}" height="{height}" fill="#111217"/>',
+    ]
+    for panel in model["panels"]:
+        g = panel["gridPos"]
+        x, y, w, h = g["x"] * col, g["y"] * unit, g["w"] * col, g["h"] * unit
+        title = html.escape(panel["title"])
+        if panel["type"] == "row":
+            out.append(
+                f'<text x="{x + pad}" y="{y + unit - 8}" fill="#ccccdc" font-size="15" '
+                f'font-weight="bold">▾ {title}</text>'
+            )
+            continue
+        out.append(
+            f'<rect x="{x + pad}" y="{y + pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" '
+            'rx="3" fill="#181b1f" stroke="#2c3235"/>'
+        )
+        lines = textwrap.wrap(panel["title"], max(12, (w - 4 * pad) // 8)) or [""]
+        for i, line in enumerate(lines):
+            out.append(
+                f'<text x="{x + 3 * pad}" y="{y + 24 + 17 * i}" fill="#d8d9da" '
+                f'font-size="13" font-weight="bold">{html.escape(line)}</text>'
+            )
+        kind = PANEL_KINDS.get(panel["type"], panel["type"])
+        legends = sorted({t.get("legendFormat", "") for t in panel.get("targets", [])})
+        detail = html.escape(f"{kind} · " + ", ".join(legends))
+        for i, line in enumerate(textwrap.wrap(detail, max(12, (w - 4 * pad) // 7))[:4]):
+            out.append(
+                f'<text x="{x + 3 * pad}" y="{y + 30 + 17 * len(lines) + 15 * i}" '
+                f'fill="#8e8e8e" font-size="11">{line}</text>'
+            )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help=f"write {OUTPUT} (else print)")
+    parser.add_argument(
+        "--write", action="store_true", help=f"write {OUTPUT} and {LAYOUT} (else print the JSON)"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.write:
         OUTPUT.write_text(text)
-        print(f"wrote {OUTPUT}", file=sys.stderr)
+        LAYOUT.parent.mkdir(parents=True, exist_ok=True)
+        LAYOUT.write_text(layout_svg(json.loads(text)))
+        print(f"wrote {OUTPUT} and {LAYOUT}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
