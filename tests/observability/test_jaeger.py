@@ -19,6 +19,9 @@ runs on loopback with in-memory storage and is stopped after the test.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,11 +54,19 @@ MODELS = """  models:
 """
 RETRY = "  retry: {maxAttempts: 2, baseBackoffMs: 1, maxBackoffMs: 5}"
 OUTPUT_TOKENS = 7
+GO_MOD = Path(__file__).resolve().parents[2] / "scripts" / "jaeger" / "go.mod"
 
 
 @pytest.fixture
 def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
     binary = require_tool("jaeger", "go build of scripts/jaeger")
+    # the approved release pinned in scripts/jaeger/go.mod, not whatever is on PATH
+    pinned = re.search(r"github.com/jaegertracing/jaeger (v\S+)", GO_MOD.read_text())
+    assert pinned is not None
+    stamped = subprocess.run(
+        [binary, "version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert json.loads(stamped.strip().splitlines()[-1])["gitVersion"] == pinned[1], stamped
     with run_jaeger(binary, tmp_path) as server:
         yield server
 
