@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .fake_responses import FakeResponses, ResponseStore
+
 
 @dataclass
 class Knobs:
@@ -43,6 +45,7 @@ class Knobs:
     slow_extra_ms: float = 0.0
     down: bool = False  # refuse with a reset connection (as close to "gone" as a live server gets)
     echo_headers: bool = False  # include the request headers seen in the JSON answer (tests)
+    reasoning_tokens: int = 0  # Responses API: how many of output_tokens were reasoning
 
     def update(self, patch: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -76,6 +79,7 @@ class FakeProvider:
         self.stats = Stats()
         self.rng = random.Random(seed)
         self._counter = 0
+        self.responses = FakeResponses(ResponseStore(), self._id, lambda: self.knobs, self._headers)
 
     # -- app -------------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class FakeProvider:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/responses", self.create_response)
+        self.responses.add_routes(app)
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.stats_view)
         return app
@@ -381,6 +387,14 @@ class FakeProvider:
         return web.Response(
             body=orjson.dumps(answer), content_type="application/json", headers=self._headers()
         )
+
+    async def create_response(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._prelude(request)
+        if early is not None:
+            return early
+        if self.knobs.hang_after_headers:
+            return await self._hang(request)
+        return await self.responses.create(request, body)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []}, headers=self._headers())

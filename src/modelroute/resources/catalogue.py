@@ -43,6 +43,9 @@ class Capability(StrEnum):
     TOOLS = "tools"
     JSON = "json"
     EMBEDDINGS = "embeddings"
+    # the provider serves OpenAI's Responses API (/v1/responses) for this model; no seed
+    # provider is known to, so no catalogue entry has it: a route target declares it
+    RESPONSES = "responses"
 
 
 class CatalogueModel(SpecModel):

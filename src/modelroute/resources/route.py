@@ -34,6 +34,13 @@ class Target(SpecModel):
         min_length=1,
         description="Restrict this target to some of the provider's regions.",
     )
+    capabilities: tuple[Capability, ...] = Field(
+        default=(),
+        description=(
+            "Capabilities this target has on top of its model's catalogue entry, e.g. "
+            "`responses` where the provider serves the Responses API (/v1/responses)."
+        ),
+    )
 
 
 class HeaderMatch(SpecModel):

@@ -132,6 +132,9 @@ def classify_status(status: int, body: bytes) -> Failure:
     if status in (401, 403):
         return Failure.AUTH
     if status == 404:
+        # a follow-up whose previous response the upstream doesn't have: the client's to hear
+        if b"previous_response_not_found" in body[:4096]:
+            return Failure.PASSTHROUGH
         return Failure.MODEL_MISSING
     lowered = body[:4096].lower()
     if status in (400, 413, 422) and any(m in lowered for m in _CONTEXT_MARKERS):
@@ -264,10 +267,15 @@ async def _send(
                 candidate, Failure.INVALID_RESPONSE, "200 with a body that is not JSON", 200
             )
         if not isinstance(document, dict) or not (
-            isinstance(document.get("choices"), list) or isinstance(document.get("data"), list)
+            isinstance(document.get("choices"), list)
+            or isinstance(document.get("data"), list)
+            or document.get("object") == "response"  # the Responses API
         ):
             return Failed(
-                candidate, Failure.INVALID_RESPONSE, "200 without `choices` or `data`", 200
+                candidate,
+                Failure.INVALID_RESPONSE,
+                "200 without `choices`, `data` or a response object",
+                200,
             )
         ready = Ready(
             candidate, response, body, document, ttfb, forwarded_headers(response.headers)

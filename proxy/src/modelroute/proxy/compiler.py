@@ -262,6 +262,9 @@ class _Compiler:
             )
             if ct is None:
                 continue
+            if t.capabilities:  # what the route says this target can do besides its model's
+                extra = tuple(c for c in t.capabilities if c not in ct.capabilities)
+                ct = ct.model_copy(update={"capabilities": (*ct.capabilities, *extra)})
             missing = [c.value for c in spec.requires if c not in ct.capabilities]
             if missing:
                 outcome.resolved_refs = False

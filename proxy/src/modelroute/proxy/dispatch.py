@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from . import errors, retrysignal
+from . import errors, responses, retrysignal
 from .attempt import Failed, Failure, Outcome, Ready, run_attempt
 from .credentials import Credentials, MissingCredentials
 from .events import AttemptRecord, Observers, RequestRecord
@@ -46,7 +46,7 @@ from .sse import SSEScanner, error_event
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 from .tablestore import TableStore
 from .upstream import UpstreamPool
-from .usage import usage_tokens
+from .usage import usage_counts, usage_details
 
 log = logging.getLogger("modelroute.dispatch")
 
@@ -107,6 +107,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.recent: deque[Recent] = deque(maxlen=recent)
         self.mirror = Mirror(pool, credentials, observers, self.rng)
+        # response ids say where the response lives (responses.py); the server sets the key
+        self.response_ids = responses.ResponseIds(responses.response_id_key())
         self._index: RouteIndex | None = None
         self.in_flight = 0
         self.closing = False  # set by cut_in_flight() when the sidecar stops
@@ -261,18 +263,29 @@ class Dispatcher:
                 elif self.budgets.alert_due(route):
                     log.warning("%s", state.message())
 
+        pinned: responses.Location | None = None
+        if features.endpoint is Endpoint.RESPONSES and body.get("previous_response_id") is not None:
+            # a follow-up: only the provider and region that store the previous response can
+            # serve it, and they know it by their own id
+            pinned = self.response_ids.unwrap(
+                body["previous_response_id"], table, "previous_response_id"
+            )
+            body = {**body, "previous_response_id": pinned.upstream_id}
         sticky = headers.get(route.sticky.header.lower()) if route.sticky else None
         now = time.monotonic()
         the_plan = plan(route, table, features, self.health, now, self.rng, sticky, cheapest_first)
         if not the_plan.candidates:
             raise no_candidates_error(route, features, the_plan)
+        if pinned is not None:
+            the_plan = responses.pinned_plan(the_plan, pinned, route)
         if the_plan.dropped:
             _mark_skipped_primary(route, the_plan, record)
         if sticky and the_plan.candidates:
             record.sticky_arm = the_plan.candidates[0].target.key
-        response = await _Attempts(
-            self, request, route, table, features, body, headers, record
-        ).run(the_plan)
+        attempts = _Attempts(self, request, route, table, features, body, headers, record)
+        if pinned is not None:
+            attempts.pin_note = responses.pin_note(pinned)
+        response = await attempts.run(the_plan)
         return response, the_plan
 
 
@@ -477,6 +490,7 @@ class _Attempts:
         )
 
     _give_up_note = ""
+    pin_note = ""  # a Responses follow-up: why it was tried in one place only
     all_held = False  # the request ended because every candidate is under a Retry-After hold
 
     def _next_candidate(
@@ -794,6 +808,8 @@ class _Attempts:
         else:
             status, code = 502 if Failure.INVALID_RESPONSE in kinds else 503, "upstream_unavailable"
         notes = [self._give_up_note] if self._give_up_note else []
+        if self.pin_note:
+            notes.append(self.pin_note)
         if self.route.residency_regions is not None:
             notes.append(
                 f"residency.regions {list(self.route.residency_regions)} allows no other "
@@ -841,13 +857,21 @@ class _Attempts:
         attempt.duration = time.perf_counter() - attempt.started
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            record.input_tokens, record.output_tokens = usage_tokens(usage)
+            record.input_tokens, record.output_tokens = usage_counts(usage)
+            record.cached_input_tokens, record.reasoning_tokens = usage_details(usage)
         record.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
         reasons = [
             str(c["finish_reason"])
             for c in doc.get("choices") or ()
             if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
         ]
+        body = ready.first
+        if self.features.endpoint is Endpoint.RESPONSES:
+            if isinstance(doc.get("status"), str):
+                reasons.append(doc["status"])
+            body = responses.wrap_document(
+                body, self.d.response_ids, attempt.provider, attempt.region
+            )
         record.finish_reasons = tuple(reasons)
         if record.record_content:
             record.extra["completion"] = [
@@ -863,7 +887,7 @@ class _Attempts:
         headers = {**ready.headers, **self._our_headers()}
         response = web.Response(
             status=ready.response.status,
-            body=ready.first,
+            body=body,
             content_type="application/json",
             headers=headers,
         )
@@ -881,7 +905,13 @@ class _Attempts:
     async def _pipe_stream(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
         record = self.record
         upstream = ready.response
-        scanner = SSEScanner(self.strip_usage, collect_content=record.record_content)
+        scanner: SSEScanner | responses.ResponsesScanner
+        if self.features.endpoint is Endpoint.RESPONSES:  # typed events; their ids wrapped
+            scanner = responses.ResponsesScanner(
+                self.d.response_ids, attempt.provider, attempt.region, record.record_content
+            )
+        else:
+            scanner = SSEScanner(self.strip_usage, collect_content=record.record_content)
         response = web.StreamResponse(
             status=upstream.status,
             headers={
@@ -982,7 +1012,10 @@ class _Attempts:
         return response
 
     def _client_left(
-        self, attempt: AttemptRecord, scanner: SSEScanner, failure: str | None
+        self,
+        attempt: AttemptRecord,
+        scanner: SSEScanner | responses.ResponsesScanner,
+        failure: str | None,
     ) -> None:
         self.record.outcome = "client_closed"
         self.record.status = 499
@@ -990,12 +1023,17 @@ class _Attempts:
         self._finish_stream(attempt, scanner, failure)
 
     def _finish_stream(
-        self, attempt: AttemptRecord, scanner: SSEScanner, failure: str | None
+        self,
+        attempt: AttemptRecord,
+        scanner: SSEScanner | responses.ResponsesScanner,
+        failure: str | None,
     ) -> None:
         record = self.record
         facts = scanner.facts
         record.input_tokens = facts.input_tokens
         record.output_tokens = facts.output_tokens
+        record.cached_input_tokens = facts.cached_input_tokens
+        record.reasoning_tokens = facts.reasoning_tokens
         if facts.input_tokens is None and facts.output_tokens is None and facts.data_events:
             # no usage event (the client left, the upstream cut the stream, or ignores
             # include_usage), yet the provider bills the prompt and what it generated:

@@ -11,11 +11,13 @@ attempts made, because "503" alone tells an on-call engineer nothing.
     │   ├── MissingModel          400  (code: missing_model)
     │   └── BodyTooLarge          413  (code: body_too_large)
     ├── UnknownModel              404  (code: model_not_found)
+    ├── ResponseNotFound          404  (code: response_not_found) a response id not ours
     ├── NoEligibleTarget          400/422  every target was dropped before sending
     │                                       (capability, context window, residency)
     ├── BudgetExhausted           429  (code: budget_exceeded)
     └── UpstreamUnavailable       502/503/504/429  every attempt failed
-                                       (status follows what the attempts saw)
+        │                              (status follows what the attempts saw)
+        └── ResponseHolderUnavailable 503  the one region that holds a response can't be used
 """
 
 from __future__ import annotations
@@ -135,6 +137,21 @@ class UpstreamUnavailable(ModelRouteError):
         self.status = status
         if code:
             self.code = code
+
+
+class ResponseNotFound(ModelRouteError):
+    """A response id this sidecar did not issue, altered, or whose provider endpoint is gone."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "response_not_found"
+
+
+class ResponseHolderUnavailable(UpstreamUnavailable):
+    """A follow-up's response lives in one region, and that region can't be used now."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        super().__init__(message, status=503, code="response_holder_unavailable", **kw)
 
 
 def attempts_text(attempts: Sequence[AttemptSummary]) -> str:

@@ -64,6 +64,10 @@ class RequestRecord:
     # True when a stream carried no usage (cut, abandoned, or an upstream that ignores
     # include_usage) and the tokens above are the proxy's estimate, charged all the same
     usage_estimated: bool = False
+    # parts of the two counts above the upstream itemised (None: not reported); counted in
+    # modelroute_token_details_total; priced as part of input/output
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
     response_model: str | None = None
     finish_reasons: tuple[str, ...] = ()
     cost_usd: float | None = None

@@ -520,14 +520,21 @@ class ConnectionPool:
         headers: Mapping[str, str],
         *,
         wait: PoolWait | None = None,
+        method: bytes = b"POST",
     ) -> Response:
         """Send ``POST base_url+path`` and return once the answer's status and headers are in.
+
+        ``method`` is for the Responses API's follow-ups (``GET``/``DELETE`` on a stored
+        response); a ``path`` with its own query joins the base URL's with ``&``.
 
         ``wait``, when given, is filled in with whether the request had to
         queue for a connection and whether it got one.
         """
         origin = origin_of(base_url)
-        target = (origin.path_prefix + path + origin.query).encode("utf-8")
+        query = origin.query
+        if query and "?" in path:
+            query = "&" + query[1:]
+        target = (origin.path_prefix + path + query).encode("utf-8")
         via = b""
         if not origin.tls:  # plain HTTP through a proxy: the request names its origin in full
             proxy = self.egress.proxy_for(origin.host, origin.port, False)
@@ -540,7 +547,8 @@ class ConnectionPool:
                 via = _encode_headers({"Proxy-Authorization": auth}) if auth else b""
         head = b"".join(
             (
-                b"POST ",
+                method,
+                b" ",
                 target,
                 b" HTTP/1.1\r\nHost: ",
                 origin.host_header,

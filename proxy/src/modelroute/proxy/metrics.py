@@ -175,6 +175,15 @@ class PrometheusObserver:
                 registry=r,
             )
         )
+        self.token_details = _Children(
+            Counter(
+                "modelroute_token_details_total",
+                "Parts of modelroute_tokens_total the upstream itemised (type: cached_input, "
+                "within input; reasoning, within output). Never add them to the totals.",
+                ["route", "model", "provider", "type"],
+                registry=r,
+            )
+        )
         self.estimated_tokens = _Children(
             Counter(
                 "modelroute_estimated_tokens_total",
@@ -290,6 +299,12 @@ class PrometheusObserver:
             self.tokens.get(route, model, provider, "input").inc(record.input_tokens)
         if record.output_tokens:
             self.tokens.get(route, model, provider, "output").inc(record.output_tokens)
+        if record.cached_input_tokens:
+            self.token_details.get(route, model, provider, "cached_input").inc(
+                record.cached_input_tokens
+            )
+        if record.reasoning_tokens:
+            self.token_details.get(route, model, provider, "reasoning").inc(record.reasoning_tokens)
         if record.usage_estimated:
             if record.input_tokens:
                 self.estimated_tokens.get(route, model, provider, "input").inc(record.input_tokens)

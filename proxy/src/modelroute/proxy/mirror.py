@@ -49,6 +49,8 @@ class Mirror:
         mirror = route.mirror
         if mirror is None or self.rng.random() * 100 >= mirror.percent:
             return
+        if path == "/responses":  # a copy would store a response (and follow-ups can't move)
+            return
         target = mirror.target
         region = target.regions[0] if target.regions else ""
         shadow = ShadowRecord(route.name, target.provider, target.model, region)

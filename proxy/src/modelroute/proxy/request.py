@@ -26,6 +26,7 @@ class Endpoint(StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
 
     @property
     def path(self) -> str:
@@ -37,8 +38,18 @@ class Endpoint(StrEnum):
         return _OPERATIONS[self.value]
 
 
-_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
-_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
+_OPERATIONS = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "responses": "chat",  # the GenAI conventions name no other operation for it
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +83,7 @@ def _scan_content(content: Any, needs: set[Capability]) -> int:
             if not isinstance(part, Mapping):
                 continue
             kind = part.get("type")
-            if kind == "text":
+            if kind in ("text", "input_text", "output_text"):
                 text = part.get("text")
                 if isinstance(text, str):
                     tokens += estimate_text_tokens(text)
@@ -118,6 +129,33 @@ def _input_tokens(value: Any, field: str) -> list[int]:
     )
 
 
+def _responses_input_tokens(body: Mapping[str, Any], needs: set[Capability]) -> int:
+    """Tokens of a Responses API ``input`` (a string or a list of items) and ``instructions``."""
+    value = body.get("input")
+    tokens = 0
+    if isinstance(value, str):
+        tokens = estimate_text_tokens(value)
+    elif isinstance(value, list) and value:
+        for item in value:
+            if not isinstance(item, Mapping):
+                raise InvalidRequest("each entry of `input` must be an object (an input item)")
+            tokens += 4 + _scan_content(item.get("content"), needs)
+            if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
+                tokens += estimate_text_tokens(item["output"])
+    elif body.get("previous_response_id") is None or value is not None:
+        raise InvalidRequest("`input` must be a string or a non-empty array of input items")
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        tokens += estimate_text_tokens(instructions)
+    if body.get("tools"):
+        needs.add(Capability.TOOLS)
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, Mapping) else None
+    if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"):
+        needs.add(Capability.JSON)
+    return tokens
+
+
 def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
     """Validate the few fields the proxy itself relies on and compute the routing features."""
     if not isinstance(body, dict):
@@ -148,16 +186,23 @@ def extract_features(body: Any, endpoint: Endpoint) -> RequestFeatures:
     elif endpoint is Endpoint.COMPLETIONS:
         needs.add(Capability.TEXT)
         tokens = sum(_input_tokens(body.get("prompt"), "prompt"))
+    elif endpoint is Endpoint.RESPONSES:
+        needs.update((Capability.TEXT, Capability.RESPONSES))
+        tokens = _responses_input_tokens(body, needs)
     else:
         needs.add(Capability.EMBEDDINGS)
         # each input is embedded on its own: the longest one is what must fit the window
         tokens = max(_input_tokens(body.get("input"), "input"))
-    max_out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    max_out = (
+        body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    ) or 0
     if not isinstance(max_out, int) or isinstance(max_out, bool) or max_out < 0:
         raise InvalidRequest("`max_tokens` must be a non-negative integer")
     stream = body.get("stream") is True
     options = body.get("stream_options")
     wants_usage = bool(isinstance(options, Mapping) and options.get("include_usage"))
+    if endpoint is Endpoint.RESPONSES:
+        wants_usage = True  # its stream always ends with the usage, in response.completed
     return RequestFeatures(
         endpoint=endpoint,
         model=model,

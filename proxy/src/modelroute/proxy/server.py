@@ -31,10 +31,12 @@ from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
 from .egress import EgressConfigError, EgressPolicy
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
+from .followups import FollowUps
 from .health import HealthBook, RollingCounts, candidate_key
 from .kube_source import KubeTableSource
 from .metrics import PrometheusObserver, StateCollector
 from .request import Endpoint
+from .responses import ResponseIds, response_id_key
 from .sources import ConfigError, RouteFilesSource, TableFileSource
 from .table import CompiledTable
 from .tablestore import TableStore
@@ -64,6 +66,9 @@ class ProxyConfig:
     reuse_port: bool = False
     tracing: bool = True  # still only on when OTEL_* variables configure an exporter
     on_stop: Callable[[], None] | None = None  # called the moment SIGTERM/SIGINT arrives
+    # signs the response ids the app sees (responses.py); made before --workers fork, so
+    # every worker accepts the others' ids
+    response_id_key: bytes = field(default_factory=response_id_key, repr=False)
 
     def check(self) -> None:
         if not (self.route_files or self.table_file or self.kube):
@@ -130,6 +135,10 @@ class Proxy:
             self.observers.add(self.tracing)
         self.dispatcher = Dispatcher(
             self.store, self.health, self.pool, self.credentials, self.observers, self.budgets
+        )
+        self.dispatcher.response_ids = ResponseIds(config.response_id_key)
+        self.follow_ups = FollowUps(
+            self.store, self.pool, self.credentials, self.dispatcher.response_ids
         )
         self.started_at = time.time()
         self.draining = False
@@ -225,6 +234,7 @@ class Proxy:
         for endpoint in Endpoint:
             app.router.add_post("/v1" + endpoint.path, self._handler(endpoint))
             app.router.add_post(endpoint.path, self._handler(endpoint))  # base URL without /v1
+        self.follow_ups.add_routes(app)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/models", self.models)
         # an alias may hold a slash (``org/model``): the id is the rest of the path

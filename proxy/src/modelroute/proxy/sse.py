@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .usage import usage_tokens
+from .usage import usage_details, usage_tokens
 
 _MAX_CARRY = 1 << 20  # an "event" larger than 1 MiB without a separator is not SSE we understand
 
@@ -30,7 +30,7 @@ _EOL = rb"(?:\r\n|\r(?!\n)|\n)"
 _BOUNDARY = re.compile(_EOL + _EOL)
 
 
-def _event_ends(data: bytes) -> list[int]:
+def event_ends(data: bytes) -> list[int]:
     """Offsets just past each complete event (its blank line included) in ``data``."""
     if b"\r" not in data:  # the usual LF-only stream: plain substring search
         ends = []
@@ -49,6 +49,7 @@ _MAX_CONTENT = 64 * 1024  # characters of streamed text kept for a recordContent
 
 class StreamFacts:
     __slots__ = (
+        "cached_input_tokens",
         "content",
         "content_chars",
         "data_events",
@@ -57,6 +58,7 @@ class StreamFacts:
         "input_tokens",
         "model",
         "output_tokens",
+        "reasoning_tokens",
         "saw_done",
         "saw_event",
     )
@@ -65,6 +67,8 @@ class StreamFacts:
         self.model: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cached_input_tokens: int | None = None  # parts of the two above, where itemised
+        self.reasoning_tokens: int | None = None
         self.finish_reasons: list[str] = []
         self.saw_done = False
         self.saw_event = False
@@ -102,7 +106,7 @@ class SSEScanner:
         be glued onto that line where no SDK can read it.
         """
         data = self._carry + chunk if self._carry else chunk
-        ends = _event_ends(data)
+        ends = event_ends(data)
         if not ends:
             self._carry = data
             if len(data) > _MAX_CARRY:
@@ -182,6 +186,7 @@ class SSEScanner:
             usage = doc.get("usage")
             if isinstance(usage, dict):
                 facts.input_tokens, facts.output_tokens = usage_tokens(usage)
+                facts.cached_input_tokens, facts.reasoning_tokens = usage_details(usage)
                 if not doc.get("choices"):
                     return True
         return False
