@@ -83,6 +83,11 @@ async def test_create_then_retrieve_input_items_and_delete_reach_the_region_that
     assert again.id == created.id and again.output_text == created.output_text
     items = await c.responses.input_items.list(created.id)
     assert [item.type for item in items.data] == ["message"]
+    # cancel reaches the holder too: a finished (non-background) response can't be cancelled,
+    # and the provider's own 400 says so
+    with pytest.raises(openai.BadRequestError) as refused:
+        await c.responses.cancel(created.id)
+    assert "background" in refused.value.message
     deleted = await c.responses.delete(created.id)
     assert deleted is None  # the SDK returns nothing for a delete; the store says it happened
     assert upstream_id not in us.fake.responses.store.responses
