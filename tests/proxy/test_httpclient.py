@@ -447,12 +447,17 @@ async def test_cancelled_in_the_iteration_its_headers_arrived_frees_the_slot_onc
 
     for _ in range(3):
         task = asyncio.create_task(original(pool, server.url, "/x", b"", {}))
-        # poll once per loop iteration (an Event would be set too late: the race is one iteration)
-        while not any(  # noqa: ASYNC110 - until the headers are in and the future resolved
-            isinstance(o, Response) and o._conn.pool is pool and not o._released
-            for o in gc.get_objects()
-        ):
-            await asyncio.sleep(0)
+        # poll once per loop iteration (an Event would be set too late: the race is one iteration),
+        # for a bounded time: a request that failed never produces the answer polled for
+        async with asyncio.timeout(10):
+            while not any(
+                isinstance(o, Response) and o._conn.pool is pool and not o._released
+                for o in gc.get_objects()
+            ):
+                if task.done():
+                    task.result()  # the request failed: raise how, rather than spin
+                    pytest.fail("the request ended without an answer the test could see")
+                await asyncio.sleep(0)
         task.cancel()  # ... before the task got to run again
         with pytest.raises(asyncio.CancelledError):
             await task
