@@ -1,0 +1,448 @@
+"""The attempt loop: one request's attempts over its plan's candidates, until one answers.
+
+One loop for both shapes: without a hedge it awaits each attempt in place
+(no task, no ``asyncio.wait``: most routes don't hedge and that overhead
+would land on every request); with one, a second attempt may start while
+the first is still waiting.  Both pass the same gates – retry budget,
+backoff, Retry-After holds, breakers – and feed health back the same way:
+each attempt is Envoy AI Gateway's "upstream per attempt" under one router
+per request.  Which candidate comes next and how long to wait are decided
+by :mod:`.policy`, with the clock passed in; this module only acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+from .. import errors, retrysignal
+from ..attempt import Failed, Failure, Outcome, Ready, run_attempt
+from ..credentials import MissingCredentials
+from ..events import AttemptRecord
+from ..health import Breaker, CircuitState, RetryBudget
+from ..router import Candidate, Plan
+from ..table import CompiledTarget
+from . import policy
+from .commit import Commit
+
+# Request headers passed upstream besides the body; the client's Authorization never is
+# (unless a route sets forwardClientAuth).
+_PASSED_REQUEST_HEADERS = ("accept", "accept-language", "x-request-id", "traceparent", "tracestate")
+
+
+class AttemptLoop(Commit):
+    """The attempts of one request (see :mod:`.state` for the layers)."""
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, the_plan: Plan) -> web.StreamResponse:
+        route = self.route
+        health = self.d.health
+        budget = health.retry_budget(route.name, route.retry.budget_ratio)
+        budget.record_first(time.monotonic())
+        candidates = self.candidates = the_plan.candidates
+        max_attempts = route.retry.max_attempts
+        retry_on = route.retry_kinds
+        hedge_delay = self._hedge_delay(candidates[0])
+        if hedge_delay is None:
+            return await self._run_sequential(budget, max_attempts, retry_on)
+        hedges_left = route.hedge.max_hedges if route.hedge else 0
+        next_index = 0
+        attempts = 0
+        last_failure: Failed | None = None
+        try:
+            while True:
+                if not self.in_flight:
+                    if attempts >= max_attempts:
+                        break
+                    if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
+                        break
+                    cand, next_index = self._next_candidate(candidates, next_index)
+                    if cand is None or not await self._wait_for_hold(cand):
+                        break
+                    attempts += 1
+                    self._start(cand, last_failure, hedge=False)
+                timeout = self.deadline - time.perf_counter()
+                if timeout <= 0:
+                    break
+                hedge_now = (
+                    hedge_delay is not None
+                    and hedges_left > 0
+                    and attempts < max_attempts
+                    and len(self.in_flight) == 1
+                )
+                wait_for = min(timeout, hedge_delay) if hedge_now and hedge_delay else timeout
+                waited_from = time.perf_counter()
+                done, _ = await asyncio.wait(
+                    self.in_flight, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                )
+                self.record.upstream_wait += time.perf_counter() - waited_from
+                if not done:
+                    if hedge_now and time.perf_counter() < self.deadline:
+                        cand, next_index = self._next_candidate(candidates, next_index)
+                        if (
+                            cand is not None
+                            and self.d.health.held_until(cand.key) <= time.monotonic()
+                            and budget.try_spend(time.monotonic())
+                        ):
+                            attempts += 1
+                            hedges_left -= 1
+                            self._start(cand, None, hedge=True)
+                        else:
+                            hedges_left = 0
+                        continue
+                    break  # total deadline
+                for task in done:
+                    attempt = self.in_flight.pop(task)
+                    outcome = task.result()
+                    if isinstance(outcome, Ready):
+                        try:
+                            await self._cancel_rest("hedge_lost")
+                        except BaseException:  # the client left while the losers were cancelled
+                            outcome.response.release()
+                            self._end_attempt(attempt, "cancelled")
+                            raise
+                        self._record_ready(attempt, outcome)
+                        return await self._commit(attempt, outcome)
+                    last_failure = outcome
+                    if self._settle_failure(attempt, outcome, retry_on):
+                        await self._cancel_rest("cancelled")
+                        return self._passthrough(outcome)
+        finally:
+            await self._cancel_rest("cancelled")
+        raise self._exhausted(attempts)
+
+    async def _run_sequential(
+        self, budget: RetryBudget, max_attempts: int, retry_on: frozenset[str]
+    ) -> web.StreamResponse:
+        """The same loop without hedging: one attempt at a time, awaited in place.
+
+        Most routes don't hedge; for them a task and an ``asyncio.wait`` per
+        attempt is pure overhead on every request.  Failure handling, backoff,
+        holds and the retry budget are the very same methods as above.
+        """
+        candidates = self.candidates
+        next_index = 0
+        attempts = 0
+        last_failure: Failed | None = None
+        current: AttemptRecord | None = None
+        try:
+            while attempts < max_attempts:
+                if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
+                    break
+                cand, next_index = self._next_candidate(candidates, next_index)
+                if cand is None or not await self._wait_for_hold(cand):
+                    break
+                if time.perf_counter() >= self.deadline:
+                    break
+                attempts += 1
+                current = self._begin(cand, last_failure, hedge=False)
+                waited_from = time.perf_counter()
+                try:
+                    outcome = await self._attempt(cand)
+                finally:
+                    self.record.upstream_wait += time.perf_counter() - waited_from
+                attempt, current = current, None
+                if isinstance(outcome, Ready):
+                    self._record_ready(attempt, outcome)
+                    return await self._commit(attempt, outcome)
+                last_failure = outcome
+                if self._settle_failure(attempt, outcome, retry_on):
+                    return self._passthrough(outcome)
+        finally:
+            if current is not None:  # cancelled mid-attempt (the client went away)
+                self._end_attempt(current, "cancelled")
+        raise self._exhausted(attempts)
+
+    async def _may_retry(
+        self, budget: RetryBudget, attempts: int, last_failure: Failed | None
+    ) -> bool:
+        """The gate before every attempt after the first: retry budget, then backoff."""
+        assert last_failure is not None
+        if last_failure.kind.reached_upstream and not budget.try_spend(time.monotonic()):
+            self._give_up_note = "retry budget exhausted"
+            return False
+        return await self._backoff(attempts, last_failure)
+
+    def _settle_failure(
+        self, attempt: AttemptRecord, failed: Failed, retry_on: frozenset[str]
+    ) -> bool:
+        """Record a failed attempt; True when it goes to the client as is instead of falling over."""
+        self._record_failure(attempt, failed)
+        self.failures.append(failed)
+        return policy.relayed_as_is(failed.kind, retry_on)
+
+    def _next_candidate(
+        self, candidates: list[Candidate], index: int
+    ) -> tuple[Candidate | None, int]:
+        """The next candidate (:func:`.policy.next_candidate`), given what is in flight now."""
+        busy = {a.target + "@" + a.region for a in self.in_flight.values()}
+        return policy.next_candidate(
+            candidates, index, busy, self.d.health, self.route, time.monotonic()
+        )
+
+    async def _backoff(self, attempts: int, failure: Failed) -> bool:
+        """Full-jitter exponential backoff, at least as long as a Retry-After for the only choice."""
+        delay = policy.backoff_delay(
+            self.route.retry,
+            attempts,
+            self.d.rng,
+            only_connect_failed=failure.kind is Failure.CONNECT and len(self.failures) == 1,
+            holds=[self.d.health.held_until(c.key) for c in self.candidates],
+            now=time.monotonic(),
+        )
+        if time.perf_counter() + delay >= self.deadline:
+            self._give_up_note = (
+                f"the next attempt would start after totalMs ({self.route.timeouts.total_ms} ms)"
+            )
+            return False
+        if delay > 0:
+            started = time.perf_counter()
+            await asyncio.sleep(delay)
+            self.record.upstream_wait += time.perf_counter() - started
+        return True
+
+    async def _wait_for_hold(self, cand: Candidate) -> bool:
+        """Honour a Retry-After on the chosen candidate (only chosen when every one is held).
+
+        Sending anyway would be the one thing the upstream asked us not to do;
+        when the hold outlasts the deadline the request ends now with a 429
+        that passes the wait on to the client.
+        """
+        wait = self.d.health.held_until(cand.key) - time.monotonic()
+        if wait <= 0:
+            return True
+        if time.perf_counter() + wait >= self.deadline:
+            self.all_held = True
+            self._give_up_note = (
+                f"every candidate is held by Retry-After for {wait:.1f}s more, "
+                f"past totalMs ({self.route.timeouts.total_ms} ms)"
+            )
+            return False
+        started = time.perf_counter()
+        await asyncio.sleep(wait)
+        self.record.upstream_wait += time.perf_counter() - started
+        return True
+
+    def _hedge_delay(self, first: Candidate) -> float | None:
+        ttft = self.d.health.target_ttft(first.target_key)
+        return policy.hedge_delay(self.route.hedge, ttft, time.monotonic())
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    def _start(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> None:
+        attempt = self._begin(cand, previous, hedge=hedge)
+        task = asyncio.ensure_future(self._attempt(cand))
+        self.in_flight[task] = attempt
+
+    def _begin(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> AttemptRecord:
+        record = self.record
+        attempt = AttemptRecord(
+            number=len(record.attempts) + 1,
+            provider=cand.target.provider,
+            model=cand.target.model,
+            upstream_model=cand.target.upstream_model,
+            region=cand.region,
+            server_address=cand.base_url,
+            started=time.perf_counter(),
+            fallback_reason=(
+                "hedge"
+                if hedge
+                else previous.kind.value
+                if previous
+                else record.extra.get("skipped_reason")
+            ),
+            hedge=hedge,
+        )
+        record.attempts.append(attempt)
+        self.d.observers.attempt_started(record, attempt)
+        return attempt
+
+    async def _attempt(self, cand: Candidate) -> Outcome:
+        health = self.d.health
+        now = time.monotonic()
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        if breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.acquire(now):
+            self.probes.add(cand.key)  # this attempt is the one half-open probe
+        region = health.region(cand.target.provider, cand.region)
+        if region is not None:
+            region.acquire(now)
+        try:
+            headers = self._upstream_headers(cand)
+        except MissingCredentials as exc:
+            self._release_probe(cand.key, breaker)
+            if region is not None:
+                region.release()
+            return Failed(
+                cand, Failure.CREDENTIALS, f"no key for provider {cand.provider.name}: {exc}"
+            )
+        payload = self._payload(cand.target)
+        remaining = max(0.001, self.deadline - time.perf_counter())
+        first_byte = min(self.route.timeouts.first_byte_ms / 1000, remaining)
+        try:
+            return await run_attempt(
+                self.d.pool.pool(cand.provider),
+                cand,
+                cand.base_url,
+                self.path,
+                payload,
+                headers,
+                stream=self.features.stream,
+                first_byte_timeout=first_byte,
+                total_timeout=remaining,
+            )
+        except asyncio.CancelledError:
+            self._release_probe(cand.key, breaker)
+            if region is not None:
+                region.release()
+            raise
+
+    def _release_probe(self, key: str, breaker: Breaker) -> None:
+        """Give back a half-open probe this request claimed (never another request's)."""
+        if key in self.probes:
+            self.probes.discard(key)
+            breaker.release()
+
+    def _payload(self, target: CompiledTarget) -> bytes:
+        body = dict(self.body)
+        body["model"] = target.upstream_model
+        return orjson.dumps(body)
+
+    def _upstream_headers(self, cand: Candidate) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        for name in _PASSED_REQUEST_HEADERS:
+            value = self.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        if self.route.forward_client_auth and "authorization" in self.headers:
+            headers["Authorization"] = self.headers["authorization"]
+        else:
+            headers.update(self.d.credentials.headers_for(cand.provider.credentials))
+        return headers
+
+    def _record_ready(self, attempt: AttemptRecord, ready: Ready) -> None:
+        attempt.ttfb = ready.ttfb
+        attempt.status = ready.response.status
+        now = time.monotonic()
+        health = self.d.health
+        cand = ready.candidate
+        health.breaker(self.route.name, cand.key, self.route.circuit_breaker).record_success(now)
+        health.hedge_won(cand.key)
+        region = health.region(cand.target.provider, cand.region)
+        if region is not None:
+            region.record(True, ready.ttfb, now)
+        health.target_ttft(cand.target_key).add(ready.ttfb, now)
+        if not self.features.stream:
+            health.target_latency(cand.target_key).add(ready.ttfb, now)
+
+    def _record_failure(self, attempt: AttemptRecord, failed: Failed) -> None:
+        attempt.result = failed.kind.value
+        attempt.status = failed.status
+        attempt.detail = failed.detail
+        attempt.duration = time.perf_counter() - attempt.started
+        now = time.monotonic()
+        health = self.d.health
+        cand = failed.candidate
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        region = health.region(cand.target.provider, cand.region)
+        if failed.kind.upstream_unhealthy:
+            breaker.record_failure(now)
+            if region is not None:
+                region.record(False, None, now)
+        else:
+            self._release_probe(cand.key, breaker)
+            if region is not None:
+                region.release()
+        if failed.retry_after is not None and failed.kind in (
+            Failure.RATE_LIMITED,
+            Failure.SERVER_ERROR,
+        ):
+            health.hold(cand.key, now + failed.retry_after)
+        self.d.observers.attempt_finished(self.record, attempt)
+
+    async def _cancel_rest(self, result: str) -> None:
+        if not self.in_flight:
+            return
+        tasks = list(self.in_flight)
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            attempt = self.in_flight.pop(task)
+            if isinstance(outcome, Failed):  # failed just as we cancelled: a verdict all the same
+                self._record_failure(attempt, outcome)
+                continue
+            if isinstance(outcome, Ready):  # finished just as we cancelled: close it
+                outcome.response.release()
+            elif result == "hedge_lost":
+                self._hedge_lost(attempt)
+            self._end_attempt(attempt, result)
+
+    def _end_attempt(self, attempt: AttemptRecord, result: str) -> None:
+        """An attempt that ends without a verdict of its own (cancelled, lost a hedge race)."""
+        attempt.result = result
+        attempt.duration = time.perf_counter() - attempt.started
+        self.d.observers.attempt_finished(self.record, attempt)
+
+    def _hedge_lost(self, attempt: AttemptRecord) -> None:
+        """A candidate that only ever loses hedges is as good as down: open its breaker.
+
+        A cancelled loser gives no verdict of its own, so without this a black-holed
+        region behind a hedge never trips its breaker: every request pays the hedge
+        delay and a hedge from the retry budget, and once the budget is spent,
+        requests fail.  A healthy candidate with a slow tail still wins most of
+        its races, and each win resets the streak.
+        """
+        key = f"{attempt.provider}/{attempt.model}@{attempt.region}"
+        config = self.route.circuit_breaker
+        if self.d.health.hedge_lost(key) >= config.failure_threshold:
+            self.d.health.breaker(self.route.name, key, config).trip(time.monotonic())
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _exhausted(self, attempts: int) -> errors.ModelRouteError:
+        summaries = [
+            errors.AttemptSummary(
+                target=f.candidate.target_key,
+                region=f.candidate.region,
+                result=f.kind.value,
+                status=f.status,
+                detail=f.detail,
+            )
+            for f in self.failures
+        ]
+        status, code = policy.exhausted_verdict({f.kind for f in self.failures}, self.all_held)
+        notes = [self._give_up_note] if self._give_up_note else []
+        if self.pin_note:
+            notes.append(self.pin_note)
+        if self.route.residency_regions is not None:
+            notes.append(
+                f"residency.regions {list(self.route.residency_regions)} allows no other "
+                "region, so the request was not sent outside them"
+            )
+        note = f" ({'; '.join(notes)})" if notes else ""
+        message = (
+            f"route {self.route.name!r}: every attempt failed{note}; "
+            f"{errors.attempts_text(summaries)}"
+        )
+        headers = self._our_headers(attempts)
+        holds = [
+            self.d.health.held_until(c.key) - time.monotonic()
+            for c in ([f.candidate for f in self.failures] or self.candidates)
+        ]
+        if holds and min(holds) > 0:  # the upstream said how long to wait: pass it on
+            headers.update(retrysignal.retry_after_headers(min(holds)))
+        error_cls = errors.NoEligibleTarget if code == "context_length_exceeded" else None
+        if error_cls is not None:
+            return error_cls(message, route=self.route.name, attempts=summaries, code=code)
+        return errors.UpstreamUnavailable(
+            message,
+            status=status,
+            code=code,
+            route=self.route.name,
+            attempts=summaries,
+            headers=headers,
+        )

@@ -1,0 +1,131 @@
+"""The attempt loop's decisions: which candidate next, how long to wait, when to stop, what to say.
+
+Pure, like :mod:`~modelroute.proxy.health` and the router: the clock
+(``now``, monotonic seconds) and the random source are passed in, and the
+health book is only read, so every rule here is unit-tested without a
+socket or a sleep (tests/unit/test_dispatch_policy.py).  The loop in
+:mod:`.attempts` acts on the answers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+
+from modelroute.resources import Hedge, Retry
+
+from ..attempt import Failure
+from ..health import HealthBook, LatencyTracker
+from ..router import Candidate
+from ..table import CompiledRoute
+
+# Failures a route's ``retry.retryOn`` governs; the others (invalid response, auth, unknown
+# model upstream) always fall over, since another target can't be worse.
+RETRYABLE = {
+    k.value
+    for k in (
+        Failure.CONNECT,
+        Failure.TIMEOUT,
+        Failure.RATE_LIMITED,
+        Failure.SERVER_ERROR,
+        Failure.CONTEXT_LENGTH,
+    )
+}
+
+
+def relayed_as_is(kind: Failure, retry_on: frozenset[str]) -> bool:
+    """True when a failed attempt's answer goes to the client as is instead of falling over."""
+    return kind is Failure.PASSTHROUGH or (kind.value in RETRYABLE and kind.value not in retry_on)
+
+
+def next_candidate(
+    candidates: Sequence[Candidate],
+    index: int,
+    busy: Collection[str],
+    health: HealthBook,
+    route: CompiledRoute,
+    now: float,
+) -> tuple[Candidate | None, int]:
+    """The next candidate in plan order (cycling), skipping ones held by Retry-After or busy.
+
+    ``busy`` holds the keys of candidates with an attempt in flight.  A held
+    candidate is skipped while another one is free; when every candidate is
+    held, the one freed soonest is returned (the loop's backoff already
+    waited for it, or the deadline ends the request).
+    """
+    n = len(candidates)
+    if index == 0 and not busy and not health.holds:  # first pick: plan() just checked
+        return (candidates[0], 1) if n else (None, index)
+    for step in range(n):
+        cand = candidates[(index + step) % n]
+        if cand.key in busy:
+            continue
+        if health.held_until(cand.key) > now and n > 1:
+            continue
+        # a circuit that opened during this request (maybe by this very request's
+        # failures) is skipped on retries too, while another candidate is left
+        if n > 1 and not health.breaker(route.name, cand.key, route.circuit_breaker).available(now):
+            continue
+        return cand, index + step + 1
+    # every free candidate held or behind an open circuit: the same "panic" as plan()'s,
+    # a sick upstream is a better bet than a certain error
+    free = [c for c in candidates if c.key not in busy]
+    if not free:
+        return None, index
+    soonest = min(free, key=lambda c: health.held_until(c.key))
+    return soonest, index + 1
+
+
+def backoff_delay(
+    retry: Retry,
+    attempts: int,
+    rng: random.Random,
+    *,
+    only_connect_failed: bool,
+    holds: Sequence[float],
+    now: float,
+) -> float:
+    """Full-jitter exponential backoff, at least as long as a Retry-After for the only choice.
+
+    ``attempts`` is how many were made so far; ``only_connect_failed`` says
+    the one failure so far never reached the upstream (the next region may
+    be fine right now: no wait); ``holds`` are the candidates' Retry-After
+    holds (monotonic deadlines).
+    """
+    ceiling = min(retry.max_backoff_ms, retry.base_backoff_ms * 2 ** (attempts - 1)) / 1000
+    delay = rng.uniform(0, ceiling)
+    if only_connect_failed:
+        delay = 0.0
+    if holds and min(holds) > now:  # every candidate asked us to wait
+        delay = max(delay, min(holds) - now)
+    return delay
+
+
+def hedge_delay(hedge: Hedge | None, ttft: LatencyTracker, now: float) -> float | None:
+    """Seconds before a backup attempt starts; None when the route doesn't hedge (or can't yet).
+
+    ``ttft`` is the first candidate's time-to-first-token tracker, read when
+    the hedge is set by percentile rather than a fixed ``afterMs``.
+    """
+    if hedge is None:
+        return None
+    if hedge.after_ms is not None:
+        return hedge.after_ms / 1000
+    assert hedge.percentile is not None
+    return ttft.quantile(hedge.percentile / 100, now, 20)
+
+
+def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> tuple[int, str]:
+    """The status and error code when every attempt failed, from the kinds of failure seen."""
+    kinds = set(kinds)
+    if all_held and kinds <= {Failure.RATE_LIMITED}:
+        return 429, "rate_limited"
+    if not kinds:
+        return 504, "timeout"
+    if kinds == {Failure.RATE_LIMITED}:
+        return 429, "rate_limited"
+    if kinds <= {Failure.TIMEOUT}:
+        return 504, "upstream_timeout"
+    if kinds <= {Failure.CONTEXT_LENGTH}:
+        return 400, "context_length_exceeded"
+    return 502 if Failure.INVALID_RESPONSE in kinds else 503, "upstream_unavailable"

@@ -1,0 +1,157 @@
+"""The attempt loop's decisions (proxy/dispatch/policy.py), on a fixed clock and a seeded RNG.
+
+Which candidate a retry goes to, how long it waits first, when a failure is
+relayed instead of falling over, and which status the client gets when
+every attempt failed: each one a promise docs/failover.md makes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+from modelroute.proxy.attempt import Failure
+from modelroute.proxy.compiler import CompileResult
+from modelroute.proxy.dispatch import policy
+from modelroute.proxy.health import HealthBook
+from modelroute.proxy.request import Endpoint, extract_features
+from modelroute.proxy.router import Candidate, plan
+from modelroute.proxy.table import CompiledRoute
+
+from modelroute.resources import Hedge, Retry
+
+NOW = 1_000.0
+ROUTES = """\
+apiVersion: modelroute.io/v1alpha1
+kind: ModelProvider
+metadata: {name: gw}
+spec:
+  endpoints:
+    - {region: us-east, baseURL: "http://127.0.0.1:1/v1"}
+    - {region: eu-west, baseURL: "http://127.0.0.1:2/v1"}
+---
+apiVersion: modelroute.io/v1alpha1
+kind: ModelRoute
+metadata: {name: r}
+spec:
+  models: [m]
+  targets:
+    - {provider: gw, model: deepseek-v4-flash}
+  circuitBreaker: {failureThreshold: 1, openSeconds: 10}
+"""
+Setup = tuple[CompiledRoute, list[Candidate], HealthBook]
+US, EU = "gw/deepseek-v4-flash@us-east", "gw/deepseek-v4-flash@eu-west"
+
+
+@pytest.fixture
+def setup(compile_text: Callable[[str], CompileResult]) -> Setup:
+    result = compile_text(ROUTES)
+    assert result.ok, [str(p) for p in result.errors]
+    route = result.table.routes[0]
+    health = HealthBook()
+    features = extract_features(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, Endpoint.CHAT
+    )
+    the_plan = plan(route, result.table, features, health, NOW, random.Random(1))
+    assert [c.key for c in the_plan.candidates] == [US, EU]
+    return route, the_plan.candidates, health
+
+
+def test_a_retry_goes_to_the_next_candidate_in_plan_order(setup: Setup) -> None:
+    route, cands, health = setup
+    assert policy.next_candidate(cands, 0, (), health, route, NOW) == (cands[0], 1)
+    cand, index = policy.next_candidate(cands, 1, (), health, route, NOW)
+    assert cand is cands[1] and index == 2
+    cand, _ = policy.next_candidate(cands, 2, (), health, route, NOW)
+    assert cand is cands[0]  # cycles when attempts outnumber candidates
+
+
+def test_a_busy_held_or_broken_candidate_is_skipped_while_another_is_free(setup: Setup) -> None:
+    route, cands, health = setup
+    cand, _ = policy.next_candidate(cands, 0, {US}, health, route, NOW)
+    assert cand is cands[1]  # a hedge never doubles up on the candidate in flight
+    health.hold(US, NOW + 5)
+    cand, _ = policy.next_candidate(cands, 0, (), health, route, NOW)
+    assert cand is cands[1]  # held by Retry-After
+    assert policy.next_candidate(cands, 0, {EU, US}, health, route, NOW) == (None, 0)
+    health.holds.clear()
+    health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW - 1)
+    cand, _ = policy.next_candidate(cands, 2, (), health, route, NOW)
+    assert cand is cands[1]  # its circuit opened during this request
+
+
+def test_when_every_candidate_is_held_the_one_freed_soonest_is_chosen(setup: Setup) -> None:
+    route, cands, health = setup
+    health.hold(US, NOW + 9)
+    health.hold(EU, NOW + 2)
+    cand, _ = policy.next_candidate(cands, 1, (), health, route, NOW)
+    assert cand is cands[1]
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
+    retry = Retry(base_backoff_ms=100, max_backoff_ms=1000)
+    rng = random.Random(3)
+    delays = [
+        policy.backoff_delay(retry, 3, rng, only_connect_failed=False, holds=(), now=NOW)
+        for _ in range(200)
+    ]
+    assert 0 <= min(delays) < 0.05 and 0.35 < max(delays) <= 0.4  # ceiling 100 ms x 2^2
+    capped = policy.backoff_delay(
+        retry, 10, random.Random(0), only_connect_failed=False, holds=(), now=NOW
+    )
+    assert capped <= 1.0
+
+
+def test_no_wait_after_a_connect_failure_but_a_retry_after_is_honoured() -> None:
+    retry = Retry(base_backoff_ms=100, max_backoff_ms=1000)
+    rng = random.Random(3)
+    assert policy.backoff_delay(retry, 1, rng, only_connect_failed=True, holds=(), now=NOW) == 0
+    waited = policy.backoff_delay(
+        retry, 1, rng, only_connect_failed=True, holds=(NOW + 7, NOW + 4), now=NOW
+    )
+    assert waited == pytest.approx(4)
+    one_free = policy.backoff_delay(
+        retry, 1, rng, only_connect_failed=True, holds=(NOW + 7, NOW - 1), now=NOW
+    )
+    assert one_free == 0  # another candidate is free: no need to wait for the held one
+
+
+def test_hedge_delay_is_fixed_or_the_first_candidates_ttft_percentile(setup: Setup) -> None:
+    _, _, health = setup
+    ttft = health.target_ttft("gw/deepseek-v4-flash")
+    assert policy.hedge_delay(None, ttft, NOW) is None
+    assert policy.hedge_delay(Hedge(after_ms=250), ttft, NOW) == 0.25
+    by_percentile = Hedge(percentile=90)
+    assert policy.hedge_delay(by_percentile, ttft, NOW) is None  # too few samples yet
+    for i in range(100):
+        ttft.add(0.1 + i / 1000, NOW - 1)
+    delay = policy.hedge_delay(by_percentile, ttft, NOW)
+    assert delay is not None and 0.18 < delay < 0.2
+
+
+def test_a_failure_outside_retry_on_is_relayed_the_others_fall_over() -> None:
+    retry_on = frozenset({"connect", "timeout"})
+    assert policy.relayed_as_is(Failure.PASSTHROUGH, retry_on)
+    assert policy.relayed_as_is(Failure.RATE_LIMITED, retry_on)
+    assert not policy.relayed_as_is(Failure.CONNECT, retry_on)
+    assert not policy.relayed_as_is(Failure.INVALID_RESPONSE, retry_on)  # always falls over
+
+
+@pytest.mark.parametrize(
+    ("kinds", "all_held", "verdict"),
+    [
+        ((), False, (504, "timeout")),
+        ((Failure.RATE_LIMITED,), False, (429, "rate_limited")),
+        ((), True, (429, "rate_limited")),
+        ((Failure.TIMEOUT,), False, (504, "upstream_timeout")),
+        ((Failure.CONTEXT_LENGTH,), False, (400, "context_length_exceeded")),
+        ((Failure.CONNECT, Failure.TIMEOUT), False, (503, "upstream_unavailable")),
+        ((Failure.CONNECT, Failure.INVALID_RESPONSE), False, (502, "upstream_unavailable")),
+        ((Failure.RATE_LIMITED, Failure.SERVER_ERROR), True, (503, "upstream_unavailable")),
+    ],
+)
+def test_the_final_status_says_what_every_attempt_ran_into(
+    kinds: tuple[Failure, ...], all_held: bool, verdict: tuple[int, str]
+) -> None:
+    assert policy.exhausted_verdict(kinds, all_held) == verdict
