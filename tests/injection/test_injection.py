@@ -118,6 +118,8 @@ def test_native_sidecar_on_1_30() -> None:
         "127.0.0.1:15400",
         "--admin",
         "0.0.0.0:15401",
+        "--explain",
+        "127.0.0.1:15402",  # /explain: loopback only (issue 13)
         "--secrets-dir",
         "/var/run/secrets/modelroute",
     ]

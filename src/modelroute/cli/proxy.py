@@ -34,7 +34,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--admin",
         default="127.0.0.1:15401",
         metavar="HOST:PORT",
-        help="admin port (/metrics, /status, /healthz, /readyz, /explain); 'off' disables it",
+        help="admin port (/metrics, /status, /healthz, /readyz; /explain too when on loopback); "
+        "'off' disables it",
+    )
+    p.add_argument(
+        "--explain",
+        default=None,
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="serve /explain on a listener of its own (the injected sidecar: 127.0.0.1:15402)",
     )
     p.add_argument("--table-file", type=Path, default=None, help="a compiled table.json to serve")
     p.add_argument("--kube", action="store_true", help="watch the modelroute-table ConfigMap")
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     config = ProxyConfig(
         listen=args.listen,
         admin=admin,
+        explain=args.explain,
         route_files=list(args.routes),
         table_file=args.table_file,
         kube=args.kube,
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         secrets_dir=args.secrets_dir,
         redis_url=args.redis,
+        # a password from a Secret, by environment only (arguments show in `ps`)
+        redis_password=os.environ.get("MODELROUTE_REDIS_PASSWORD") or None,
         max_body_bytes=args.max_body_bytes,
         drain_seconds=args.drain_seconds,
         reuse_port=args.workers > 1,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import ObjectMeta, SpecModel
 from .catalogue import CatalogueModel
+from .egress_rules import forbidden_host
 
 
 class Endpoint(SpecModel):
@@ -15,6 +17,15 @@ class Endpoint(SpecModel):
 
     region: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$")
+
+    @field_validator("base_url")
+    @classmethod
+    def _not_metadata(cls, value: str) -> str:
+        host = urlsplit(value).hostname or ""
+        why = forbidden_host(host)
+        if why:
+            raise ValueError(f"{why}: the provider key would be sent there (docs/security.md)")
+        return value
 
 
 # A Secret's name is a DNS-1123 subdomain, and a key is what Kubernetes allows in a

@@ -24,6 +24,9 @@ TABLE_VOLUME = "modelroute-table"
 TABLE_DIR = "/etc/modelroute/table"
 SECRETS_DIR = "/var/run/secrets/modelroute"
 BASE_URL_ENV = "OPENAI_BASE_URL"
+ALLOWED_HOSTS_ANNOTATION = "modelroute.io/allowed-provider-hosts"
+# a Secret name (DNS-1123 subdomain): the annotation's names become mount paths
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 Patch = list[dict[str, Any]]
 
@@ -35,13 +38,19 @@ class InjectionSettings:
     image: str = "ghcr.io/modelroute/modelroute:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     proxy_port: int = 15400
-    admin_port: int = 15401
+    admin_port: int = 15401  # probes, /metrics, /status: on the pod's address
+    explain_port: int = 15402  # /explain: loopback only (docs/security.md)
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "64Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "256Mi"})
     run_as_user: int = 65532
     # Secrets every sidecar mounts, in addition to the namespace's own list
     # (annotation ``modelroute.io/secrets``).  See docs/injection.md.
     secrets: Sequence[str] = ()
+    # shared route budgets (docs/budgets.md): the Redis URL, and the Secret (in the pod's
+    # namespace) holding its password, read through secretKeyRef, never put in the spec
+    redis_url: str = ""
+    redis_password_secret: str = ""
+    redis_password_key: str = "password"
 
 
 def parse_version(version: Mapping[str, Any] | str) -> tuple[int, int]:
@@ -71,8 +80,14 @@ def metadata_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
-    """Enrolled namespace and no opt-out on the pod."""
+    """Enrolled namespace, no opt-out on the pod, and not on the node's network.
+
+    A ``hostNetwork`` pod would put the sidecar's key-spending port (and its admin
+    port) on the node's address, where every pod of the node reaches it.
+    """
     if namespace_labels.get(ENABLED_LABEL) != "true":
+        return False
+    if (pod.get("spec") or {}).get("hostNetwork"):
         return False
     return metadata_annotations(pod).get(INJECT_ANNOTATION) != "false"
 
@@ -109,7 +124,8 @@ def secret_names(
     names = list(settings.secrets)
     raw = namespace_annotations.get(SECRETS_ANNOTATION, "")
     names += [n.strip() for n in raw.split(",") if n.strip()]
-    return list(dict.fromkeys(names))
+    # a name that is no Secret name ("../x") would become a mount path elsewhere: skipped
+    return list(dict.fromkeys(n for n in names if len(n) <= 253 and _SECRET_NAME.match(n)))
 
 
 def _secret_volume(name: str) -> str:
@@ -117,8 +133,23 @@ def _secret_volume(name: str) -> str:
     return ("mr-secret-" + name.replace(".", "-"))[:63].rstrip("-")
 
 
+def _sidecar_env(settings: InjectionSettings, allowed_hosts: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if allowed_hosts:
+        env.append({"name": "MODELROUTE_ALLOWED_PROVIDER_HOSTS", "value": allowed_hosts})
+    if settings.redis_url:
+        env.append({"name": "MODELROUTE_REDIS_URL", "value": settings.redis_url})
+        if settings.redis_password_secret:
+            ref = {"name": settings.redis_password_secret, "key": settings.redis_password_key}
+            env.append({"name": "MODELROUTE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def sidecar_container(
-    settings: InjectionSettings, secrets: Sequence[str], native: bool
+    settings: InjectionSettings, secrets: Sequence[str], native: bool, allowed_hosts: str = ""
 ) -> dict[str, Any]:
     """The proxy container; probes hit the admin port so kubelet sees its health."""
     container: dict[str, Any] = {
@@ -135,16 +166,12 @@ def sidecar_container(
             f"127.0.0.1:{settings.proxy_port}",
             "--admin",
             f"0.0.0.0:{settings.admin_port}",
+            "--explain",
+            f"127.0.0.1:{settings.explain_port}",
             "--secrets-dir",
             SECRETS_DIR,
         ],
-        "env": [
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        ],
+        "env": _sidecar_env(settings, allowed_hosts),
         "ports": [{"name": "mr-admin", "containerPort": settings.admin_port, "protocol": "TCP"}],
         "resources": {"requests": dict(settings.requests), "limits": dict(settings.limits)},
         "livenessProbe": {
@@ -228,7 +255,8 @@ def build_patch(
     else:
         patch.append({"op": "add", "path": "/spec/volumes", "value": volumes})
 
-    sidecar = sidecar_container(settings, secrets, native)
+    allowed = namespace_annotations.get(ALLOWED_HOSTS_ANNOTATION, "")
+    sidecar = sidecar_container(settings, secrets, native, allowed)
     if native:
         # First among the init containers, so the proxy is up before any
         # later init container (e.g. a migration) that calls a model.

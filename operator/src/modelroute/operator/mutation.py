@@ -50,6 +50,12 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
         secrets=tuple(
             s.strip() for s in env.get("MODELROUTE_SIDECAR_SECRETS", "").split(",") if s.strip()
         ),
+        explain_port=int(env.get("MODELROUTE_SIDECAR_EXPLAIN_PORT", defaults.explain_port)),
+        redis_url=env.get("MODELROUTE_SIDECAR_REDIS_URL", ""),
+        redis_password_secret=env.get("MODELROUTE_SIDECAR_REDIS_PASSWORD_SECRET", ""),
+        redis_password_key=env.get(
+            "MODELROUTE_SIDECAR_REDIS_PASSWORD_KEY", defaults.redis_password_key
+        ),
     )
 
 

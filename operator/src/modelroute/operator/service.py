@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -20,11 +21,17 @@ from modelroute.proxy.compiler import RouteOutcome, compile_table, select_policy
 from modelroute.proxy.table import CompiledFailover, CompiledTable, TableError
 from modelroute.resources import (
     FailoverPolicy,
+    ModelProvider,
     ModelRoute,
     Problem,
     Reason,
     ResourceSet,
     parse_manifest,
+)
+from modelroute.resources.egress_rules import (
+    ALLOWED_HOSTS_ANNOTATION,
+    host_allowed,
+    parse_allowed_hosts,
 )
 
 from . import rollout
@@ -584,6 +591,23 @@ class Service:
 
     # ---- admission -------------------------------------------------------------
 
+    async def _provider_hosts_allowed(self, provider: ModelProvider, ns: str) -> list[str]:
+        """The namespace's ``modelroute.io/allowed-provider-hosts``, if a cluster admin set one."""
+        nsobj = await self.namespace(ns)
+        text = (((nsobj or {}).get("metadata") or {}).get("annotations") or {}).get(
+            ALLOWED_HOSTS_ANNOTATION, ""
+        )
+        allowed = parse_allowed_hosts(text)
+        errors = []
+        for i, endpoint in enumerate(provider.spec.endpoints):
+            host = urlsplit(endpoint.base_url).hostname or ""
+            if not host_allowed(host, allowed):
+                errors.append(
+                    f"spec.endpoints[{i}].baseURL: {host} is not among namespace {ns}'s "
+                    f"{ALLOWED_HOSTS_ANNOTATION} ({text}); ask a cluster admin to add it"
+                )
+        return errors
+
     async def validate(self, body: Mapping[str, Any]) -> list[str]:
         """The errors ``kubectl apply`` shows: the same parser and compiler as ``validate``."""
         kind = str(body.get("kind") or "")
@@ -593,9 +617,11 @@ class Service:
         )
         if isinstance(parsed, list):
             return [str(p) for p in parsed if p.is_error]
+        ns = meta.get("namespace") or "default"
+        if isinstance(parsed, ModelProvider):
+            return await self._provider_hosts_allowed(parsed, ns)
         if not isinstance(parsed, ModelRoute):
             return []
-        ns = meta.get("namespace") or "default"
         rs, _, _ = await self.resources(ns)
         rs.routes = [r for r in rs.routes if r.metadata.name != parsed.metadata.name] + [parsed]
         result = compile_table(rs, ns)

@@ -10,11 +10,19 @@
   why each was kept or dropped (``?n=20``).
 
 Kept off the API port so an app can never reach it through its base URL.
+``/explain`` shows route names, base URLs and upstream error details, which
+only a person at the pod needs: it is served here only when this listener is
+on loopback; with ``--explain HOST:PORT`` (the injector's ``127.0.0.1:15402``)
+it has a loopback listener of its own while the probes, ``/metrics`` and
+``/status`` the kubelet, Prometheus and the operator read stay on the pod's
+address (docs/security.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -26,7 +34,38 @@ from .metrics import render
 from .server import Proxy
 
 
-def admin_app(proxy: Proxy) -> web.Application:
+def is_loopback(host: str) -> bool:
+    """Does a listener on ``host`` only take connections from inside the pod?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def explain_app(proxy: Proxy) -> web.Application:
+    """``/explain`` on a listener of its own (loopback)."""
+    app = web.Application()
+    app.router.add_get("/explain", _explain_handler(proxy))
+    return app
+
+
+def _explain_handler(proxy: Proxy) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def explain(request: web.Request) -> web.Response:
+        try:
+            n = max(
+                1, min(int(request.query.get("n", "20")), proxy.dispatcher.recent.maxlen or 100)
+            )
+        except ValueError:
+            return _json({"error": {"message": "n must be an integer"}}, status=400)
+        recent = list(proxy.dispatcher.recent)[-n:]
+        return _json({"requests": [describe_live(r.record, r.plan) for r in reversed(recent)]})
+
+    return explain
+
+
+def admin_app(proxy: Proxy, *, explain: bool = True) -> web.Application:
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -48,21 +87,12 @@ def admin_app(proxy: Proxy) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return _json(status_document(proxy))
 
-    async def explain(request: web.Request) -> web.Response:
-        try:
-            n = max(
-                1, min(int(request.query.get("n", "20")), proxy.dispatcher.recent.maxlen or 100)
-            )
-        except ValueError:
-            return _json({"error": {"message": "n must be an integer"}}, status=400)
-        recent = list(proxy.dispatcher.recent)[-n:]
-        return _json({"requests": [describe_live(r.record, r.plan) for r in reversed(recent)]})
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
-    app.router.add_get("/explain", explain)
+    if explain:
+        app.router.add_get("/explain", _explain_handler(proxy))
     return app
 
 

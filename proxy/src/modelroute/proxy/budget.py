@@ -186,6 +186,7 @@ class BudgetBook:
         redis_url: str | None = None,
         namespace: str = "local",
         *,
+        redis_password: str | None = None,
         clock: Callable[[], float] = time.time,
         sync_interval: float = 1.0,
         redis_timeout: float = 1.0,
@@ -194,6 +195,8 @@ class BudgetBook:
         if sync_interval <= 0:
             raise ValueError("sync_interval must be positive")
         self.redis_url = redis_url
+        # from a Secret (MODELROUTE_REDIS_PASSWORD via secretKeyRef), never in the URL or args
+        self._redis_password = redis_password
         self.namespace = namespace
         self.clock = clock
         self.sync_interval = sync_interval
@@ -340,6 +343,7 @@ class BudgetBook:
         # batch must never be sent twice behind our back.
         self._client = Redis.from_url(
             self.redis_url,
+            password=self._redis_password or None,  # None: the URL's own, if it has one
             socket_timeout=self.redis_timeout,
             socket_connect_timeout=self.redis_timeout,
             retry=Retry(NoBackoff(), 0),

@@ -49,6 +49,7 @@ import aiohappyeyeballs
 import httptools
 
 from .egress import NO_EGRESS, EgressPolicy, ForwardProxy, open_tunnel
+from .egress_guard import check_origin, check_resolved
 
 READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket until it reads
 # an answer's headers together (aiohttp capped each field at 8 KiB)
@@ -618,7 +619,10 @@ class ConnectionPool:
         sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                check_origin(origin.host)  # metadata, link-local, the namespace's allow-list
                 addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                if proxy is None:  # what the name resolved to now, not what it looked like
+                    check_resolved(origin.host, addresses)
                 # Happy Eyeballs (RFC 8305), as aiohttp's connector does: a dual-stack provider
                 # whose IPv6 route is a black hole costs 250 ms, not the whole connect timeout
                 sock = await aiohappyeyeballs.start_connection(

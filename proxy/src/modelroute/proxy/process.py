@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .admin import admin_app
+from .admin import admin_app, explain_app, is_loopback
 from .server import Proxy, ProxyConfig
 
 log = logging.getLogger("modelroute.proxy")
@@ -33,6 +33,8 @@ class RunningProxy:
     admin: web.AppRunner | None
     api_url: str
     admin_url: str | None
+    explain_runner: web.AppRunner | None = None
+    explain_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -46,6 +48,8 @@ class RunningProxy:
         await self.api.cleanup()
         if self.admin is not None:
             await self.admin.cleanup()
+        if self.explain_runner is not None:
+            await self.explain_runner.cleanup()
         await self.proxy.close()
 
 
@@ -79,14 +83,25 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
     api_url = f"http://{host}:{_bound_port(api)}"
     admin_runner: web.AppRunner | None = None
     admin_url = None
+    explain_runner: web.AppRunner | None = None
+    explain_url = None
     if config.admin is not None:
-        admin_runner = web.AppRunner(admin_app(proxy), access_log=None)
-        await admin_runner.setup()
         ahost, aport = config.admin
+        on_admin = config.explain is None and is_loopback(ahost)
+        admin_runner = web.AppRunner(admin_app(proxy, explain=on_admin), access_log=None)
+        await admin_runner.setup()
         await web.TCPSite(admin_runner, ahost, aport, reuse_port=config.reuse_port or None).start()
         admin_url = f"http://{ahost}:{_bound_port(admin_runner)}"
+        if config.explain is not None:
+            ehost, eport = config.explain
+            explain_runner = web.AppRunner(explain_app(proxy), access_log=None)
+            await explain_runner.setup()
+            await web.TCPSite(explain_runner, ehost, eport).start()
+            explain_url = f"http://{ehost}:{_bound_port(explain_runner)}"
+        elif on_admin:
+            explain_url = admin_url
     log.info("modelroute proxy listening on %s (admin %s)", api_url, admin_url or "off")
-    return RunningProxy(proxy, api, admin_runner, api_url, admin_url)
+    return RunningProxy(proxy, api, admin_runner, api_url, admin_url, explain_runner, explain_url)
 
 
 GC_GEN0_THRESHOLD = 10_000

@@ -53,6 +53,9 @@ DEFAULT_MAX_BODY = 32 * 1024 * 1024  # embedding batches and long prompts are re
 class ProxyConfig:
     listen: tuple[str, int] = ("127.0.0.1", 15400)
     admin: tuple[str, int] | None = ("127.0.0.1", 15401)
+    # /explain's own listener (loopback); without one, /explain is on the admin listener
+    # only when that is loopback too (admin.py, docs/security.md)
+    explain: tuple[str, int] | None = None
     route_files: list[Path] = field(default_factory=list)
     table_file: Path | None = None
     kube: bool = False
@@ -60,6 +63,7 @@ class ProxyConfig:
     kubeconfig: str | None = None
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     redis_url: str | None = None
+    redis_password: str | None = None  # the CLI reads it from $MODELROUTE_REDIS_PASSWORD only
     max_body_bytes: int = DEFAULT_MAX_BODY
     drain_seconds: float = 25.0
     reload_seconds: float = 1.0
@@ -119,7 +123,11 @@ class Proxy:
         except EgressConfigError as exc:
             raise ConfigError(str(exc)) from None
         self.pool = UpstreamPool(egress, self.credentials)
-        self.budgets = BudgetBook(config.redis_url, namespace=config.namespace or "local")
+        self.budgets = BudgetBook(
+            config.redis_url,
+            namespace=config.namespace or "local",
+            redis_password=config.redis_password,
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = PrometheusObserver(self.registry)
         self.registry.register(

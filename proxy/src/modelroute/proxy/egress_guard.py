@@ -1,0 +1,56 @@
+"""The sidecar's own check of where a provider key goes, at connect time.
+
+The model refuses metadata and link-local base URLs when a ModelProvider is
+written (``resources/egress_rules.py``); this repeats the check on what the host
+name *resolves to* when the connection is made (a DNS name an author controls
+can point at ``169.254.169.254``), and applies the namespace's allow-list of
+provider hosts, which the injector hands the sidecar in
+``MODELROUTE_ALLOWED_PROVIDER_HOSTS`` (from the namespace annotation
+``modelroute.io/allowed-provider-hosts``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+from modelroute.resources.egress_rules import (
+    ALLOWED_HOSTS_ANNOTATION,
+    ALLOWED_HOSTS_ENV,
+    AllowedHosts,
+    forbidden_host,
+    host_allowed,
+    parse_allowed_hosts,
+    refused_addresses,
+)
+
+
+class ConnectRefused(ValueError):
+    """A host the key must not go to: nothing was sent (the attempt is ``not_sent``)."""
+
+
+@functools.cache
+def _allowed(text: str) -> AllowedHosts:
+    return parse_allowed_hosts(text)
+
+
+def check_origin(host: str) -> None:
+    """Refuse (nothing is sent) a metadata host or one outside the namespace's allow-list."""
+    why = forbidden_host(host)
+    if why:
+        raise ConnectRefused(f"not connecting to {host}: {why}")
+    allowed = _allowed(os.environ.get(ALLOWED_HOSTS_ENV, ""))
+    if not host_allowed(host, allowed):
+        raise ConnectRefused(
+            f"not connecting to {host}: not in the namespace's {ALLOWED_HOSTS_ANNOTATION}"
+        )
+
+
+def check_resolved(host: str, addresses: Sequence[tuple[object, ...]]) -> None:
+    bad = refused_addresses(addresses)
+    if bad:
+        raise ConnectRefused(
+            f"not connecting to {host}: it resolves to {', '.join(bad)}, "
+            "a link-local or metadata address"
+        )
