@@ -68,7 +68,7 @@ def test_defaults(render: Render) -> None:
     [mwc] = by_kind(docs, "MutatingWebhookConfiguration")
     [hook] = mwc["webhooks"]
     assert hook["failurePolicy"] == "Ignore"
-    assert hook["namespaceSelector"] == {"matchLabels": {"modelroute.io/enabled": "true"}}
+    assert hook["namespaceSelector"]["matchLabels"] == {"modelroute.io/enabled": "true"}
     assert hook["clientConfig"]["service"]["path"] == "/inject-sidecar"
     [vwc] = by_kind(docs, "ValidatingWebhookConfiguration")
     paths = sorted(h["clientConfig"]["service"]["path"] for h in vwc["webhooks"])

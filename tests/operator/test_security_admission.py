@@ -66,3 +66,23 @@ async def test_a_namespace_without_a_list_is_unrestricted(service: Service) -> N
 async def test_a_metadata_base_url_is_refused_everywhere(service: Service) -> None:
     errors = await service.validate(_provider("default", "http://169.254.169.254/latest"))
     assert errors and "link-local or metadata" in errors[0]
+
+
+async def test_admission_answers_name_no_other_providers(service: Service, cluster: Any) -> None:
+    """Anyone who reaches the webhook port can POST a review for any namespace; the answer
+    must not list that namespace's provider names (item 8)."""
+    async with aiohttp.ClientSession(base_url=str(cluster.url).rstrip("/")) as s:
+        await Api(s).namespace("victim")
+        await Api(s).post(
+            "/apis/modelroute.io/v1alpha1/namespaces/victim/modelproviders",
+            provider("victim", "secret-gateway-eu"),
+        )
+    route = {
+        "apiVersion": "modelroute.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "probe", "namespace": "victim"},
+        "spec": {"models": ["x"], "targets": [{"provider": "secret-gateway", "model": "glm-5"}]},
+    }
+    errors = await service.validate(route)
+    assert errors and "no ModelProvider named 'secret-gateway'" in errors[0]
+    assert "secret-gateway-eu" not in " ".join(errors)

@@ -32,14 +32,23 @@ app.kubernetes.io/part-of: modelroute
 {{- default (include "modelroute.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* repo:tag, or repo@digest when image.digest pins it (issue 13). */}}
 {{- define "modelroute.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "modelroute.sidecarImage" -}}
 {{- $repo := default .Values.image.repository .Values.sidecar.image.repository -}}
+{{- if and .Values.image.digest (not .Values.sidecar.image.repository) (not .Values.sidecar.image.tag) -}}
+{{- printf "%s@%s" $repo .Values.image.digest -}}
+{{- else -}}
 {{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.sidecar.image.tag -}}
 {{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "modelroute.webhookService" -}}

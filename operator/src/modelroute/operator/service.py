@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -626,7 +627,22 @@ class Service:
         rs.routes = [r for r in rs.routes if r.metadata.name != parsed.metadata.name] + [parsed]
         result = compile_table(rs, ns)
         outcome = result.routes.get((ns, parsed.metadata.name))
-        return [str(p) for p in (outcome.problems if outcome else []) if p.is_error]
+        return [
+            _no_names(str(p)) if p.reason is Reason.UNKNOWN_PROVIDER else str(p)
+            for p in (outcome.problems if outcome else [])
+            if p.is_error
+        ]
+
+
+# The webhook's HTTPS port takes reviews from anyone who can reach it (kopf does not
+# authenticate the API server), so its answers must not enumerate what a namespace
+# holds: suggestions and "known:" lists stay in the route's status, which only those
+# who may read the route see.
+_NAME_LISTS = re.compile(r"; did you mean [^?]*\?| \(known: [^)]*\)")
+
+
+def _no_names(message: str) -> str:
+    return _NAME_LISTS.sub("", message)
 
 
 def _deployed(cm: Mapping[str, Any] | None) -> tuple[CompiledTable | None, CompiledFailover | None]:
