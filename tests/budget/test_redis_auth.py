@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from modelroute.proxy.server import ProxyConfig, start_proxy
+from modelroute.proxy.process import start_proxy
+from modelroute.proxy.server import ProxyConfig
 
 from .conftest import free_port, redis_server_binary
 

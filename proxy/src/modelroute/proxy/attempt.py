@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
+from .egress_guard import ConnectRefused, check_origin
 from .httpclient import (
     ConnectFailed,
     ConnectionPool,
@@ -168,6 +170,10 @@ async def run_attempt(
     """
     credentials = candidate.provider.credentials
     scrub = Scrubber.for_headers(headers, credentials.header if credentials else None)
+    try:  # metadata hosts and the namespace's allow-list: the key is not sent there
+        check_origin(urlsplit(base_url).hostname or "")
+    except ConnectRefused as exc:
+        return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])
     outcome = await _send(
         pool,
         candidate,

