@@ -168,12 +168,13 @@ async def _seed(cluster: Any) -> None:
 async def run_operator(tmp_path: Path, *flags: str) -> AsyncIterator[Webhooks]:
     """``modelroute operator`` with the chart's webhook flags as its own process; stopped after."""
     cert, key = self_signed(tmp_path)
-    port, liveness = _free_port(), _free_port()
+    port, liveness, readiness = _free_port(), _free_port(), _free_port()
     log_path = tmp_path / "operator.log"
     args = [
         str(Path(sys.executable).parent / "modelroute"),
         "operator", "--verbose", "--priority", "100", *flags,
         "--liveness", f"http://127.0.0.1:{liveness}/healthz",
+        "--readiness", f"127.0.0.1:{readiness}",  # never the fixed default port: suites run at once
         "--webhook-listen", f"127.0.0.1:{port}",
         "--webhook-cert", str(cert), "--webhook-key", str(key),
     ]  # fmt: skip
