@@ -4,7 +4,7 @@ The Pod is a stored object (the real webhook injected it, the real server valida
 it).  This takes the ``modelroute-proxy`` container from the stored Pod and runs its own
 command, args and environment (``fieldRef`` resolved), authenticated as the Pod's
 ServiceAccount with a TokenRequest token bound to the Pod.  What one machine can't share
-is rewritten: the listen and admin ports (ephemeral, on 127.0.0.1), the mounted
+is rewritten: the listen, admin and explain ports (ephemeral, on 127.0.0.1), the mounted
 ``--table-file`` and ``--secrets-dir`` (temp paths).  :meth:`SidecarProcess.mark_running`
 then does the kubelet's part of the Pod status (phase Running, podIP 127.0.0.1) and points
 the ``modelroute.io/admin-port`` annotation at the real admin port, so the operator's
@@ -49,18 +49,23 @@ class SidecarProcess:
         container = next((c for c in containers if c["name"] == SIDECAR), None)
         assert container is not None, f"no {SIDECAR} container injected into {self.pod}"
         self.proxy_port, self.admin_port = free_port(), free_port()
+        self.explain_port = free_port()
         argv = container["command"] + (container.get("args") or [])
         assert argv[0] == "modelroute", argv
         rewritten: list[str] = [str(MODELROUTE)]
         args = iter(argv[1:])
         for arg in args:
             flag, eq, value = arg.partition("=")
-            if not eq and flag in ("--listen", "--admin", "--table-file", "--secrets-dir"):
+            if not eq and flag in (
+                "--listen", "--admin", "--explain", "--table-file", "--secrets-dir"
+            ):
                 value = next(args)
             if flag == "--listen":
                 arg = f"--listen=127.0.0.1:{self.proxy_port}"
             elif flag == "--admin":
                 arg = f"--admin=127.0.0.1:{self.admin_port}"
+            elif flag == "--explain":  # several sidecars share this machine's loopback
+                arg = f"--explain=127.0.0.1:{self.explain_port}"
             elif flag == "--table-file":
                 arg = f"--table-file={self.workdir / 'table' / Path(value).name}"
             elif flag == "--secrets-dir":
