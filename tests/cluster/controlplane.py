@@ -80,6 +80,28 @@ def missing_binaries() -> list[str]:
     return [b for b in BINARIES if find_binary(b) is None]
 
 
+def end_process(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
+    """Stop a test's child process: terminate (or kill), then kill if it won't go in 15 s."""
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def log_tail(log: Path, lines: int) -> str:
+    """The last lines of a child's log, for an assertion message; empty if there is none."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,20 +200,11 @@ class Component:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        end_process(self.proc)
         self.proc = None
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log, lines)
 
 
 @dataclass

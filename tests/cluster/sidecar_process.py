@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .controlplane import ControlPlane, free_port, kubeconfig
+from .controlplane import ControlPlane, end_process, free_port, kubeconfig, log_tail
 
 MODELROUTE = Path(sys.executable).parent / "modelroute"
 SIDECAR = "modelroute-proxy"
@@ -162,17 +162,8 @@ class SidecarProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        end_process(self.proc)
         self.proc = None
 
     def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log, lines)
