@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -36,6 +37,19 @@ END = (
     + event([], usage={"prompt_tokens": 3, "completion_tokens": 2})
     + b"data: [DONE]\n\n"
 )
+
+
+def _foreign(record: logging.LogRecord) -> bool:
+    """An asyncio report about a task neither the sidecar nor aiohttp made.
+
+    An SDK client an earlier test left unclosed is collected here and its
+    ``aclose`` fails on that test's closed loop; asyncio logs it while this
+    test's ``caplog`` listens.  It says nothing about a hang-up.
+    """
+    if record.name != "asyncio":
+        return False
+    defined = re.search(r"defined at (\S+):\d+", record.getMessage())
+    return defined is not None and "/aiohttp/" not in defined[1] and "/modelroute/" not in defined[1]
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +119,7 @@ async def test_a_client_hanging_up_as_the_stream_ends_is_counted_not_logged(
             await asyncio.sleep(0.2)
             upstream.close()
 
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and not _foreign(r)]
     assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
     async with aiohttp.ClientSession() as http, http.get(proxy.admin_url + "/metrics") as resp:
         metrics = await resp.text()
