@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-installed
 TOOLS  := .tools
 
-.PHONY: demo test lint typecheck unit bench install tools clean crds dashboard help
+.PHONY: demo test lint typecheck unit bench install tools clean crds dashboard classifier-docs help
 
 help:
 	@echo "make demo   – run the embedded demo (no keys, no cluster)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  – side-by-side benchmarks (writes bench/results/latest.md)"
 	@echo "make crds   – regenerate crds/ and charts/modelroute/crds/ from the pydantic models"
 	@echo "make dashboard – regenerate charts/modelroute/dashboards/modelroute.json from its builder"
+	@echo "make classifier-docs – regenerate docs/classifier.md's keyword lists from their data file"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,9 @@ crds: install
 
 dashboard: install
 	$(BIN)/python -m modelroute.devtools.dashboard --write
+
+classifier-docs: install
+	$(BIN)/python -m modelroute.devtools.classifier_docs --write
 
 test: install tools lint typecheck
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -q -ra

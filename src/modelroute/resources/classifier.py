@@ -12,7 +12,9 @@ the documented behaviour.
 All collections are tuples and every model is frozen: the compiled table
 hashes these specs, and the proxy caches one compiled classifier per spec.
 Lists in an override *replace* the default list (copy the defaults from
-``docs/classifier.md`` to extend them).
+``docs/classifier.md`` to extend them).  The default keyword lists are data:
+``classifier_keywords.yaml`` beside this module, loaded and checked by
+:mod:`.classifier_defaults`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .base import SpecModel
+from .classifier_defaults import DEFAULTS
 
 Category = Literal["light", "general", "reasoning", "multimodal", "regional-cn"]
 """The five workload categories of the seeds, in the classifier's vocabulary."""
@@ -84,320 +87,6 @@ _DEFAULT_HEADER_RULES = (
     ),
 )
 
-# Phrases that on their own say "this needs a reasoning model".  Weight: `strongWeight`.
-_STRONG = (
-    "prove that",
-    "prove the",
-    "prove it",
-    "proof that",
-    "proof of",
-    "give a proof",
-    "formal proof",
-    "rigorous proof",
-    "rigorously",
-    "show that",
-    "demonstrate that",
-    "by induction",
-    "by contradiction",
-    "if and only if",
-    "step by step",
-    "step-by-step",
-    "show your work",
-    "justify your answer",
-    "with justification",
-    "show all work",
-    "show your reasoning",
-    "show the steps",
-    "reason through",
-    "think through",
-    "think carefully",
-    "chain of thought",
-    "work it out",
-    "derive the",
-    "derive a",
-    "derive an",
-    "theorem",
-    "lemma",
-    "corollary",
-    "counterexample",
-    "logic puzzle",
-    "riddle",
-    "knights and knaves",
-    "tells the truth",
-    "always lies",
-    "how many ways",
-    "in how many",
-    "what is the probability",
-    "find the probability",
-    "expected value of",
-    "expected number of",
-    "solve for",
-    "solve the equation",
-    "solve the system",
-    "system of equations",
-    "find all integers",
-    "find all real",
-    "find all positive",
-    "find all pairs",
-    "find the minimum",
-    "find the maximum",
-    "minimum number of",
-    "maximum number of",
-    "optimal strategy",
-    "closed form",
-    "closed-form",
-    "asymptotic",
-    "recurrence relation",
-    "evaluate the integral",
-    "compute the integral",
-    "derivative of",
-    "limit as",
-    "integrate the",
-    "is irrational",
-    "is divisible by",
-    "remainder when",
-    "modulo",
-    "prime factor",
-    "greatest common divisor",
-    "gcd(",
-    "lcm(",
-    "deduce",
-    "who is lying",
-    "which of the following must be true",
-    "must be true",
-    "could be true",
-    "cannot be true",
-    "logically follows",
-    "valid argument",
-    "syllogism",
-    "correctness proof",
-    "loop invariant",
-)
-
-# Cues that point at reasoning but also appear in everyday prompts.  Weight: `weakWeight`.
-_WEAK = (
-    "prove",
-    "proof",
-    "calculate",
-    "compute",
-    "reason",
-    "reasoning",
-    "explain why",
-    "why does",
-    "why is",
-    "mathematical",
-    "mathematically",
-    "equation",
-    "inequality",
-    "integral",
-    "probability",
-    "logic",
-    "logical",
-    "puzzle",
-    "constraint",
-    "constraints",
-    "exactly one",
-    "at least",
-    "at most",
-    "divisible",
-    "prime",
-    "integer",
-    "integers",
-    "polynomial",
-    "matrix",
-    "eigenvalue",
-    "vector",
-    "geometry",
-    "triangle",
-    "angle",
-    "sequence",
-    "series",
-    "converge",
-    "converges",
-    "optimal",
-    "minimize",
-    "maximize",
-    "trade-off",
-    "tradeoff",
-    "hypothesis",
-    "infer",
-    "conclude",
-    "contradiction",
-    "paradox",
-    "carefully",
-    "how many",
-    "how much",
-    "percent",
-    "average speed",
-    "rate of",
-)
-
-# Cues that a reasoning-flavoured word is incidental: how-to guides, creative
-# writing, summaries, casual explanations.  Weight: `negativeWeight` (subtracted).
-_NEGATIVE = (
-    "install",
-    "set up",
-    "setup",
-    "configure",
-    "recipe",
-    "instructions for",
-    "how do i",
-    "how to",
-    "tutorial",
-    "summarize",
-    "summarise",
-    "summary",
-    "translate",
-    "rewrite",
-    "rephrase",
-    "proofread",
-    "write a poem",
-    "write a story",
-    "write a song",
-    "write an email",
-    "draft an email",
-    "cover letter",
-    "blog post",
-    "tweet",
-    "in simple terms",
-    "like i'm five",
-    "like i am five",
-    "eli5",
-    "for kids",
-    "for a child",
-    "briefly",
-    "fun fact",
-    "poem",
-    "haiku",
-    "slogan",
-    "marketing",
-)
-
-# Tasks a small model does well: classification, extraction, yes/no.  Needed for `light`.
-_LIGHT = (
-    "classify",
-    "classification",
-    "categorize",
-    "categorise",
-    "category",
-    "label",
-    "tag this",
-    "tag the",
-    "extract",
-    "pull out",
-    "sentiment",
-    "positive or negative",
-    "positive, negative",
-    "positive/negative",
-    "neutral",
-    "is this spam",
-    "is this review",
-    "spam",
-    "yes or no",
-    "yes/no",
-    "answer yes",
-    "true or false",
-    "true/false",
-    "one word",
-    "single word",
-    "named entities",
-    "entities",
-    "detect the language",
-    "what language is",
-    "which language is",
-    "language of",
-    "intent",
-    "topic of",
-    "keywords",
-    "rate from",
-    "rate this",
-    "score from",
-    "on a scale",
-    "toxic",
-    "offensive",
-    "moderate",
-    "parse",
-    "normalize",
-    "normalise",
-    "convert to json",
-    "as json",
-    "in json",
-    "json with",
-    "fix the typo",
-    "fix typos",
-    "spelling",
-    "capitalize",
-    "title case",
-    "lowercase",
-    "uppercase",
-    "date format",
-    "iso 8601",
-    "phone number",
-    "email address",
-    "extract the",
-)
-
-# Generative asks that may mention "extract" or "label" but are not a small model's job.
-_LIGHT_EXCLUDE = (
-    "write a",
-    "write an",
-    "write me",
-    "write the",
-    "implement",
-    "function",
-    "script",
-    "code to",
-    "code that",
-    "code for",
-    "program",
-    "regex",
-    "sql",
-    "explain",
-    "essay",
-    "generate",
-    "create a",
-    "design",
-    "build a",
-    "step by step",
-    "prove",
-)
-
-# Constraint cues of numbered-clue logic puzzles ("Alice sits immediately left of ...").
-_PUZZLE_CUES = (
-    "exactly one",
-    "exactly two",
-    "neither",
-    "either",
-    "next to",
-    "left of",
-    "right of",
-    "immediately",
-    "adjacent",
-    "lives in",
-    "lives next",
-    "owns",
-    "sits",
-    "older than",
-    "younger than",
-    "taller than",
-    "shorter than",
-    "only if",
-    "at least one",
-    "at most one",
-    "no two",
-    "tells the truth",
-    "lies",
-    "is not",
-    "does not",
-    "each person",
-    "different",
-    "who owns",
-    "who is",
-    "which one",
-    "determine",
-)
-
-
 class ReasoningRules(SpecModel):
     """How ``reasoning`` is scored: keyword weights, maths notation, numbered-constraint puzzles.
 
@@ -407,12 +96,12 @@ class ReasoningRules(SpecModel):
     $3.00/M model; a strong phrase, or weak cues backed by notation, is.
     """
 
-    strong: tuple[str, ...] = Field(default=_STRONG, description="Phrases worth `strongWeight`.")
+    strong: tuple[str, ...] = Field(default=DEFAULTS.strong, description="Phrases worth `strongWeight`.")
     weak: tuple[str, ...] = Field(
-        default=_WEAK, description="Words worth `weakWeight` (whole words)."
+        default=DEFAULTS.weak, description="Words worth `weakWeight` (whole words)."
     )
     negative: tuple[str, ...] = Field(
-        default=_NEGATIVE, description="Cues of how-to/creative/summary work, subtracted."
+        default=DEFAULTS.negative, description="Cues of how-to/creative/summary work, subtracted."
     )
     strong_weight: int = Field(default=3, ge=0, le=100, alias="strongWeight")
     weak_weight: int = Field(default=1, ge=0, le=100, alias="weakWeight")
@@ -442,7 +131,7 @@ class ReasoningRules(SpecModel):
     )
     puzzle_min_constraints: int = Field(default=2, ge=1, alias="puzzleMinConstraints")
     puzzle_cues: tuple[str, ...] = Field(
-        default=_PUZZLE_CUES, alias="puzzleCues", description="Constraint cues of logic puzzles."
+        default=DEFAULTS.puzzle_cues, alias="puzzleCues", description="Constraint cues of logic puzzles."
     )
     puzzle_weight: int = Field(default=3, ge=0, le=100, alias="puzzleWeight")
     code_penalty: int = Field(
@@ -469,9 +158,9 @@ class LightRules(SpecModel):
         alias="maxTokens",
         description="Estimated tokens (system + last user turn) up to which a prompt is short.",
     )
-    keywords: tuple[str, ...] = Field(default=_LIGHT, description="At least one must occur.")
+    keywords: tuple[str, ...] = Field(default=DEFAULTS.light, description="At least one must occur.")
     exclude: tuple[str, ...] = Field(
-        default=_LIGHT_EXCLUDE,
+        default=DEFAULTS.light_exclude,
         description="Generation work, short to ask but not light to do (write code, explain).",
     )
 
