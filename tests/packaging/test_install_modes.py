@@ -53,7 +53,7 @@ from modelroute.cli import build_parser
 build_parser()
 from modelroute.devtools.demo.topology import load_template
 load_template()  # package data (examples/demo.yaml) ships too
-import modelroute.proxy.upstream as up
+import modelroute.proxy.upstream.providers as up
 print(json.dumps({
     "operator": operator.__file__,
     "modelroute.operator": modelroute.operator.__file__,

@@ -26,7 +26,7 @@ import openai
 import pytest
 from aiohttp import web
 from modelroute.proxy.egress import EgressPolicy, parse_proxy_url
-from modelroute.proxy.httpclient import ConnectFailed, ConnectionPool
+from modelroute.proxy.upstream import ConnectFailed, ConnectionPool
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs, start_fake_provider
 

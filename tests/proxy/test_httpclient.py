@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from modelroute.proxy.httpclient import (
+from modelroute.proxy.upstream import (
     BadResponse,
     ConnectFailed,
     ConnectionPool,
     Disconnected,
     PoolWait,
     Response,
-    origin_of,
 )
+from modelroute.proxy.upstream.origin import origin_of
 
 from ..certs import self_signed
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from modelroute.proxy.egress_guard import ConnectRefused, check_origin
-from modelroute.proxy.httpclient import ConnectionPool
+from modelroute.proxy.upstream import ConnectionPool
 
 from modelroute.resources import ResourceSet
 from modelroute.resources.egress_rules import host_allowed, parse_allowed_hosts

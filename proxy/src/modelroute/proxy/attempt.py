@@ -29,17 +29,17 @@ from urllib.parse import urlsplit
 import orjson
 
 from .egress_guard import ConnectRefused, check_origin
-from .httpclient import (
+from .router import Candidate
+from .scrub import NO_SECRETS, Scrubber
+from .upstream import (
     ConnectFailed,
     ConnectionPool,
     Disconnected,
     PoolWait,
     Response,
     UpstreamError,
+    forwarded_headers,
 )
-from .router import Candidate
-from .scrub import NO_SECRETS, Scrubber
-from .upstream import forwarded_headers
 
 
 class Failure(StrEnum):

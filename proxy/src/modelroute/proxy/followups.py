@@ -18,10 +18,9 @@ from aiohttp import web
 
 from . import errors
 from .credentials import Credentials, MissingCredentials
-from .httpclient import UpstreamError
 from .responses import ResponseIds, follow_up_path, holder_unreachable, wrap_document
 from .tablestore import TableStore
-from .upstream import UpstreamPool, forwarded_headers
+from .upstream import UpstreamError, UpstreamPool, forwarded_headers
 
 FOLLOW_UP_TIMEOUT = 30.0  # seconds for the whole answer: these are small reads of stored state
 MAX_ANSWER = 16 * 1024 * 1024  # a stored response with long outputs; input_items pages are smaller

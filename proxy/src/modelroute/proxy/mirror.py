@@ -20,8 +20,8 @@ import orjson
 
 from .credentials import Credentials, MissingCredentials
 from .events import Observers, ShadowRecord
-from .httpclient import UpstreamError
 from .table import CompiledRoute, CompiledTable, CompiledTarget
+from .upstream import UpstreamError
 from .usage import usage_tokens
 
 log = logging.getLogger("modelroute.mirror")

@@ -19,10 +19,10 @@ from aiohttp import web
 from .. import errors, responses, retrysignal
 from ..attempt import Failed, Ready
 from ..events import AttemptRecord
-from ..httpclient import UpstreamError
 from ..request import Endpoint
 from ..sse import SSEScanner, error_event
 from ..table import CompiledTarget
+from ..upstream import UpstreamError
 from ..usage import usage_counts, usage_details
 from .state import RESPONSE_STARTED, RequestRun
 

@@ -1,4 +1,4 @@
-"""Pooled connections to the providers: one :class:`~.httpclient.ConnectionPool` per provider.
+"""Pooled connections to the providers: one :class:`~.connection_pool.ConnectionPool` each.
 
 Pools are created on first use inside the running loop and closed by the
 app's ``cleanup_ctx``.  The pool itself only bounds connection set-up; the
@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Mapping
 from importlib.metadata import version
 
-from .credentials import Credentials, MissingCredentials
-from .egress import (
+from ..credentials import Credentials, MissingCredentials
+from ..egress import (
     DIRECT,
     NO_EGRESS,
     EgressPolicy,
@@ -20,11 +20,11 @@ from .egress import (
     basic_authorization,
     parse_proxy_url,
 )
-from .httpclient import ConnectionPool
-from .table import CompiledProvider, CompiledTable, KeySource
+from ..table import CompiledProvider, CompiledTable, KeySource
+from .connection_pool import ConnectionPool
 
 USER_AGENT = f"modelroute/{version('modelroute')}"  # the version pyproject.toml gives
-# sent with every upstream request; the decoder in httpclient handles what this accepts
+# sent with every upstream request; the decoders in body.py handle what this accepts
 DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 KEEPALIVE_SECONDS = 30.0  # idle connections closed after this (providers close at ~60 s+)
 

@@ -1,0 +1,30 @@
+"""The upstream client's one error tree: what went wrong on the way to or from a provider.
+
+None of these reaches a client as such.  ``attempt.py`` turns each into a
+failure kind (``Failure``: ``connect``, ``invalid_response``, …), the
+dispatcher decides over all attempts, and what a client sees is one of the
+sidecar's own errors (``errors.py``: ``UpstreamUnavailable``)::
+
+    UpstreamError
+    ├── ConnectFailed   no connection: DNS, refused, TLS, connect timeout – nothing was sent
+    ├── Disconnected    the connection closed before the answer was complete
+    └── BadResponse     bytes that are not HTTP we can follow (parse error, unknown encoding)
+"""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """Anything that went wrong on the way to or from a provider."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection was made; the request was never sent."""
+
+
+class Disconnected(UpstreamError):
+    """The connection closed (or broke) before the whole answer arrived."""
+
+
+class BadResponse(UpstreamError):
+    """The upstream's bytes are not an HTTP answer this client can follow."""
