@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from modelroute.devtools import classifier_docs
 from modelroute.resources.classifier import ClassifierSpec
@@ -19,11 +19,12 @@ from modelroute.resources.classifier_defaults import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "src" / "modelroute" / "resources" / "classifier_keywords.yaml"
+DATA = ROOT / "src" / "modelroute" / "resources" / "classifier_keywords.json"
 
 
 def good() -> dict[str, list[str]]:
-    raw: dict[str, list[str]] = yaml.safe_load(DATA.read_text(encoding="utf-8"))
+    raw: dict[str, list[str]] = json.loads(DATA.read_text(encoding="utf-8"))
+    raw.pop("$comment")
     return raw
 
 
@@ -56,15 +57,15 @@ def test_a_broken_data_file_is_refused_naming_file_and_list(
     data = good()
     mutate(data)
     with pytest.raises(KeywordDataError) as exc:
-        parse_keywords(yaml.safe_dump(data), "kw.yaml")
-    assert str(exc.value).startswith("kw.yaml: ")
+        parse_keywords(json.dumps(data), "kw.json")
+    assert str(exc.value).startswith("kw.json: ")
     assert says in str(exc.value)
 
 
-@pytest.mark.parametrize("text", ["strong: [unclosed", "- just\n- a list\n", ""])
+@pytest.mark.parametrize("text", ['{"strong": ["unclosed"', '["just", "a list"]', ""])
 def test_data_that_is_not_a_mapping_is_refused(text: str) -> None:
-    with pytest.raises(KeywordDataError, match=r"^kw\.yaml: "):
-        parse_keywords(text, "kw.yaml")
+    with pytest.raises(KeywordDataError, match=r"^kw\.json: "):
+        parse_keywords(text, "kw.json")
 
 
 def test_the_docs_keyword_section_is_current() -> None:
@@ -80,7 +81,7 @@ def test_the_docs_section_follows_an_edit_of_the_data() -> None:
     doc = (ROOT / classifier_docs.DOC).read_text(encoding="utf-8")
     data = good()
     data["weak"].append("ponder")
-    edited = classifier_docs.update(doc, parse_keywords(yaml.safe_dump(data), "kw.yaml"))
+    edited = classifier_docs.update(doc, parse_keywords(json.dumps(data), "kw.json"))
     assert edited != doc and "`ponder`" in edited and "(55)" in edited
     with pytest.raises(ValueError, match="markers"):
         classifier_docs.update(doc.replace(classifier_docs.END, ""))

@@ -1,6 +1,6 @@
 """The keyword section of ``docs/classifier.md``, generated from the classifier's data file.
 
-The default lists live once, in ``modelroute/resources/classifier_keywords.yaml``;
+The default lists live once, in ``modelroute/resources/classifier_keywords.json``;
 the doc shows them in full between two marker comments, written by
 ``make classifier-docs`` and never edited by hand
 (``tests/routing/test_classifier_docs.py`` fails while the two differ).  Each

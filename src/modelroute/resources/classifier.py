@@ -13,7 +13,7 @@ All collections are tuples and every model is frozen: the compiled table
 hashes these specs, and the proxy caches one compiled classifier per spec.
 Lists in an override *replace* the default list (copy the defaults from
 ``docs/classifier.md`` to extend them).  The default keyword lists are data:
-``classifier_keywords.yaml`` beside this module, loaded and checked by
+``classifier_keywords.json`` beside this module, loaded and checked by
 :mod:`.classifier_defaults`.
 """
 

@@ -1,24 +1,27 @@
-"""The classifier's default keyword lists, read from ``classifier_keywords.yaml``.
+"""The classifier's default keyword lists, read from ``classifier_keywords.json``.
 
-About 300 phrases are data, not code: they live in a YAML file inside the
+About 300 phrases are data, not code: they live in a JSON file inside the
 package (so a wheel carries them), are loaded once through
 ``importlib.resources`` and checked on load.  A file someone edited by hand
 must fail loudly, naming itself and the key, rather than leave the classifier
 quietly matching nothing: a missing or unknown key, an empty list, a
 non-string, a blank, a duplicate or an entry that isn't already trimmed and
 lower-cased is refused.  ``docs/classifier.md``'s keyword section is
-generated from the same file (``make classifier-docs``).
+generated from the same file (``make classifier-docs``).  JSON rather than
+YAML because resources are imported by an in-cluster sidecar, which never
+loads PyYAML (``tests/proxy/test_lazy_imports.py``); the file's ``$comment``
+key (JSON Schema's convention) says what it is and is otherwise ignored.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-RESOURCE = "classifier_keywords.yaml"
+RESOURCE = "classifier_keywords.json"
 """The data file, a sibling of this module in ``modelroute.resources``."""
 
 
@@ -27,7 +30,7 @@ class KeywordDataError(ValueError):
 
 
 class DefaultKeywords(BaseModel):
-    """The six default lists, keyed as the YAML file (and a ``ModelRoute``) spells them."""
+    """The six default lists, keyed as the data file (and a ``ModelRoute``) spells them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,11 +60,12 @@ class DefaultKeywords(BaseModel):
 def parse_keywords(text: str, source: str) -> DefaultKeywords:
     """Parse and check one keyword file; every failure names ``source`` and what to fix."""
     try:
-        raw: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise KeywordDataError(f"{source}: not valid YAML: {exc}") from exc
+        raw: Any = json.loads(text)
+    except ValueError as exc:
+        raise KeywordDataError(f"{source}: not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise KeywordDataError(f"{source}: expected a mapping of list name -> keywords")
+        raise KeywordDataError(f"{source}: expected an object of list name -> keywords")
+    raw.pop("$comment", None)
     try:
         return DefaultKeywords.model_validate(raw)
     except ValidationError as exc:
