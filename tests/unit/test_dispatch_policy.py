@@ -89,6 +89,65 @@ def test_when_every_candidate_is_held_the_one_freed_soonest_is_chosen(setup: Set
     assert cand is cands[1]
 
 
+def test_panic_spreads_attempts_over_candidates_not_yet_tried(setup: Setup) -> None:
+    """Every breaker open: a retry goes where this request has not been yet (issue 14)."""
+    route, cands, health = setup
+    for key in (US, EU):
+        health.breaker(route.name, key, route.circuit_breaker).record_failure(NOW - 1)
+    health.failed(US, NOW - 1, slow=False)
+    health.failed(EU, NOW - 0.5, slow=False)
+    # the first attempt went to US (plan order) and failed again just now
+    health.failed(US, NOW, slow=False)
+    cand, index = policy.next_candidate(cands, 1, (), health, route, NOW, [cands[0]])
+    assert cand is cands[1]
+    # the third attempt: both tried once; the least recently failed of them
+    health.failed(EU, NOW + 0.01, slow=False)
+    cand, _ = policy.next_candidate(cands, index, (), health, route, NOW + 0.01, list(cands))
+    assert cand is cands[0]
+
+
+def test_panic_never_repeats_an_endpoint_while_another_exists(
+    compile_text: Callable[[str], CompileResult],
+) -> None:
+    """Two models at one dead endpoint: the retry goes to the other endpoint, not the twin."""
+    result = compile_text(
+        ROUTES.replace(
+            "    - {provider: gw, model: deepseek-v4-flash}",
+            "    - {provider: gw, model: deepseek-v4-flash, regions: [us-east]}\n"
+            "    - {provider: gw, model: qwen3-32b, regions: [us-east]}\n"
+            "    - {provider: gw, model: glm-5, regions: [eu-west], tier: 1}",
+        )
+    )
+    assert result.ok, [str(p) for p in result.errors]
+    route = result.table.routes[0]
+    health = HealthBook()
+    features = extract_features(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, Endpoint.CHAT
+    )
+    cands = plan(route, result.table, features, health, NOW, random.Random(1)).candidates
+    assert [c.endpoint for c in cands] == ["gw@us-east", "gw@us-east", "gw@eu-west"]
+    for c in cands:
+        health.breaker(route.name, c.key, route.circuit_breaker).record_failure(NOW - 5)
+        health.failed(c.key, NOW - 5, slow=False)
+    health.failed(cands[0].key, NOW, slow=False)
+    cand, _ = policy.next_candidate(cands, 1, (), health, route, NOW, [cands[0]])
+    assert cand is cands[2]
+
+
+def test_panic_leaves_a_probing_candidate_to_its_probe(setup: Setup) -> None:
+    """A half-open breaker's probe is one request: panic traffic goes elsewhere meanwhile."""
+    route, cands, health = setup
+    us = health.breaker(route.name, US, route.circuit_breaker)
+    eu = health.breaker(route.name, EU, route.circuit_breaker)
+    us.record_failure(NOW - 20)  # half-open by now
+    eu.record_failure(NOW - 1)
+    health.failed(US, NOW - 20, slow=False)
+    health.failed(EU, NOW - 1, slow=False)
+    assert us.acquire(NOW)  # another request holds the probe
+    cand, _ = policy.next_candidate(cands, 1, (), health, route, NOW)
+    assert cand is cands[1]
+
+
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
     retry = Retry(base_backoff_ms=100, max_backoff_ms=1000)
     rng = random.Random(3)

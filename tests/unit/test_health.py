@@ -104,6 +104,17 @@ def test_late_success_from_before_opening_does_not_close() -> None:
     assert b.state_at(2.0) is CircuitState.OPEN and not b.available(2.0)
 
 
+def test_only_the_probe_closes_a_half_open_breaker() -> None:
+    """A panic request that isn't the probe comes back fine: the probe still decides."""
+    b = Breaker(CircuitBreaker(failure_threshold=1, window_seconds=10, open_seconds=5))
+    b.record_failure(0.0)
+    assert b.acquire(5.0)  # some request holds the probe
+    b.record_success(5.1, probe=False)
+    assert b.state_at(5.1) is CircuitState.HALF_OPEN and not b.available(5.1)
+    b.record_success(5.2, probe=True)
+    assert b.state_at(5.2) is CircuitState.CLOSED
+
+
 def test_success_while_closed_keeps_counting_failures() -> None:
     """Failures in the window count even with successes between (a flapping upstream)."""
     b = Breaker(CircuitBreaker(failure_threshold=3, window_seconds=10, open_seconds=5))

@@ -294,6 +294,30 @@ def test_panic_mode_when_everything_is_unhealthy(planner: Callable[[str], Planne
     assert len(p.dropped) == 4 and all(d.reason.is_health for d in p.dropped)
 
 
+def test_panic_tries_fast_failures_first_then_the_least_recently_failed(
+    planner: Callable[[str], Planner],
+) -> None:
+    """A refusal costs a millisecond to retry, a black hole a whole firstByteMs."""
+    pl = planner(TWO_TIERS + "  circuitBreaker: {failureThreshold: 1, openSeconds: 60}\n")
+    a_us, a_eu, b_us, b_eu = (
+        candidate_key("gw", m, r)
+        for m in ("deepseek-v4-flash", "qwen3-32b")
+        for r in ("us-east", "eu-west")
+    )
+    # (when it failed, whether it was a timeout)
+    for key, at, slow in (
+        (a_us, 5.0, True),
+        (a_eu, 9.0, False),
+        (b_us, 2.0, False),
+        (b_eu, 1.0, True),
+    ):
+        pl.health.breaker("r", key, pl.route.circuit_breaker).record_failure(NOW - 10 + at)
+        pl.health.failed(key, NOW - 10 + at, slow=slow)
+    p = pl()
+    assert p.panic
+    assert keys(p) == [b_us, a_eu, b_eu, a_us]
+
+
 def test_no_panic_while_one_candidate_is_healthy(planner: Callable[[str], Planner]) -> None:
     pl = planner(TWO_TIERS)
     for key in ("gw/deepseek-v4-flash@us-east", "gw/deepseek-v4-flash@eu-west"):

@@ -79,13 +79,20 @@ class Breaker:
         """The probe ended without a verdict (cancelled): let another caller probe."""
         self.probe_in_flight = False
 
-    def record_success(self, now: float) -> None:
+    def record_success(self, now: float, probe: bool = True) -> None:
+        """An answer; ``probe`` says whether the request held the half-open probe.
+
+        Only the probe closes a breaker: a request sent before the breaker
+        opened, or in panic mode while another request holds the probe, that
+        comes back fine says nothing the probe won't say (and must not let a
+        crowd through where one request was meant to test the water).
+        """
         state = self.state_at(now)
         if state is CircuitState.OPEN:
-            # a request sent before the breaker opened (or in panic mode) came back fine:
-            # only the half-open probe after openSeconds may close the breaker
             return
         if state is not CircuitState.CLOSED:
+            if not probe:
+                return
             self.state = CircuitState.CLOSED
             self.failures.clear()
         self.probe_in_flight = False
@@ -340,6 +347,9 @@ class RetryBudget:
 # the book: every piece of health state, keyed
 
 
+_NEVER_FAILED = (-math.inf, False)
+
+
 def candidate_key(provider: str, model: str, region: str) -> str:
     return f"{provider}/{model}@{region}"
 
@@ -360,6 +370,9 @@ class HealthBook:
         self.regions: dict[str, RegionHealth] = {}
         self.budgets: dict[str, RetryBudget] = {}
         self.hedge_losses: dict[str, int] = {}  # candidate → hedges lost since its last answer
+        # candidate → (when it last failed, whether that failure was slow: a timeout), the
+        # order panic mode tries unhealthy candidates in (router.panic_rank)
+        self.last_failures: dict[str, tuple[float, bool]] = {}
         self._ejection: Ejection | None = None
         self._failback = 60.0
 
@@ -392,6 +405,8 @@ class HealthBook:
             del self.holds[candidate]
         for candidate in [c for c in self.hedge_losses if c not in candidates]:
             del self.hedge_losses[candidate]
+        for candidate in [c for c in self.last_failures if c not in candidates]:
+            del self.last_failures[candidate]
 
     def breaker(self, route: str, candidate: str, config: BreakerConfig) -> Breaker:
         key = (route, candidate)
@@ -417,6 +432,14 @@ class HealthBook:
     def hold(self, candidate: str, until: float) -> None:
         if until > self.holds.get(candidate, 0.0):
             self.holds[candidate] = until
+
+    def failed(self, candidate: str, now: float, *, slow: bool) -> None:
+        """Note a candidate's failure: when, and whether it cost a whole timeout to learn."""
+        self.last_failures[candidate] = (now, slow)
+
+    def last_failure(self, candidate: str) -> tuple[float, bool]:
+        """(when, slow) of the candidate's last failure; (-inf, False) if it never failed."""
+        return self.last_failures.get(candidate, _NEVER_FAILED)
 
     def hedge_lost(self, candidate: str) -> int:
         """Count a lost hedge race (cancelled without a first byte); returns the streak."""

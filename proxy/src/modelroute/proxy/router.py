@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import NoEligibleTarget, UnknownModel
-from .health import HealthBook, candidate_key
+from .health import CircuitState, HealthBook, candidate_key
 from .request import RequestFeatures
 from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
 
@@ -61,10 +61,13 @@ class Candidate:
     key: str
     note: str = ""  # why it sits where it does (latency demotion, panic, sticky arm …)
     target_key: str = ""  # ``provider/model``; filled in from ``target`` when not given
+    endpoint: str = ""  # ``provider@region``: the base URL, shared by every model there
 
     def __post_init__(self) -> None:
         if not self.target_key:  # computed once: plans reuse their candidates
             object.__setattr__(self, "target_key", self.target.key)
+        if not self.endpoint:
+            object.__setattr__(self, "endpoint", f"{self.target.provider}@{self.region}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +366,7 @@ def plan(
                 reserve.append(cand)
     if not result.candidates and reserve:
         result.panic = True
+        ranked = sorted(reserve, key=lambda c: panic_rank(c, route, health, now))
         result.candidates = [
             Candidate(
                 c.target,
@@ -372,10 +376,34 @@ def plan(
                 c.key,
                 "panic: every candidate unhealthy",
                 c.target_key,
+                c.endpoint,
             )
-            for c in reserve
+            for c in ranked
         ]
     return result
+
+
+def panic_rank(
+    cand: Candidate, route: CompiledRoute, health: HealthBook, now: float
+) -> tuple[float, bool, bool, float]:
+    """Sort key for unhealthy candidates in panic mode: the best bet first.
+
+    1. not held by a Retry-After (the upstream asked us to wait: honour it
+       while another is free), then the hold ending soonest;
+    2. not under another request's half-open probe (the probe is one
+       request; the others go elsewhere while it is out);
+    3. a candidate whose last failure was fast (refused, a 5xx) before one
+       whose last failure was a timeout: a refusal costs a millisecond to
+       retry, a black hole the whole ``firstByteMs``;
+    4. the least recently failed: it has had the longest to recover.
+
+    Plan order breaks ties (the sort is stable).
+    """
+    hold = max(0.0, health.held_until(cand.key) - now)
+    breaker = health.breaker(route.name, cand.key, route.circuit_breaker)
+    probing = breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.probe_in_flight
+    failed_at, slow = health.last_failure(cand.key)
+    return hold, probing, slow, failed_at
 
 
 _DOWNGRADE_NOTE = "budget downgrade: cheapest capable target first"

@@ -181,7 +181,7 @@ class AttemptLoop(Commit):
         """The next candidate (:func:`.policy.next_candidate`), given what is in flight now."""
         busy = {a.target + "@" + a.region for a in self.in_flight.values()}
         return policy.next_candidate(
-            candidates, index, busy, self.d.health, self.route, time.monotonic()
+            candidates, index, busy, self.d.health, self.route, time.monotonic(), self.tried
         )
 
     async def _backoff(self, attempts: int, failure: Failed) -> bool:
@@ -240,6 +240,7 @@ class AttemptLoop(Commit):
 
     def _begin(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> AttemptRecord:
         record = self.record
+        self.tried.append(cand)
         attempt = AttemptRecord(
             number=len(record.attempts) + 1,
             provider=cand.target.provider,
@@ -329,7 +330,10 @@ class AttemptLoop(Commit):
         now = time.monotonic()
         health = self.d.health
         cand = ready.candidate
-        health.breaker(self.route.name, cand.key, self.route.circuit_breaker).record_success(now)
+        probe = cand.key in self.probes
+        self.probes.discard(cand.key)
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        breaker.record_success(now, probe=probe)
         health.hedge_won(cand.key)
         region = health.region(cand.target.provider, cand.region)
         if region is not None:
@@ -349,7 +353,9 @@ class AttemptLoop(Commit):
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
         region = health.region(cand.target.provider, cand.region)
         if failed.kind.upstream_unhealthy:
+            self.probes.discard(cand.key)
             breaker.record_failure(now)
+            health.failed(cand.key, now, slow=failed.kind is Failure.TIMEOUT)
             if region is not None:
                 region.record(False, None, now)
         else:

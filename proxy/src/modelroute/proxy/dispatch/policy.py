@@ -16,7 +16,7 @@ from modelroute.resources import Hedge, Retry
 
 from ..attempt import Failure
 from ..health import HealthBook, LatencyTracker
-from ..router import Candidate
+from ..router import Candidate, panic_rank
 from ..table import CompiledRoute
 
 # Failures a route's ``retry.retryOn`` governs; the others (invalid response, auth, unknown
@@ -45,13 +45,19 @@ def next_candidate(
     health: HealthBook,
     route: CompiledRoute,
     now: float,
+    tried: Sequence[Candidate] = (),
 ) -> tuple[Candidate | None, int]:
     """The next candidate in plan order (cycling), skipping ones held by Retry-After or busy.
 
-    ``busy`` holds the keys of candidates with an attempt in flight.  A held
-    candidate is skipped while another one is free; when every candidate is
-    held, the one freed soonest is returned (the loop's backoff already
-    waited for it, or the deadline ends the request).
+    ``busy`` holds the keys of candidates with an attempt in flight, ``tried``
+    the candidates this request has already attempted.  A held candidate is
+    skipped while another one is free.  When every free candidate is held or
+    behind an open circuit (panic), the attempts spread: an endpoint this
+    request has not tried yet before one it has, then a candidate it has not
+    tried, each in :func:`~modelroute.proxy.router.panic_rank` order (the
+    hold ending soonest, no probe out, fast failures before timeouts, the
+    least recently failed) – never the same dead endpoint over and over
+    while another exists.
     """
     n = len(candidates)
     if index == 0 and not busy and not health.holds:  # first pick: plan() just checked
@@ -72,8 +78,14 @@ def next_candidate(
     free = [c for c in candidates if c.key not in busy]
     if not free:
         return None, index
-    soonest = min(free, key=lambda c: health.held_until(c.key))
-    return soonest, index + 1
+    tried_keys = {c.key for c in tried}
+    tried_endpoints = {c.endpoint for c in tried}
+
+    def rank(c: Candidate) -> tuple[float, bool, bool, bool, bool, float]:
+        wait, probing, slow, failed_at = panic_rank(c, route, health, now)
+        return wait, c.endpoint in tried_endpoints, c.key in tried_keys, probing, slow, failed_at
+
+    return min(free, key=rank), index + 1
 
 
 def backoff_delay(

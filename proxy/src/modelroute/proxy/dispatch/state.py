@@ -101,6 +101,7 @@ class RequestRun:
         self.strip_usage = False
         self.in_flight: dict[asyncio.Task[Outcome], AttemptRecord] = {}
         self.candidates: list[Candidate] = []
+        self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds
         self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
