@@ -87,7 +87,40 @@ def test_redis_values_reach_the_injector_without_a_password(render: Render) -> N
     assert env["MODELROUTE_SIDECAR_REDIS_URL"] == "rediss://redis.modelroute-system.svc:6380/0"
     assert env["MODELROUTE_SIDECAR_REDIS_PASSWORD_SECRET"] == "modelroute-redis"
     assert env["MODELROUTE_SIDECAR_REDIS_PASSWORD_KEY"] == "password"
+    assert env["MODELROUTE_SIDECAR_REDIS_CA_CONFIGMAP"] == "modelroute-redis-ca"
+    assert env["MODELROUTE_SIDECAR_REDIS_CA_KEY"] == "ca.crt"
+    assert "MODELROUTE_SIDECAR_REDIS_CA_SECRET" not in env
     assert "MODELROUTE_SIDECAR_REDIS_URL" not in _env(render())
+    secret = _env(
+        render(None, "--set", "sidecar.redis.url=rediss://r:6380", "--set",
+               "sidecar.redis.caBundle.secret=redis-ca")
+    )  # fmt: skip
+    assert secret["MODELROUTE_SIDECAR_REDIS_CA_SECRET"] == "redis-ca"
+    assert "MODELROUTE_SIDECAR_REDIS_CA_CONFIGMAP" not in secret
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        (["sidecar.redis.caBundle.configMap=ca"], "must be rediss://"),
+        (["sidecar.redis.url=redis://r:6379", "sidecar.redis.caBundle.secret=ca"], "must be rediss://"),
+        (
+            ["sidecar.redis.url=rediss://r", "sidecar.redis.caBundle.configMap=a",
+             "sidecar.redis.caBundle.secret=b"],
+            "not both",
+        ),
+    ],
+)  # fmt: skip
+def test_a_redis_ca_bundle_without_tls_or_from_two_places_is_refused(
+    helm: str, values: list[str], says: str
+) -> None:
+    """A CA for a plain-text URL would be ignored while the values say the link is verified."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    result = subprocess.run(
+        [helm, "template", "mr", str(CHART), *sets], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "sidecar.redis.caBundle" in result.stderr and says in result.stderr, result.stderr
 
 
 def test_sidecar_admin_port_is_only_for_the_operator_and_prometheus(render: Render) -> None:

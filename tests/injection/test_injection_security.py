@@ -6,7 +6,9 @@
 * item 8: ``hostNetwork`` pods are not injected; a ``modelroute.io/secrets`` entry
   that is no Secret name never becomes a mount path;
 * item 9: the chart's Redis URL and password Secret reach the sidecar, the password
-  through ``secretKeyRef`` only.
+  through ``secretKeyRef`` only; a private CA bundle (ConfigMap or Secret) is mounted
+  read-only and named by ``MODELROUTE_REDIS_CA_FILE`` (the sidecar's side:
+  ``tests/budget/test_redis_tls.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import jsonpatch
 import kubernetes_validate
+import pytest
 from modelroute.operator.injection import SIDECAR_NAME, InjectionSettings, build_patch
 from modelroute.operator.mutation import settings_from_env
 
@@ -108,3 +111,40 @@ def test_redis_url_and_password_secret_reach_the_sidecar() -> None:
 def test_no_redis_configured_means_no_redis_env() -> None:
     env = {e["name"] for e in _sidecar(_inject(_pod()))["env"]}
     assert not env & {"MODELROUTE_REDIS_URL", "MODELROUTE_REDIS_PASSWORD"}
+
+
+@pytest.mark.parametrize("kind", ["CONFIGMAP", "SECRET"])
+def test_the_redis_ca_bundle_is_mounted_and_named_to_the_sidecar(kind: str) -> None:
+    settings = settings_from_env(
+        {
+            "MODELROUTE_SIDECAR_REDIS_URL": "rediss://redis.modelroute-system.svc:6380/0",
+            f"MODELROUTE_SIDECAR_REDIS_CA_{kind}": "redis-ca",
+            "MODELROUTE_SIDECAR_REDIS_CA_KEY": "bundle.pem",
+        }
+    )
+    pod = _inject(_pod(), None, **vars(settings))
+    sidecar = _sidecar(pod)
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["MODELROUTE_REDIS_CA_FILE"]["value"] == "/etc/modelroute/redis-ca/ca.crt"
+    [mount] = [m for m in sidecar["volumeMounts"] if m["name"] == "modelroute-redis-ca"]
+    assert mount == {
+        "name": "modelroute-redis-ca",
+        "mountPath": "/etc/modelroute/redis-ca/",
+        "readOnly": True,
+    }
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "modelroute-redis-ca"]
+    items = [{"key": "bundle.pem", "path": "ca.crt"}]
+    if kind == "SECRET":
+        assert volume["secret"] == {"secretName": "redis-ca", "optional": True, "items": items}
+    else:
+        assert volume["configMap"] == {"name": "redis-ca", "optional": True, "items": items}
+    # the app container sees neither the CA nor its variable
+    [app] = pod["spec"]["containers"]
+    assert "volumeMounts" not in app
+    assert "MODELROUTE_REDIS_CA_FILE" not in {e["name"] for e in app.get("env", [])}
+
+
+def test_a_ca_bundle_without_a_redis_url_mounts_nothing() -> None:
+    pod = _inject(_pod(), None, redis_ca_configmap="redis-ca")
+    assert "modelroute-redis-ca" not in {v["name"] for v in pod["spec"]["volumes"]}
+    assert "MODELROUTE_REDIS_CA_FILE" not in {e["name"] for e in _sidecar(pod)["env"]}

@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="URL",
         help="share budget counters across the namespace's sidecars (default: per pod)",
     )
+    p.add_argument(
+        "--redis-ca-file",
+        type=Path,
+        default=os.environ.get("MODELROUTE_REDIS_CA_FILE") or None,
+        metavar="FILE",
+        help="CA bundle (PEM) that signs the rediss:// server's certificate (default: system CAs)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)
     p.add_argument("--drain-seconds", type=float, default=25.0)
     p.add_argument(
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         redis_url=args.redis,
         # a password from a Secret, by environment only (arguments show in `ps`)
         redis_password=os.environ.get("MODELROUTE_REDIS_PASSWORD") or None,
+        redis_ca_file=args.redis_ca_file,
         max_body_bytes=args.max_body_bytes,
         drain_seconds=args.drain_seconds,
         reuse_port=args.workers > 1,

@@ -23,6 +23,9 @@ TABLE_CONFIGMAP = "modelroute-table"
 TABLE_VOLUME = "modelroute-table"
 TABLE_DIR = "/etc/modelroute/table"
 SECRETS_DIR = "/var/run/secrets/modelroute"
+REDIS_CA_VOLUME = "modelroute-redis-ca"
+REDIS_CA_DIR = "/etc/modelroute/redis-ca"
+REDIS_CA_FILE = f"{REDIS_CA_DIR}/ca.crt"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 ALLOWED_HOSTS_ANNOTATION = "modelroute.io/allowed-provider-hosts"
 # a Secret name (DNS-1123 subdomain): the annotation's names become mount paths
@@ -51,6 +54,16 @@ class InjectionSettings:
     redis_url: str = ""
     redis_password_secret: str = ""
     redis_password_key: str = "password"
+    # a private CA for a rediss:// URL: a ConfigMap (or Secret) of this name in the pod's
+    # namespace, its ``redis_ca_key`` mounted as the sidecar's --redis-ca-file
+    redis_ca_configmap: str = ""
+    redis_ca_secret: str = ""
+    redis_ca_key: str = "ca.crt"
+
+    @property
+    def redis_ca(self) -> bool:
+        """A CA bundle is mounted (only with a Redis URL: alone it would be used by nothing)."""
+        return bool(self.redis_url and (self.redis_ca_configmap or self.redis_ca_secret))
 
 
 def parse_version(version: Mapping[str, Any] | str) -> tuple[int, int]:
@@ -145,7 +158,24 @@ def _sidecar_env(settings: InjectionSettings, allowed_hosts: str) -> list[dict[s
         if settings.redis_password_secret:
             ref = {"name": settings.redis_password_secret, "key": settings.redis_password_key}
             env.append({"name": "MODELROUTE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}})
+        if settings.redis_ca:
+            env.append({"name": "MODELROUTE_REDIS_CA_FILE", "value": REDIS_CA_FILE})
     return env
+
+
+def redis_ca_volume(settings: InjectionSettings) -> dict[str, Any]:
+    """The CA bundle's volume: one key of a ConfigMap or Secret, as ``ca.crt``.
+
+    Optional, like the table's: a namespace that lacks the object still gets a pod
+    that starts, and the sidecar says in ``/status`` that the CA file can't be read
+    (shared budgets off, per-pod enforcement on) rather than the app never starting.
+    """
+    items = [{"key": settings.redis_ca_key, "path": "ca.crt"}]
+    if settings.redis_ca_secret:
+        source = {"secretName": settings.redis_ca_secret, "optional": True, "items": items}
+        return {"name": REDIS_CA_VOLUME, "secret": source}
+    source = {"name": settings.redis_ca_configmap, "optional": True, "items": items}
+    return {"name": REDIS_CA_VOLUME, "configMap": source}
 
 
 def sidecar_container(
@@ -198,6 +228,11 @@ def sidecar_container(
                 {"name": _secret_volume(s), "mountPath": f"{SECRETS_DIR}/{s}/", "readOnly": True}
                 for s in secrets
             ),
+            *(
+                [{"name": REDIS_CA_VOLUME, "mountPath": REDIS_CA_DIR + "/", "readOnly": True}]
+                if settings.redis_ca
+                else []
+            ),
         ],
     }
     if native:
@@ -249,6 +284,7 @@ def build_patch(
             {"name": _secret_volume(s), "secret": {"secretName": s, "optional": True}}
             for s in secrets
         ),
+        *([redis_ca_volume(settings)] if settings.redis_ca else []),
     ]
     if "volumes" in spec and spec["volumes"] is not None:
         patch += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]

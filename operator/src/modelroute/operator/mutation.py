@@ -56,6 +56,9 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
         redis_password_key=env.get(
             "MODELROUTE_SIDECAR_REDIS_PASSWORD_KEY", defaults.redis_password_key
         ),
+        redis_ca_configmap=env.get("MODELROUTE_SIDECAR_REDIS_CA_CONFIGMAP", ""),
+        redis_ca_secret=env.get("MODELROUTE_SIDECAR_REDIS_CA_SECRET", ""),
+        redis_ca_key=env.get("MODELROUTE_SIDECAR_REDIS_CA_KEY") or defaults.redis_ca_key,
     )
 
 

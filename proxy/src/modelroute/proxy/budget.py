@@ -33,11 +33,12 @@ import contextlib
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from modelroute.resources import BudgetAction
 
@@ -187,6 +188,7 @@ class BudgetBook:
         namespace: str = "local",
         *,
         redis_password: str | None = None,
+        redis_ca_file: str | None = None,
         clock: Callable[[], float] = time.time,
         sync_interval: float = 1.0,
         redis_timeout: float = 1.0,
@@ -197,6 +199,10 @@ class BudgetBook:
         self.redis_url = redis_url
         # from a Secret (MODELROUTE_REDIS_PASSWORD via secretKeyRef), never in the URL or args
         self._redis_password = redis_password
+        # a private CA for rediss:// (chart: sidecar.redis.caBundle, mounted from a ConfigMap
+        # or Secret); None: the system's trust store.  A path, read at each connect, so a
+        # rotated CA bundle is picked up on the next reconnect.
+        self.redis_ca_file = redis_ca_file
         self.namespace = namespace
         self.clock = clock
         self.sync_interval = sync_interval
@@ -339,6 +345,8 @@ class BudgetBook:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        # only a rediss:// URL comes with a CA file (ProxyConfig.check)
+        tls: dict[str, Any] = {"ssl_ca_certs": self.redis_ca_file} if self.redis_ca_file else {}
         # No client-side retries: this task owns backoff, and a retried INCRBYFLOAT
         # batch must never be sent twice behind our back.
         self._client = Redis.from_url(
@@ -347,6 +355,7 @@ class BudgetBook:
             socket_timeout=self.redis_timeout,
             socket_connect_timeout=self.redis_timeout,
             retry=Retry(NoBackoff(), 0),
+            **tls,
         )
         self._stop.clear()
         self._task = asyncio.create_task(self._run(), name="modelroute-budget-sync")
@@ -380,7 +389,7 @@ class BudgetBook:
         except Exception as exc:  # any Redis, socket or timeout error: keep serving per pod
             was = self.redis_connected or self.redis_error is None
             self.redis_connected = False
-            self.redis_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.redis_error = _describe(exc, self.redis_ca_file)[:300]
             if was:
                 log.warning(
                     "budget counters: Redis %s unreachable (%s); enforcing per pod until it is back",
@@ -443,6 +452,30 @@ class BudgetBook:
                 backoff = min(backoff * 2, self.max_backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+
+def _describe(exc: BaseException, ca_file: str | None) -> str:
+    """What went wrong talking to Redis, phrased for ``/status`` and the log.
+
+    A TLS verification failure is the one a person must act on (wrong CA bundle,
+    or a server certificate for another name), and redis-py reports it as a
+    generic ``ConnectionError``: say so, and name the CA that was used.
+    """
+    trust = f"the CA bundle {ca_file}" if ca_file else "the system's trusted CAs"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            why = seen.verify_message or seen.reason or str(seen)
+            return f"TLS: the Redis server's certificate is not trusted by {trust} ({why})"
+        if ca_file and isinstance(seen, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return f"TLS: the CA bundle {ca_file} can't be read ({seen.strerror})"
+        if ca_file and isinstance(seen, ssl.SSLError) and seen.library in ("X509", "PEM"):
+            return f"TLS: the CA bundle {ca_file} holds no usable certificate ({seen.reason})"
+        seen = seen.__cause__ or seen.__context__
+    text = f"{type(exc).__name__}: {exc}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:  # the error came as text only
+        return f"TLS: the Redis server's certificate is not trusted by {trust} ({text})"
+    return text
 
 
 def _redact(url: str | None) -> str:

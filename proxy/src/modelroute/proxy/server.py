@@ -64,6 +64,7 @@ class ProxyConfig:
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     redis_url: str | None = None
     redis_password: str | None = None  # the CLI reads it from $MODELROUTE_REDIS_PASSWORD only
+    redis_ca_file: Path | None = None  # a private CA for a rediss:// URL (docs/budgets.md)
     max_body_bytes: int = DEFAULT_MAX_BODY
     drain_seconds: float = 25.0
     reload_seconds: float = 1.0
@@ -82,6 +83,13 @@ class ProxyConfig:
             )
         if self.route_files and (self.table_file or self.kube):
             raise ConfigError("--routes (local mode) can't be combined with --table-file/--kube")
+        if self.redis_ca_file is not None and not (self.redis_url or "").startswith("rediss://"):
+            # a CA for a plain-text connection would be ignored: the counters would travel
+            # unencrypted while the configuration says TLS
+            raise ConfigError(
+                "--redis-ca-file (MODELROUTE_REDIS_CA_FILE) is for TLS: the Redis URL must be "
+                f"rediss://..., not {(self.redis_url or '(none)').split('://')[0]}://"
+            )
 
 
 class _Health:
@@ -127,6 +135,7 @@ class Proxy:
             config.redis_url,
             namespace=config.namespace or "local",
             redis_password=config.redis_password,
+            redis_ca_file=str(config.redis_ca_file) if config.redis_ca_file else None,
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = PrometheusObserver(self.registry)
