@@ -208,3 +208,51 @@ async def test_a_key_in_a_mid_stream_error_event_is_scrubbed(
     _, said = await _everything_said(proxy, exporter, {**CHAT, "stream": True})
     assert "revoked mid-stream" in said
     _assert_clean(said, KEY)
+
+
+async def test_a_key_echoed_by_a_responses_follow_up_is_scrubbed(
+    proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]]
+) -> None:
+    """``GET /v1/responses/{id}`` and ``…/input_items`` go straight to the holder, past the
+    attempt machinery: their answers are scrubbed too (a 401 quoting the key, a stored
+    answer echoing it) while the model's own words about ``sk-`` keys stay."""
+
+    async def handler(request: web.Request) -> web.Response:
+        key = _sent_key(request)
+        if request.method == "POST":
+            return web.json_response(
+                {
+                    "id": "resp_up1",
+                    "object": "response",
+                    "status": "completed",
+                    "model": "m",
+                    "error": None,
+                    "output": [],
+                    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+                }
+            )
+        if request.path.endswith("/input_items"):
+            text = f"my key is {key}; keys look like {FOREIGN}"
+            item = {"id": "msg_1", "type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": text}]}  # fmt: skip
+            return web.json_response({"object": "list", "data": [item], "error": None})
+        return await _echo(401)(request)
+
+    url = await upstream(handler)
+    route = route_yaml("chat", ["chat"], ["{provider: echo, model: m, capabilities: [responses]}"])
+    proxy = await proxies(_provider(url) + route)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{proxy.api_url}/v1/responses", json={"model": "chat", "input": "hi"}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            wrapped = (await resp.json())["id"]
+        async with http.get(f"{proxy.api_url}/v1/responses/{wrapped}") as resp:
+            status, text = resp.status, await resp.text()
+        async with http.get(f"{proxy.api_url}/v1/responses/{wrapped}/input_items") as resp:
+            items_status, items = resp.status, await resp.text()
+    assert status == 401 and "Incorrect API key provided" in text
+    _assert_clean(text, KEY)
+    assert items_status == 200 and "my key is [redacted]" in items
+    assert KEY not in items
+    assert FOREIGN in items  # the model's words stay as written

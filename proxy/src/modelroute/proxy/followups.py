@@ -4,7 +4,10 @@ Each one names a stored response, and only the provider region that created it
 has it: the wrapped id (``responses.py``) says which, and the request goes
 there and nowhere else – with the provider's key, the client's query string
 (``input_items``' ``limit``/``order``/``after``), and the answer's response ids
-wrapped again.  No route is involved (a follow-up names no model), so no
+wrapped again.  What the holder says is scrubbed like every other upstream
+answer (``scrub.py``): an error body or detail loses every credential value sent
+and every key-shaped token; a stored answer loses only the values we sent.
+No route is involved (a follow-up names no model), so no
 fallback either: an unreachable holder is a 503 that says so.
 """
 
@@ -19,6 +22,7 @@ from aiohttp import web
 from . import errors
 from .credentials import Credentials, MissingCredentials
 from .responses import ResponseIds, follow_up_path, holder_unreachable, wrap_document
+from .scrub import Scrubber
 from .tablestore import TableStore
 from .upstream import UpstreamError, UpstreamPool, forwarded_headers
 
@@ -69,6 +73,9 @@ class FollowUps:
                 raise errors.UpstreamUnavailable(
                     f"no key for provider {provider.name}: {exc}", code="credentials"
                 ) from None
+        scrubber = Scrubber.for_headers(
+            headers, provider.credentials.header if provider.credentials else None
+        )
         body = b"{}" if method == b"POST" else b""
         path = follow_up_path(where, suffix, request.query_string)
         response = None
@@ -83,15 +90,18 @@ class FollowUps:
                 wrapped, where, f"no answer in {FOLLOW_UP_TIMEOUT:g} s"
             ) from None
         except (UpstreamError, ValueError) as exc:
-            raise holder_unreachable(wrapped, where, str(exc)[:200]) from None
+            raise holder_unreachable(wrapped, where, scrubber.text(str(exc))[:200]) from None
         finally:
             if response is not None:
                 response.release()
         status = response.status
         if status < 300:
-            data = wrap_document(data, self.ids, where.provider, where.region)
+            # a stored answer is the model's words: only an echo of our key is taken out
+            data = wrap_document(scrubber.sent(data), self.ids, where.provider, where.region)
         elif status >= 500:
             raise holder_unreachable(wrapped, where, f"it answered {status}")
+        else:
+            data = scrubber.data(data)
         content_type = response.headers.get("content-type", "application/json").split(";")[0]
         try:  # an upstream error body is passed on only as the JSON it claims to be
             orjson.loads(data)

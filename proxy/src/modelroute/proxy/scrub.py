@@ -90,14 +90,20 @@ class Scrubber:
                 data = data.replace(secret, _REDACTED_B)
         return _KEY_SHAPED_B.sub(_REDACTED_B, data)
 
+    def sent(self, data: bytes) -> bytes:
+        """An answer (2xx) as the model wrote it, but for the values we sent: a model
+        can't know our key, so only an echo puts it there."""
+        for secret in self._secrets_b:
+            if secret in data:
+                data = data.replace(secret, _REDACTED_B)
+        return data
+
     def stream(self, data: bytes) -> bytes:
         """Forwarded stream bytes (whole events): the values we sent, always; key-shaped
         tokens only inside an error event, so an answer that talks about ``sk-`` keys
         reaches the client as the model wrote it.  A substring test per secret on the
         usual chunk: cheap on the hot path."""
-        for secret in self._secrets_b:
-            if secret in data:
-                data = data.replace(secret, _REDACTED_B)
+        data = self.sent(data)
         if b'"error"' in data:
             return _KEY_SHAPED_B.sub(_REDACTED_B, data)
         return data
