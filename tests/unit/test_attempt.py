@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
-from modelroute.proxy.attempt import Failure, classify_status, parse_retry_after
+from modelroute.proxy.attempt import classify_status, parse_retry_after
+from modelroute.proxy.outcomes import Failure
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC).timestamp()
 

@@ -11,10 +11,10 @@ import random
 from collections.abc import Callable
 
 import pytest
-from modelroute.proxy.attempt import Failure
 from modelroute.proxy.compiler import CompileResult
 from modelroute.proxy.dispatch import policy
 from modelroute.proxy.health import HealthBook
+from modelroute.proxy.outcomes import Failure
 from modelroute.proxy.request import Endpoint, extract_features
 from modelroute.proxy.router import Candidate, plan
 from modelroute.proxy.table import CompiledRoute

@@ -22,13 +22,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from .egress_guard import ConnectRefused, check_origin
+from .outcomes import Failure
 from .router import Candidate
 from .scrub import NO_SECRETS, Scrubber
 from .upstream import (
@@ -40,44 +40,6 @@ from .upstream import (
     UpstreamError,
     forwarded_headers,
 )
-
-
-class Failure(StrEnum):
-    """Why an attempt failed; the values are the ``result`` label and ``retryOn`` kinds."""
-
-    CONNECT = "connect"
-    TIMEOUT = "timeout"
-    RATE_LIMITED = "429"
-    SERVER_ERROR = "5xx"
-    CONTEXT_LENGTH = "context-length"
-    INVALID_RESPONSE = "invalid_response"
-    AUTH = "auth"  # our provider key was refused: another provider may still serve
-    MODEL_MISSING = "model_missing"  # the upstream doesn't know the model: likewise
-    PASSTHROUGH = "client_error"  # the upstream judged the request itself bad: tell the client
-    CREDENTIALS = "credentials"  # no key to send: nothing was sent
-    POOL_FULL = "pool_full"  # no free connection to the provider in time: nothing was sent
-    NOT_SENT = "not_sent"  # a base URL or header value no HTTP request can carry: nothing was sent
-
-    @property
-    def reached_upstream(self) -> bool:
-        """Did the upstream do work for this attempt?  (Retry budgets don't charge connect errors.)"""
-        return self not in (
-            Failure.CONNECT,
-            Failure.CREDENTIALS,
-            Failure.POOL_FULL,
-            Failure.NOT_SENT,
-        )
-
-    @property
-    def upstream_unhealthy(self) -> bool:
-        """Does this failure count against the candidate's breaker and region health?"""
-        return self in (
-            Failure.CONNECT,
-            Failure.TIMEOUT,
-            Failure.SERVER_ERROR,
-            Failure.INVALID_RESPONSE,
-            Failure.RATE_LIMITED,
-        )
 
 
 @dataclass(slots=True)

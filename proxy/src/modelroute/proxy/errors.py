@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .outcomes import AttemptResult
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptSummary:
@@ -33,7 +35,7 @@ class AttemptSummary:
 
     target: str  # provider/model
     region: str
-    result: str  # ok | connect | timeout | 429 | 5xx | invalid_response | ...
+    result: AttemptResult
     status: int | None = None
     detail: str = ""
 

@@ -12,6 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelroute.resources import BudgetAction
+
+from .outcomes import AttemptEnd, AttemptResult, RequestOutcome, ShadowOutcome
+from .request import Endpoint
+
 log = logging.getLogger("modelroute.events")
 
 
@@ -26,7 +31,7 @@ class AttemptRecord:
     started: float  # perf_counter
     fallback_reason: str | None = None  # why this attempt exists (the previous one's result)
     hedge: bool = False
-    result: str = "pending"  # ok | connect | timeout | 429 | 5xx | invalid_response | ...
+    result: AttemptResult = AttemptEnd.PENDING
     status: int | None = None
     duration: float = 0.0
     ttfb: float | None = None  # time to first body byte from this upstream
@@ -40,7 +45,7 @@ class AttemptRecord:
 
 @dataclass(slots=True)
 class RequestRecord:
-    endpoint: str  # chat | completions | embeddings
+    endpoint: Endpoint
     operation: str  # gen_ai.operation.name
     requested_model: str
     stream: bool
@@ -53,7 +58,7 @@ class RequestRecord:
     sticky_arm: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     served: AttemptRecord | None = None
-    outcome: str = "pending"  # ok | error | client_closed | stream_error | rejected
+    outcome: RequestOutcome = RequestOutcome.PENDING
     status: int = 0
     error_code: str | None = None
     duration: float = 0.0
@@ -73,7 +78,7 @@ class RequestRecord:
     cost_usd: float | None = None
     unpriced_input_tokens: int = 0
     unpriced_output_tokens: int = 0
-    budget_action: str | None = None
+    budget_action: BudgetAction | None = None
     latency_budget: float | None = None  # the route's latencyBudgetMs, in seconds
     record_content: bool = False
     span: Any = None
@@ -97,7 +102,7 @@ class ShadowRecord:
     provider: str
     model: str
     region: str
-    outcome: str = "pending"  # ok | error | skipped (concurrency bound reached)
+    outcome: ShadowOutcome = ShadowOutcome.PENDING
     status: int | None = None
     duration: float = 0.0
     input_tokens: int | None = None

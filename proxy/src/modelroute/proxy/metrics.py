@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .health import HealthBook
+from .outcomes import ShadowOutcome
 from .table import CompiledTable
 from .tablestore import TableStore
 
@@ -322,7 +323,7 @@ class PrometheusObserver:
     def shadow_finished(self, record: ShadowRecord) -> None:
         labels = (record.route, record.model, record.provider)
         self.shadow_requests.get(*labels, record.outcome).inc()
-        if record.outcome == "skipped":
+        if record.outcome == ShadowOutcome.SKIPPED:
             return  # never sent: no duration to speak of
         self.shadow_duration.get(record.route, record.model).observe(record.duration)
         if record.input_tokens:

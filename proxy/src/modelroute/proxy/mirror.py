@@ -20,6 +20,7 @@ import orjson
 
 from .credentials import Credentials, MissingCredentials
 from .events import Observers, ShadowRecord
+from .outcomes import ShadowOutcome
 from .table import CompiledRoute, CompiledTable, CompiledTarget
 from .upstream import UpstreamError
 from .usage import usage_tokens
@@ -55,7 +56,7 @@ class Mirror:
         region = target.regions[0] if target.regions else ""
         shadow = ShadowRecord(route.name, target.provider, target.model, region)
         if self._running.get(route.name, 0) >= mirror.max_concurrent:
-            shadow.outcome = "skipped"
+            shadow.outcome = ShadowOutcome.SKIPPED
             shadow.detail = f"{mirror.max_concurrent} shadow requests already in flight"
             self.observers.shadow_finished(shadow)
             return
@@ -92,14 +93,14 @@ class Mirror:
                 shadow.status = response.status
             doc = orjson.loads(raw) if response.status < 300 else None
             if isinstance(doc, dict):
-                shadow.outcome = "ok"
+                shadow.outcome = ShadowOutcome.OK
                 usage = doc.get("usage")
                 if isinstance(usage, dict):
                     shadow.input_tokens, shadow.output_tokens = usage_tokens(usage)
                 if route.mirror is not None:
                     shadow.cost_usd = shadow_cost(route.mirror.target, shadow)
             else:
-                shadow.outcome = "error"
+                shadow.outcome = ShadowOutcome.ERROR
                 shadow.detail = f"status {response.status}"
         except (
             UpstreamError,
@@ -108,13 +109,13 @@ class Mirror:
             MissingCredentials,
             KeyError,
         ) as exc:
-            shadow.outcome = "error"
+            shadow.outcome = ShadowOutcome.ERROR
             shadow.detail = f"{type(exc).__name__}: {exc}"[:200]
         except Exception as exc:  # a shadow is never worth a crash: its result is thrown away
             log.warning(
                 "shadow request for route %s failed unexpectedly", route.name, exc_info=True
             )
-            shadow.outcome = "error"
+            shadow.outcome = ShadowOutcome.ERROR
             shadow.detail = f"{type(exc).__name__}: {exc}"[:200]
         finally:
             shadow.duration = time.perf_counter() - started

@@ -35,6 +35,7 @@ from .followups import FollowUps
 from .health import HealthBook, RollingCounts, candidate_key
 from .kube_source import KubeTableSource
 from .metrics import PrometheusObserver, StateCollector
+from .outcomes import RequestOutcome
 from .request import Endpoint
 from .responses import ResponseIds, response_id_key
 from .sources import ConfigError, RouteFilesSource, TableFileSource
@@ -110,7 +111,7 @@ class _Health:
         pass
 
     def request_finished(self, record: RequestRecord) -> None:
-        failed = record.status >= 500 or record.outcome == "stream_error"
+        failed = record.status >= 500 or record.outcome == RequestOutcome.STREAM_ERROR
         self.requests += 1
         self.errors += failed
         self.recent.add(not failed, time.monotonic())

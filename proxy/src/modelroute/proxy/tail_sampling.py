@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .events import RequestRecord
+from .outcomes import AttemptEnd, RequestOutcome
 
 ENV = "MODELROUTE_TRACES_TAIL_RATIO"
 
@@ -55,7 +56,7 @@ def tail_ratio_from_env(environ: Mapping[str, str]) -> float | None:
 
 def why_keep(record: RequestRecord) -> str | None:
     """Why this request's trace matters (the first reason that applies), or None."""
-    if record.outcome != "ok":
+    if record.outcome != RequestOutcome.OK:
         return "error"
     attempts = record.attempts
     if len(attempts) > 1 or record.fallback or record.extra.get("skipped_reason"):
@@ -63,7 +64,7 @@ def why_keep(record: RequestRecord) -> str | None:
     for attempt in attempts:
         if attempt.hedge:
             return "hedge"
-        if attempt.result != "ok":
+        if attempt.result != AttemptEnd.OK:
             return "failover"
     if record.budget_action is not None:
         return "budget"

@@ -19,10 +19,11 @@ import orjson
 from aiohttp import web
 
 from .. import errors, retrysignal
-from ..attempt import Failed, Failure, Outcome, Ready, run_attempt
+from ..attempt import Failed, Outcome, Ready, run_attempt
 from ..credentials import MissingCredentials
 from ..events import AttemptRecord
 from ..health import Breaker, CircuitState, RetryBudget
+from ..outcomes import AttemptEnd, Failure
 from ..router import Candidate, Plan
 from ..table import CompiledTarget
 from . import policy
@@ -100,19 +101,19 @@ class AttemptLoop(Commit):
                     outcome = task.result()
                     if isinstance(outcome, Ready):
                         try:
-                            await self._cancel_rest("hedge_lost")
+                            await self._cancel_rest(AttemptEnd.HEDGE_LOST)
                         except BaseException:  # the client left while the losers were cancelled
                             outcome.response.release()
-                            self._end_attempt(attempt, "cancelled")
+                            self._end_attempt(attempt, AttemptEnd.CANCELLED)
                             raise
                         self._record_ready(attempt, outcome)
                         return await self._commit(attempt, outcome)
                     last_failure = outcome
                     if self._settle_failure(attempt, outcome, retry_on):
-                        await self._cancel_rest("cancelled")
+                        await self._cancel_rest(AttemptEnd.CANCELLED)
                         return self._passthrough(outcome)
         finally:
-            await self._cancel_rest("cancelled")
+            await self._cancel_rest(AttemptEnd.CANCELLED)
         raise self._exhausted(attempts)
 
     async def _run_sequential(
@@ -154,7 +155,7 @@ class AttemptLoop(Commit):
                     return self._passthrough(outcome)
         finally:
             if current is not None:  # cancelled mid-attempt (the client went away)
-                self._end_attempt(current, "cancelled")
+                self._end_attempt(current, AttemptEnd.CANCELLED)
         raise self._exhausted(attempts)
 
     async def _may_retry(
@@ -343,7 +344,7 @@ class AttemptLoop(Commit):
             health.target_latency(cand.target_key).add(ready.ttfb, now)
 
     def _record_failure(self, attempt: AttemptRecord, failed: Failed) -> None:
-        attempt.result = failed.kind.value
+        attempt.result = failed.kind
         attempt.status = failed.status
         attempt.detail = failed.detail
         attempt.duration = time.perf_counter() - attempt.started
@@ -369,7 +370,7 @@ class AttemptLoop(Commit):
             health.hold(cand.key, now + failed.retry_after)
         self.d.observers.attempt_finished(self.record, attempt)
 
-    async def _cancel_rest(self, result: str) -> None:
+    async def _cancel_rest(self, result: AttemptEnd) -> None:
         if not self.in_flight:
             return
         tasks = list(self.in_flight)
@@ -383,11 +384,11 @@ class AttemptLoop(Commit):
                 continue
             if isinstance(outcome, Ready):  # finished just as we cancelled: close it
                 outcome.response.release()
-            elif result == "hedge_lost":
+            elif result == AttemptEnd.HEDGE_LOST:
                 self._hedge_lost(attempt)
             self._end_attempt(attempt, result)
 
-    def _end_attempt(self, attempt: AttemptRecord, result: str) -> None:
+    def _end_attempt(self, attempt: AttemptRecord, result: AttemptEnd) -> None:
         """An attempt that ends without a verdict of its own (cancelled, lost a hedge race)."""
         attempt.result = result
         attempt.duration = time.perf_counter() - attempt.started
@@ -414,7 +415,7 @@ class AttemptLoop(Commit):
             errors.AttemptSummary(
                 target=f.candidate.target_key,
                 region=f.candidate.region,
-                result=f.kind.value,
+                result=f.kind,
                 status=f.status,
                 detail=f.detail,
             )

@@ -19,6 +19,7 @@ from aiohttp import web
 from .. import errors, responses, retrysignal
 from ..attempt import Failed, Ready
 from ..events import AttemptRecord
+from ..outcomes import AttemptEnd, RequestOutcome
 from ..request import Endpoint
 from ..sse import SSEScanner, error_event
 from ..table import CompiledTarget
@@ -34,7 +35,7 @@ class Commit(RequestRun):
         """The upstream judged the request itself bad (or its failure isn't in retryOn): relay it."""
         record = self.record
         record.status = failed.status or 502
-        record.outcome = "rejected" if record.status < 500 else "error"
+        record.outcome = RequestOutcome.REJECTED if record.status < 500 else RequestOutcome.ERROR
         body = failed.body or orjson.dumps(errors.UpstreamUnavailable(failed.detail).body())
         headers = {**failed.headers, **self._our_headers()}
         if failed.retry_after is not None:  # the app's own retry logic needs the upstream's wait
@@ -61,7 +62,7 @@ class Commit(RequestRun):
         record = self.record
         doc = ready.document
         assert doc is not None
-        attempt.result = "ok"
+        attempt.result = AttemptEnd.OK
         attempt.duration = time.perf_counter() - attempt.started
         usage = doc.get("usage")
         if isinstance(usage, dict):
@@ -89,7 +90,7 @@ class Commit(RequestRun):
             ]
         self._account(attempt)
         record.status = ready.response.status
-        record.outcome = "ok"
+        record.outcome = RequestOutcome.OK
         record.ttft = time.perf_counter() - record.started
         self.d.observers.attempt_finished(record, attempt)
         headers = {**ready.headers, **self._our_headers()}
@@ -105,7 +106,7 @@ class Commit(RequestRun):
             await response.prepare(self.request)
             await response.write_eof()
         except ConnectionResetError:  # hung up before the answer went out: normal, not an error
-            record.outcome, record.status = "client_closed", 499
+            record.outcome, record.status = RequestOutcome.CLIENT_CLOSED, 499
             return response
         self.d.mirror.maybe_send(self.route, self.table, self.path, self.body)
         return response
@@ -225,9 +226,9 @@ class Commit(RequestRun):
         scanner: SSEScanner | responses.ResponsesScanner,
         failure: str | None,
     ) -> None:
-        self.record.outcome = "client_closed"
+        self.record.outcome = RequestOutcome.CLIENT_CLOSED
         self.record.status = 499
-        attempt.result = "client_closed"
+        attempt.result = AttemptEnd.CLIENT_CLOSED
         self._finish_stream(attempt, scanner, failure)
 
     def _finish_stream(
@@ -259,15 +260,15 @@ class Commit(RequestRun):
             record.extra["completion"] = [{"role": "assistant", "content": text}]
         attempt.duration = time.perf_counter() - attempt.started
         now = time.monotonic()
-        if record.outcome != "client_closed":
+        if record.outcome != RequestOutcome.CLIENT_CLOSED:
             if failure is None:
-                attempt.result = "ok"
-                record.outcome = "ok"
+                attempt.result = AttemptEnd.OK
+                record.outcome = RequestOutcome.OK
                 self.d.health.target_latency(attempt.target).add(attempt.duration, now)
             else:
-                attempt.result = "stream_error"
+                attempt.result = AttemptEnd.STREAM_ERROR
                 attempt.detail = failure
-                record.outcome = "stream_error"
+                record.outcome = RequestOutcome.STREAM_ERROR
                 record.error_code = "stream_interrupted"
                 if not self.d.closing:  # our own shutdown cut it: not the upstream's fault
                     cand_key = f"{attempt.target}@{attempt.region}"

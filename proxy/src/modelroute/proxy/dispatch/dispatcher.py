@@ -29,6 +29,7 @@ from ..credentials import Credentials
 from ..events import Observers, RequestRecord
 from ..health import HealthBook
 from ..mirror import Mirror
+from ..outcomes import RequestOutcome
 from ..request import Endpoint, RequestFeatures, extract_features
 from ..router import Plan, RouteIndex, no_candidates_error, plan, resolve_request
 from ..table import CompiledRoute
@@ -124,7 +125,7 @@ class Dispatcher:
         features = extract_features(body, endpoint)
         headers = {k.lower(): v for k, v in request.headers.items()}
         record = RequestRecord(
-            endpoint=endpoint.value,
+            endpoint=endpoint,
             operation=endpoint.operation,
             requested_model=features.model,
             stream=features.stream,
@@ -143,9 +144,13 @@ class Dispatcher:
             response, used_plan = await self._serve(request, body, features, headers, record)
             return response
         except errors.ModelRouteError as exc:
-            record.outcome = "rejected" if exc.status < 500 and exc.status != 429 else "error"
+            record.outcome = (
+                RequestOutcome.REJECTED
+                if exc.status < 500 and exc.status != 429
+                else RequestOutcome.ERROR
+            )
             if isinstance(exc, errors.BudgetExhausted):
-                record.outcome = "rejected"
+                record.outcome = RequestOutcome.REJECTED
             record.status = exc.status
             record.error_code = exc.code
             route_name = record.route or exc.route
@@ -155,14 +160,14 @@ class Dispatcher:
             raise
         except asyncio.CancelledError:
             if not self.is_closing():  # a method: the flag changed while we awaited
-                record.outcome, record.status = "client_closed", 499
+                record.outcome, record.status = RequestOutcome.CLIENT_CLOSED, 499
                 raise
             if request.get(RESPONSE_STARTED):
                 raise  # a stream: it ended with an error event and counted itself
             # cut by cut_in_flight() before any answer went out: say so, don't just hang up
             if task is not None:
                 task.uncancel()
-            record.outcome, record.status = "error", 503
+            record.outcome, record.status = RequestOutcome.ERROR, 503
             raise errors.UpstreamUnavailable(
                 "the sidecar is shutting down and this request outlasted its drain period; "
                 "it may be retried",
@@ -177,7 +182,7 @@ class Dispatcher:
             if not self.in_flight:
                 self.idle.set()
             record.duration = time.perf_counter() - started
-            if record.status >= 500 or record.outcome == "stream_error":
+            if record.status >= 500 or record.outcome == RequestOutcome.STREAM_ERROR:
                 self.failures += 1
             self.observers.request_finished(record)
             # recordContent's copies served the span; /status keeps the record, not the text
@@ -216,7 +221,7 @@ class Dispatcher:
         if self.budgets is not None and route.budget is not None:
             state = self.budgets.state(route)
             if state is not None and state.exhausted:
-                action = str(state.action)
+                action = state.action
                 record.budget_action = action
                 if action == "reject":
                     raise errors.BudgetExhausted(state.message(), route=route.name)

@@ -14,8 +14,8 @@ from collections.abc import Collection, Sequence
 
 from modelroute.resources import Hedge, Retry
 
-from ..attempt import Failure
 from ..health import HealthBook, LatencyTracker
+from ..outcomes import Failure
 from ..router import Candidate, panic_rank
 from ..table import CompiledRoute
 
