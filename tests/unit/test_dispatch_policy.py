@@ -213,4 +213,5 @@ def test_a_failure_outside_retry_on_is_relayed_the_others_fall_over() -> None:
 def test_the_final_status_says_what_every_attempt_ran_into(
     kinds: tuple[Failure, ...], all_held: bool, verdict: tuple[int, str]
 ) -> None:
-    assert policy.exhausted_verdict(kinds, all_held) == verdict
+    error = policy.exhausted_verdict(kinds, all_held)
+    assert (error.status, error.code) == verdict

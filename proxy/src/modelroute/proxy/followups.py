@@ -57,7 +57,7 @@ class FollowUps:
 
     async def forward(self, request: web.Request, method: bytes, suffix: str) -> web.Response:
         if not self.store.loaded:
-            raise errors.UpstreamUnavailable("no route table loaded yet", code="not_ready")
+            raise errors.NotReady("no route table loaded yet")
         table = self.store.current
         wrapped = request.match_info["id"]
         where = self.ids.unwrap(wrapped, table)
@@ -70,8 +70,8 @@ class FollowUps:
             try:
                 headers.update(self.credentials.headers_for(provider.credentials))
             except MissingCredentials as exc:
-                raise errors.UpstreamUnavailable(
-                    f"no key for provider {provider.name}: {exc}", code="credentials"
+                raise errors.MissingProviderKey(
+                    f"no key for provider {provider.name}: {exc}"
                 ) from None
         scrubber = Scrubber.for_headers(
             headers, provider.credentials.header if provider.credentials else None

@@ -298,12 +298,11 @@ def pinned_plan(the_plan: Plan, where: Location, route: CompiledRoute) -> Plan:
             route=route.name,
         )
     why = f" ({'; '.join(map(str, there))})" if there else ""
-    raise errors.NoEligibleTarget(
+    raise errors.PreviousResponseElsewhere(
         f"previous_response_id names a response stored by {where.shown}, but route "
         f"{route.name!r} has no target there that can serve this request{why}; send the "
         "follow-up with a model whose route includes that provider and region",
         route=route.name,
-        code="previous_response_elsewhere",
     )
 
 

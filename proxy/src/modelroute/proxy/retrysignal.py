@@ -31,8 +31,6 @@ import math
 from . import errors
 
 SHOULD_RETRY = "x-should-retry"
-# errors that say "try again": a retry of these does not repeat upstream traffic
-_RETRY_WELCOME = frozenset({"not_ready", "shutting_down"})
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
@@ -46,7 +44,7 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 
 def mark_error(exc: errors.ModelRouteError, attempts: int) -> None:
     """Add the retry signal to an error on its way to the client."""
-    if exc.code in _RETRY_WELCOME:
+    if exc.retry_welcome:  # "try again": a retry repeats no upstream traffic
         return
     if attempts > 0 or isinstance(exc, errors.BudgetExhausted):
         exc.headers.setdefault(SHOULD_RETRY, "false")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import NoEligibleTarget, UnknownModel
+from .errors import ContextLengthExceeded, NoEligibleTarget, ResidencyViolation, UnknownModel
 from .health import CircuitState, HealthBook, candidate_key
 from .request import RequestFeatures
 from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
@@ -446,19 +446,16 @@ def no_candidates_error(
     reasons = {d.reason for d in result.dropped}
     listing = "; ".join(str(d) for d in result.dropped)
     if reasons == {DropReason.CONTEXT_WINDOW}:
-        return NoEligibleTarget(
+        return ContextLengthExceeded(
             f"route {route.name!r}: the request (~{features.prompt_tokens} prompt tokens + "
             f"{features.max_output_tokens} max output) fits no target's context window: {listing}",
             route=route.name,
-            code="context_length_exceeded",
         )
     if DropReason.RESIDENCY in reasons:
-        return NoEligibleTarget(
+        return ResidencyViolation(
             f"route {route.name!r}: no target may serve from the allowed regions "
             f"{list(route.residency_regions or ())}: {listing}",
             route=route.name,
-            status=422,
-            code="residency_violation",
         )
     return NoEligibleTarget(
         f"route {route.name!r} has no target that can serve this request "

@@ -275,7 +275,7 @@ class Proxy:
 
     def _table(self) -> CompiledTable:
         if not self.store.loaded:
-            raise errors.UpstreamUnavailable("no route table loaded yet", code="not_ready")
+            raise errors.NotReady("no route table loaded yet")
         return self.store.current
 
     def _model_object(self, table: CompiledTable, alias: str) -> dict[str, object]:
@@ -337,11 +337,10 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        kind = errors.UnknownModel if exc.status == 404 else errors.InvalidRequest
-        err = kind(f"{request.method} {request.path}: {exc.reason}")
-        err.status = exc.status
-        err.code = "not_found" if exc.status == 404 else f"http_{exc.status}"
-        return error_response(err)
+        message = f"{request.method} {request.path}: {exc.reason}"
+        if exc.status == 404:
+            return error_response(errors.NotFound(message))
+        return error_response(errors.HTTPRefused(message, status=exc.status))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:

@@ -421,7 +421,7 @@ class AttemptLoop(Commit):
             )
             for f in self.failures
         ]
-        status, code = policy.exhausted_verdict({f.kind for f in self.failures}, self.all_held)
+        error = policy.exhausted_verdict({f.kind for f in self.failures}, self.all_held)
         notes = [self._give_up_note] if self._give_up_note else []
         if self.pin_note:
             notes.append(self.pin_note)
@@ -442,14 +442,6 @@ class AttemptLoop(Commit):
         ]
         if holds and min(holds) > 0:  # the upstream said how long to wait: pass it on
             headers.update(retrysignal.retry_after_headers(min(holds)))
-        error_cls = errors.NoEligibleTarget if code == "context_length_exceeded" else None
-        if error_cls is not None:
-            return error_cls(message, route=self.route.name, attempts=summaries, code=code)
-        return errors.UpstreamUnavailable(
-            message,
-            status=status,
-            code=code,
-            route=self.route.name,
-            attempts=summaries,
-            headers=headers,
-        )
+        if issubclass(error, errors.NoEligibleTarget):  # the request's fault: no retry advice
+            return error(message, route=self.route.name, attempts=summaries)
+        return error(message, route=self.route.name, attempts=summaries, headers=headers)

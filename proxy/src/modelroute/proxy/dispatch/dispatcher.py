@@ -114,9 +114,7 @@ class Dispatcher:
         """Serve one API request; raises :class:`errors.ModelRouteError` for the error middleware."""
         started = time.perf_counter()
         if self.closing:  # past the drain: nothing new starts an upstream attempt now
-            raise errors.UpstreamUnavailable(
-                "the sidecar is shutting down; retry the request", code="shutting_down"
-            )
+            raise errors.ShuttingDown("the sidecar is shutting down; retry the request")
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -168,11 +166,9 @@ class Dispatcher:
             if task is not None:
                 task.uncancel()
             record.outcome, record.status = RequestOutcome.ERROR, 503
-            raise errors.UpstreamUnavailable(
+            raise errors.ShuttingDown(
                 "the sidecar is shutting down and this request outlasted its drain period; "
                 "it may be retried",
-                status=503,
-                code="shutting_down",
                 route=record.route,
             ) from None
         finally:
@@ -199,10 +195,8 @@ class Dispatcher:
         record: RequestRecord,
     ) -> tuple[web.StreamResponse, Plan]:
         if not self.store.loaded:
-            raise errors.UpstreamUnavailable(
-                "no route table loaded yet (the sidecar is starting or its table source is unreachable)",
-                status=503,
-                code="not_ready",
+            raise errors.NotReady(
+                "no route table loaded yet (the sidecar is starting or its table source is unreachable)"
             )
         table = self.store.current
         resolution = resolve_request(self.index(), features.model, body, headers)

@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 
 from modelroute.resources import Hedge, Retry
 
+from .. import errors
 from ..health import HealthBook, LatencyTracker
 from ..outcomes import Failure
 from ..router import Candidate, panic_rank
@@ -127,17 +128,19 @@ def hedge_delay(hedge: Hedge | None, ttft: LatencyTracker, now: float) -> float 
     return ttft.quantile(hedge.percentile / 100, now, 20)
 
 
-def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> tuple[int, str]:
-    """The status and error code when every attempt failed, from the kinds of failure seen."""
+def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> type[errors.ModelRouteError]:
+    """The error (and so status and code) when every attempt failed, from the kinds seen."""
     kinds = set(kinds)
     if all_held and kinds <= {Failure.RATE_LIMITED}:
-        return 429, "rate_limited"
+        return errors.RateLimited
     if not kinds:
-        return 504, "timeout"
+        return errors.TimedOut
     if kinds == {Failure.RATE_LIMITED}:
-        return 429, "rate_limited"
+        return errors.RateLimited
     if kinds <= {Failure.TIMEOUT}:
-        return 504, "upstream_timeout"
+        return errors.UpstreamTimeout
     if kinds <= {Failure.CONTEXT_LENGTH}:
-        return 400, "context_length_exceeded"
-    return 502 if Failure.INVALID_RESPONSE in kinds else 503, "upstream_unavailable"
+        return errors.ContextLengthExceeded
+    if Failure.INVALID_RESPONSE in kinds:
+        return errors.InvalidUpstreamAnswer
+    return errors.UpstreamUnavailable
