@@ -25,8 +25,8 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from modelroute.proxy.egress import EgressPolicy, parse_proxy_url
 from modelroute.proxy.upstream import ConnectFailed, ConnectionPool
+from modelroute.proxy.upstream.egress import EgressPolicy, parse_proxy_url
 
 from modelroute.devtools.fake_provider import FakeProvider, Knobs, start_fake_provider
 

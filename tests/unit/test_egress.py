@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from modelroute.proxy.egress import (
+from modelroute.proxy.upstream.egress import (
     EgressConfigError,
     EgressPolicy,
     ForwardProxy,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from modelroute.proxy.egress_guard import ConnectRefused, check_origin
 from modelroute.proxy.upstream import ConnectionPool
+from modelroute.proxy.upstream.guard import ConnectRefused, check_origin
 
 from modelroute.resources import ResourceSet
 from modelroute.resources.egress_rules import host_allowed, parse_allowed_hosts

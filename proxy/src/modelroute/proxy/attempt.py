@@ -27,17 +27,18 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .egress_guard import ConnectRefused, check_origin
 from .outcomes import Failure
 from .router import Candidate
 from .scrub import NO_SECRETS, Scrubber
 from .upstream import (
     ConnectFailed,
     ConnectionPool,
+    ConnectRefused,
     Disconnected,
     PoolWait,
     Response,
     UpstreamError,
+    check_origin,
     forwarded_headers,
 )
 

@@ -29,7 +29,6 @@ from . import errors
 from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
-from .egress import EgressConfigError, EgressPolicy
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
 from .followups import FollowUps
 from .health import HealthBook, RollingCounts, candidate_key
@@ -43,7 +42,7 @@ from .table import CompiledTable
 from .tablestore import TableStore
 from .tail_sampling import TailConfigError
 from .tracing import tracing_from_env
-from .upstream import UpstreamPool
+from .upstream import EgressConfigError, EgressPolicy, UpstreamPool
 
 log = logging.getLogger("modelroute.proxy")
 

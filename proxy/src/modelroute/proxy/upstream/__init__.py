@@ -16,7 +16,7 @@ timeout, framing by ``httptools`` (llhttp, the parser behind uvicorn and
 Node.js: Content-Length, chunked, read-until-close), gzip/deflate bodies
 decoded, and read flow control (a slow reader pauses the socket instead of
 buffering a whole stream).  Egress through an HTTP forward proxy (CONNECT
-tunnels for https, absolute-form requests for http) follows ``egress.py``.
+tunnels for https, absolute-form requests for http) follows ``egress``.
 What it leaves out on purpose: redirects (the sidecar must never follow one
 with a provider key), cookies, HTTP/2, ``Expect: 100-continue``.
 
@@ -28,6 +28,8 @@ The rooms, each with one job (as httpcore splits ``connection_pool.py`` /
 ``connection_pool``           one provider's pool: the limit, the FIFO queue, keep-alive reuse
 ``connection``                opening one connection: resolve, check, connect, tunnel, TLS
 ``http11``                    HTTP/1.1 on one connection, framed by httptools; the ``Response``
+``egress``                    which connections take a forward proxy (environment, ``spec.egress``); CONNECT
+``guard``                     where a provider key may go: metadata hosts, the namespace allow-list
 ``body``                      an answer's body as it arrives, gzip/deflate decoded, flow control
 ``origin``                    a base URL's origin, the request target, header encoding
 ``errors``                    the one error tree (``UpstreamError`` and its kinds)
@@ -37,18 +39,24 @@ The rooms, each with one job (as httpcore splits ``connection_pool.py`` /
 from __future__ import annotations
 
 from .connection_pool import ConnectionPool, PoolWait
+from .egress import EgressConfigError, EgressPolicy
 from .errors import BadResponse, ConnectFailed, Disconnected, UpstreamError
+from .guard import ConnectRefused, check_origin
 from .http11 import Response
 from .providers import UpstreamPool, forwarded_headers
 
 __all__ = [
     "BadResponse",
     "ConnectFailed",
+    "ConnectRefused",
     "ConnectionPool",
     "Disconnected",
+    "EgressConfigError",
+    "EgressPolicy",
     "PoolWait",
     "Response",
     "UpstreamError",
     "UpstreamPool",
+    "check_origin",
     "forwarded_headers",
 ]

@@ -3,7 +3,7 @@
 Everything before the first request byte, bounded as a whole by the
 provider's connect timeout: the name is resolved afresh (keep-alive makes
 new connections rare, so there is no DNS cache), what it resolved to is
-checked (``egress_guard``), the addresses are raced Happy-Eyeballs style,
+checked (``guard.py``), the addresses are raced Happy-Eyeballs style,
 a forward proxy is asked for a CONNECT tunnel when one carries an https
 origin, and TLS is started with the system's trust store.
 """
@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import aiohappyeyeballs
 
-from ..egress import ForwardProxy, open_tunnel
-from ..egress_guard import check_resolved
+from .egress import ForwardProxy, open_tunnel
 from .errors import ConnectFailed
+from .guard import check_resolved
 from .origin import Origin
 
 HAPPY_EYEBALLS_DELAY = 0.25  # seconds before trying the next address family (aiohttp's too)

@@ -15,8 +15,8 @@ import ssl
 import time
 from collections.abc import Mapping
 
-from ..egress import NO_EGRESS, EgressPolicy
 from .connection import open_connection
+from .egress import NO_EGRESS, EgressPolicy
 from .errors import ConnectFailed
 from .http11 import HTTP11Connection, Response
 from .origin import Origin, encode_headers, origin_of, request_target

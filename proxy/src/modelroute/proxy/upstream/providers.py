@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from importlib.metadata import version
 
 from ..credentials import Credentials, MissingCredentials
-from ..egress import (
+from ..table import CompiledProvider, CompiledTable, KeySource
+from .connection_pool import ConnectionPool
+from .egress import (
     DIRECT,
     NO_EGRESS,
     EgressPolicy,
@@ -20,8 +22,6 @@ from ..egress import (
     basic_authorization,
     parse_proxy_url,
 )
-from ..table import CompiledProvider, CompiledTable, KeySource
-from .connection_pool import ConnectionPool
 
 USER_AGENT = f"modelroute/{version('modelroute')}"  # the version pyproject.toml gives
 # sent with every upstream request; the decoders in body.py handle what this accepts
