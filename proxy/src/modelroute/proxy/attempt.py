@@ -36,6 +36,7 @@ from .upstream import (
     ConnectRefused,
     Disconnected,
     PoolWait,
+    RequestNotSent,
     Response,
     UpstreamError,
     check_origin,
@@ -264,7 +265,7 @@ async def _send(
         return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
     except ConnectFailed as exc:
         return Failed(candidate, Failure.CONNECT, str(exc)[:200])
-    except ValueError as exc:  # a base URL or header the client refuses to put on the wire
+    except RequestNotSent as exc:  # a base URL or header the client refuses to put on the wire
         # our configuration's fault, not the upstream's: its health is not in question
         return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])
     except Disconnected as exc:  # before the headers: nothing answered; after: a broken answer

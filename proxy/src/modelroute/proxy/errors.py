@@ -33,6 +33,12 @@ because "503" alone tells an on-call engineer nothing.
         ├── MissingProviderKey        503  credentials: no key to forward a follow-up with
         └── ResponseHolderUnavailable 503  response_holder_unavailable: the one region
                                            that holds a response can't be used
+
+The upstream client keeps a tree of its own (``upstream/errors.py``:
+``UpstreamError`` – request not sent, connect failed, disconnected, bad
+response).  Those never reach a client as such: ``attempt.py`` turns each into
+a failure kind of one attempt, and what the client hears is the verdict over
+all attempts, an ``UpstreamUnavailable`` (or one of its kinds) listing them.
 """
 
 from __future__ import annotations

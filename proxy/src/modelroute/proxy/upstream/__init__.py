@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from .connection_pool import ConnectionPool, PoolWait
 from .egress import EgressConfigError, EgressPolicy
-from .errors import BadResponse, ConnectFailed, Disconnected, UpstreamError
+from .errors import BadResponse, ConnectFailed, Disconnected, RequestNotSent, UpstreamError
 from .guard import ConnectRefused, check_origin
 from .http11 import Response
 from .providers import UpstreamPool, forwarded_headers
@@ -54,6 +54,7 @@ __all__ = [
     "EgressConfigError",
     "EgressPolicy",
     "PoolWait",
+    "RequestNotSent",
     "Response",
     "UpstreamError",
     "UpstreamPool",

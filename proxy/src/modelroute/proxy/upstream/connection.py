@@ -20,7 +20,7 @@ from typing import TypeVar
 import aiohappyeyeballs
 
 from .egress import ForwardProxy, open_tunnel
-from .errors import ConnectFailed
+from .errors import ConnectFailed, RequestNotSent
 from .guard import check_resolved
 from .origin import Origin
 
@@ -40,7 +40,9 @@ async def open_connection(
     """A connected ``protocol()`` to ``origin`` (through ``proxy`` when given), within ``connect_timeout``.
 
     Raises :class:`ConnectFailed` for a timeout and for every ``OSError`` (refused,
-    unreachable, DNS, TLS, a tunnel refused); the socket never outlives a failure.
+    unreachable, DNS, TLS, a tunnel refused), :class:`RequestNotSent` for a host the
+    key must not go to or a value that can't be encoded; the socket never outlives a
+    failure.
     """
     loop = asyncio.get_running_loop()
     host, port = (proxy.host, proxy.port) if proxy is not None else (origin.host, origin.port)
@@ -75,6 +77,10 @@ async def open_connection(
             raise ConnectFailed(
                 f"cannot connect to {origin.host}:{origin.port}{_via(proxy)}: {exc}"
             ) from exc
+        if isinstance(exc, ValueError) and not isinstance(exc, RequestNotSent):
+            # a name IDNA can't encode, a TLS server name, proxy credentials that can't be
+            # encoded: nothing was sent, and the upstream's health is not in question
+            raise RequestNotSent(str(exc)) from exc
         raise
     return conn
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from .connection import open_connection
 from .egress import NO_EGRESS, EgressPolicy
-from .errors import ConnectFailed
+from .errors import ConnectFailed, RequestNotSent
 from .http11 import HTTP11Connection, Response
 from .origin import Origin, encode_headers, origin_of, request_target
 
@@ -106,13 +106,17 @@ class ConnectionPool:
         wait: PoolWait | None = None,
         method: bytes = b"POST",
     ) -> Response:
-        """Send ``POST base_url+path`` and return once the answer's status and headers are in.
+        r"""Send ``POST base_url+path`` and return once the answer's status and headers are in.
 
         ``method`` is for the Responses API's follow-ups (``GET``/``DELETE`` on a stored
         response); a ``path`` with its own query joins the base URL's with ``&``.
 
         ``wait``, when given, is filled in with whether the request had to
         queue for a connection and whether it got one.
+
+        Raises only kinds of :class:`~.errors.UpstreamError` (and the caller's
+        cancellation); :class:`~.errors.RequestNotSent` when nothing was sent because
+        no request can carry what was given, or the key must not go where it points.
         """
         origin = origin_of(base_url)
         target = request_target(origin, path)
@@ -125,6 +129,8 @@ class ConnectionPool:
                     auth = proxy.authorization()
                 except OSError as exc:  # its credentials can't be read: nothing is sent
                     raise ConnectFailed(str(exc)) from None
+                except ValueError as exc:  # ... or can't be encoded
+                    raise RequestNotSent(str(exc)) from None
                 via = encode_headers({"Proxy-Authorization": auth}) if auth else b""
         head = b"".join(
             (

@@ -6,9 +6,16 @@ dispatcher decides over all attempts, and what a client sees is one of the
 sidecar's own errors (``errors.py``: ``UpstreamUnavailable``)::
 
     UpstreamError
-    ├── ConnectFailed   no connection: DNS, refused, TLS, connect timeout – nothing was sent
-    ├── Disconnected    the connection closed before the answer was complete
-    └── BadResponse     bytes that are not HTTP we can follow (parse error, unknown encoding)
+    ├── RequestNotSent      nothing was sent: a value no HTTP request can carry (also a ValueError)
+    │   └── ConnectRefused  a host the provider key must not go to (guard.py)
+    ├── ConnectFailed       no connection: DNS, refused, TLS, connect timeout – nothing was sent
+    ├── Disconnected        the connection closed before the answer was complete
+    └── BadResponse         bytes that are not HTTP we can follow (parse error, unknown encoding)
+
+``RequestNotSent`` is the sidecar's configuration at fault, or the app's
+(a base URL that is not http(s), a header with a line break): the upstream
+was never asked, so its health is not in question (``Failure.NOT_SENT``).
+It stays a ``ValueError`` too, because that is what it is – a value refused.
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ from __future__ import annotations
 
 class UpstreamError(Exception):
     """Anything that went wrong on the way to or from a provider."""
+
+
+class RequestNotSent(UpstreamError, ValueError):
+    """A request the client refuses to put on the wire; nothing was sent."""
 
 
 class ConnectFailed(UpstreamError):

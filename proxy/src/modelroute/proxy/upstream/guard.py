@@ -25,8 +25,10 @@ from modelroute.resources.egress_rules import (
     refused_addresses,
 )
 
+from .errors import RequestNotSent
 
-class ConnectRefused(ValueError):
+
+class ConnectRefused(RequestNotSent):
     """A host the key must not go to: nothing was sent (the attempt is ``not_sent``)."""
 
 

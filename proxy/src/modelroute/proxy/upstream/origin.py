@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from .errors import RequestNotSent
+
 
 class Origin(NamedTuple):
     """Where a base URL points; connections are shared by every base URL with the same ``peer``."""
@@ -31,16 +33,29 @@ class Origin(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def origin_of(base_url: str) -> Origin:
-    """Parse a provider's base URL once (a handful of distinct URLs serve every request)."""
-    parts = urlsplit(base_url)
+    """Parse a provider's base URL once (a handful of distinct URLs serve every request).
+
+    Raises :class:`RequestNotSent` for a URL no request can go to: not http(s), no
+    host, a port out of range, a host name that is not ASCII.
+    """
+    try:
+        parts = urlsplit(base_url)
+    except ValueError as exc:  # e.g. a broken [v6] literal
+        raise RequestNotSent(str(exc)) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {base_url!r}")
+        raise RequestNotSent(f"not an http(s) URL: {base_url!r}")
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError as exc:  # a port that is no number, or out of range
+        raise RequestNotSent(str(exc)) from exc
     default = port == (443 if tls else 80)
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
-    host_header = (shown if default else f"{shown}:{port}").encode("ascii")
+    try:
+        host_header = (shown if default else f"{shown}:{port}").encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise RequestNotSent(str(exc)) from exc
     query = f"?{parts.query}" if parts.query else ""
     return Origin(host, port, tls, host_header, parts.path.rstrip("/"), query)
 
@@ -50,7 +65,10 @@ def request_target(origin: Origin, path: str) -> bytes:
     query = origin.query
     if query and "?" in path:
         query = "&" + query[1:]
-    return (origin.path_prefix + path + query).encode("utf-8")
+    try:
+        return (origin.path_prefix + path + query).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no byte string says it
+        raise RequestNotSent(str(exc)) from exc
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -58,8 +76,13 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     lines = []
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-            raise ValueError(f"header {name!r} holds a line break or colon; refusing to send it")
+            raise RequestNotSent(
+                f"header {name!r} holds a line break or colon; refusing to send it"
+            )
         lines.append(f"{name}: {value}\r\n")
     # surrogateescape: a byte the app sent that isn't UTF-8 (aiohttp's server decodes headers
     # that way) goes upstream as the app sent it, instead of failing the request here
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    try:
+        return "".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:  # a surrogate no byte stands for
+        raise RequestNotSent(str(exc)) from exc
