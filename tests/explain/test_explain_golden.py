@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from modelroute.proxy.budget import BudgetBook
 from modelroute.proxy.explain import BudgetStateFn, explain_json
-from modelroute.proxy.health import HealthBook, candidate_key
+from modelroute.proxy.health import HealthBook
+from modelroute.proxy.keys import candidate_key
 from modelroute.proxy.request import Endpoint
 from modelroute.proxy.table import CompiledRoute, CompiledTable
 

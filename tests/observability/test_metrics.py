@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 from modelroute.proxy.events import ShadowRecord
-from modelroute.proxy.health import HealthBook, candidate_key
+from modelroute.proxy.health import HealthBook
+from modelroute.proxy.keys import candidate_key
 from modelroute.proxy.metrics import PrometheusObserver, StateCollector, render
 from modelroute.proxy.table import CompiledTable
 from modelroute.proxy.tablestore import TableStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
-from modelroute.proxy.health import candidate_key
+from modelroute.proxy.keys import candidate_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import FakeFactory, ProxyFactory

@@ -328,7 +328,8 @@ def test_book_breaker_follows_config_changes_and_forgets_removed_routes() -> Non
 
 
 def test_prune_keeps_only_what_the_current_table_has() -> None:
-    from modelroute.proxy.health import HealthBook, candidate_key
+    from modelroute.proxy.health import HealthBook
+    from modelroute.proxy.keys import candidate_key
 
     from modelroute.resources import CircuitBreaker
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from modelroute.proxy.compiler import CompileResult
 from modelroute.proxy.errors import UnknownModel
-from modelroute.proxy.health import HealthBook, candidate_key
+from modelroute.proxy.health import HealthBook
+from modelroute.proxy.keys import candidate_key
 from modelroute.proxy.request import Endpoint, RequestFeatures, extract_features
 from modelroute.proxy.router import (
     LATENCY_MIN_SAMPLES,

@@ -38,6 +38,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from .keys import target_key
+
 COST = "modelroute_cost_usd_total"
 TOKENS = "modelroute_tokens_total"
 UNPRICED = "modelroute_unpriced_tokens_total"
@@ -220,7 +222,7 @@ class CostReport:
                 rows.append(
                     (
                         r.route,
-                        f"{m.provider}/{m.model}",
+                        target_key(m.provider, m.model),
                         "unpriced" if m.unpriced_only else _money(m.cost_usd),
                         _count(m.output_tokens),
                         _count(m.unpriced_output_tokens),

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .keys import at_region
 from .outcomes import AttemptResult
 
 
@@ -63,7 +64,7 @@ class AttemptSummary:
     def __str__(self) -> str:
         status = f" {self.status}" if self.status else ""
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.target}@{self.region}: {self.result}{status}{detail}"
+        return f"{at_region(self.target, self.region)}: {self.result}{status}{detail}"
 
 
 class ModelRouteError(Exception):

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from modelroute.resources import BudgetAction
 
+from .keys import candidate_key, target_key
 from .outcomes import AttemptEnd, AttemptResult, RequestOutcome, ShadowOutcome
 from .request import Endpoint
 
@@ -40,7 +41,12 @@ class AttemptRecord:
 
     @property
     def target(self) -> str:
-        return f"{self.provider}/{self.model}"
+        return target_key(self.provider, self.model)
+
+    @property
+    def candidate(self) -> str:
+        """``provider/model@region``: the key health state and ``x-modelroute-target`` use."""
+        return candidate_key(self.provider, self.model, self.region)
 
 
 @dataclass(slots=True)

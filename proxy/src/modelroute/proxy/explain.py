@@ -409,7 +409,7 @@ class Explanation:
             first = self._first()
             assert first is not None  # a plan with candidates is what "would serve" means
             lines.append(
-                f"result:   would send to {first.target.key}@{first.region} first "
+                f"result:   would send to {first.key} first "
                 f"({len(self.plan.candidates) if self.plan else 0} candidate(s) in order)"
             )
         return "\n".join(lines) + "\n"
@@ -660,7 +660,7 @@ def describe_live(record: RequestRecord, used: Plan | None) -> dict[str, Any]:
             }
             for a in record.attempts
         ],
-        "servedBy": f"{served.target}@{served.region}" if served else None,
+        "servedBy": served.candidate if served else None,
         "fallback": record.fallback,
         "outcome": record.outcome,
         "status": record.status,

@@ -22,6 +22,8 @@ from ddsketch import DDSketch
 from modelroute.resources import CircuitBreaker as BreakerConfig
 from modelroute.resources import Ejection
 
+from .keys import endpoint_key
+
 # ---------------------------------------------------------------------------------------
 # circuit breaker
 
@@ -350,10 +352,6 @@ class RetryBudget:
 _NEVER_FAILED = (-math.inf, False)
 
 
-def candidate_key(provider: str, model: str, region: str) -> str:
-    return f"{provider}/{model}@{region}"
-
-
 class HealthBook:
     """All live health state of one sidecar, surviving table reloads for keys that still exist.
 
@@ -420,7 +418,7 @@ class HealthBook:
     def region(self, provider: str, region: str) -> RegionHealth | None:
         if self._ejection is None:
             return None
-        key = f"{provider}@{region}"
+        key = endpoint_key(provider, region)
         found = self.regions.get(key)
         if found is None:
             found = self.regions[key] = RegionHealth(self._ejection, self._failback)

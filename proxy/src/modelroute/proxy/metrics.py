@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .health import HealthBook
+from .keys import split_candidate, split_endpoint
 from .outcomes import ShadowOutcome
 from .table import CompiledTable
 from .tablestore import TableStore
@@ -422,7 +423,7 @@ class StateCollector(Collector):
             labels=("provider", "region"),
         )
         for key, health in list(self.health.regions.items()):
-            provider, _, region = key.rpartition("@")
+            provider, region = split_endpoint(key)
             family.add_metric([provider, region], 0 if health.ejected_at is None else 1)
         return [family]
 
@@ -463,13 +464,6 @@ class StateCollector(Collector):
             self._table_families = table_families(table)
             self._table_hash = table.hash
         return self._table_families
-
-
-def split_candidate(candidate: str) -> tuple[str, str, str]:
-    """``provider/model@region`` → (provider, model, region); see :func:`.health.candidate_key`."""
-    target, _, region = candidate.rpartition("@")
-    provider, _, model = target.partition("/")
-    return provider, model, region
 
 
 def table_families(table: CompiledTable) -> list[Metric]:

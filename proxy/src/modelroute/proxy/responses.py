@@ -44,6 +44,7 @@ from urllib.parse import quote
 import orjson
 
 from . import errors
+from .keys import split_target
 from .router import Dropped, Plan
 from .sse import StreamFacts, event_ends
 from .table import CompiledRoute, CompiledTable
@@ -287,7 +288,7 @@ def pinned_plan(the_plan: Plan, where: Location, route: CompiledRoute) -> Plan:
     there: list[Dropped] = [
         d
         for d in the_plan.dropped
-        if d.target.partition("/")[0] == where.provider and d.region in (where.region, None)
+        if split_target(d.target)[0] == where.provider and d.region in (where.region, None)
     ]
     if there and any(d.reason.is_health for d in there):
         raise errors.ResponseHolderUnavailable(

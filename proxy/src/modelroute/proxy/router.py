@@ -30,7 +30,8 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import ContextLengthExceeded, NoEligibleTarget, ResidencyViolation, UnknownModel
-from .health import CircuitState, HealthBook, candidate_key
+from .health import CircuitState, HealthBook
+from .keys import at_region, candidate_key, endpoint_key
 from .request import RequestFeatures
 from .table import CompiledProvider, CompiledRoute, CompiledTable, CompiledTarget
 
@@ -67,7 +68,7 @@ class Candidate:
         if not self.target_key:  # computed once: plans reuse their candidates
             object.__setattr__(self, "target_key", self.target.key)
         if not self.endpoint:
-            object.__setattr__(self, "endpoint", f"{self.target.provider}@{self.region}")
+            object.__setattr__(self, "endpoint", endpoint_key(self.target.provider, self.region))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ class Dropped:
     detail: str
 
     def __str__(self) -> str:
-        where = f"{self.target}@{self.region}" if self.region else self.target
+        where = at_region(self.target, self.region) if self.region else self.target
         return f"{where}: {self.reason.value} ({self.detail})"
 
 

@@ -31,7 +31,8 @@ from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
 from .followups import FollowUps
-from .health import HealthBook, RollingCounts, candidate_key
+from .health import HealthBook, RollingCounts
+from .keys import candidate_key
 from .kube_source import KubeTableSource
 from .metrics import PrometheusObserver, StateCollector
 from .outcomes import RequestOutcome

@@ -38,6 +38,8 @@ from modelroute.resources import (
     Timeouts,
 )
 
+from .keys import target_key
+
 SCHEMA_VERSION: Final = 1
 
 
@@ -106,7 +108,7 @@ class CompiledTarget(_TableModel):
 
     @property
     def key(self) -> str:
-        return f"{self.provider}/{self.model}"
+        return target_key(self.provider, self.model)
 
 
 class CompiledMirror(_TableModel):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelroute.proxy.keys import candidate_key, split_candidate
+
 from .stats import ms, rounded
 
 
@@ -24,7 +26,7 @@ class Attempt:
 
     @property
     def candidate(self) -> str:
-        return f"{self.provider}/{self.model}@{self.region}"
+        return candidate_key(self.provider, self.model, self.region)
 
 
 @dataclass
@@ -59,14 +61,14 @@ class RequestResult:
     @property
     def region(self) -> str | None:
         if self.target and "@" in self.target:
-            return self.target.rpartition("@")[2]
+            return split_candidate(self.target)[2]
         served = self.served
         return served.region if served else None
 
     @property
     def served_model(self) -> str | None:
         if self.target and "/" in self.target:
-            return self.target.partition("/")[2].rpartition("@")[0]
+            return split_candidate(self.target)[1]
         served = self.served
         return served.model if served else None
 

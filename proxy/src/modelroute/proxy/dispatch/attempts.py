@@ -180,7 +180,7 @@ class AttemptLoop(Commit):
         self, candidates: list[Candidate], index: int
     ) -> tuple[Candidate | None, int]:
         """The next candidate (:func:`.policy.next_candidate`), given what is in flight now."""
-        busy = {a.target + "@" + a.region for a in self.in_flight.values()}
+        busy = {a.candidate for a in self.in_flight.values()}
         return policy.next_candidate(
             candidates, index, busy, self.d.health, self.route, time.monotonic(), self.tried
         )
@@ -403,7 +403,7 @@ class AttemptLoop(Commit):
         requests fail.  A healthy candidate with a slow tail still wins most of
         its races, and each win resets the streak.
         """
-        key = f"{attempt.provider}/{attempt.model}@{attempt.region}"
+        key = attempt.candidate
         config = self.route.circuit_breaker
         if self.d.health.hedge_lost(key) >= config.failure_threshold:
             self.d.health.breaker(self.route.name, key, config).trip(time.monotonic())

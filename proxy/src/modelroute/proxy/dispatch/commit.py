@@ -185,7 +185,7 @@ class Commit(RequestRun):
             if rest and failure is None:  # an unfinished event never precedes our error event
                 await response.write(ready.scrub.stream(rest))
             if failure is not None:
-                served = f"{attempt.provider}/{attempt.model}@{attempt.region}"
+                served = attempt.candidate
                 await response.write(
                     error_event(
                         f"route {self.route.name!r}: {failure} (served by {served}); "
@@ -271,7 +271,7 @@ class Commit(RequestRun):
                 record.outcome = RequestOutcome.STREAM_ERROR
                 record.error_code = "stream_interrupted"
                 if not self.d.closing:  # our own shutdown cut it: not the upstream's fault
-                    cand_key = f"{attempt.target}@{attempt.region}"
+                    cand_key = attempt.candidate
                     self.d.health.breaker(
                         self.route.name, cand_key, self.route.circuit_breaker
                     ).record_failure(now)

@@ -28,6 +28,7 @@ from .. import errors, responses, retrysignal
 from ..credentials import Credentials
 from ..events import Observers, RequestRecord
 from ..health import HealthBook
+from ..keys import split_target
 from ..mirror import Mirror
 from ..outcomes import RequestOutcome
 from ..request import Endpoint, RequestFeatures, extract_features
@@ -265,7 +266,7 @@ def _mark_skipped_primary(route: CompiledRoute, the_plan: Plan, record: RequestR
             and dropped.target != first.target_key
             and tiers.get(dropped.target, 1 << 30) <= first.target.tier
         ):
-            record.extra["skipped_model"] = dropped.target.partition("/")[2]
+            record.extra["skipped_model"] = split_target(dropped.target)[1]
             record.extra["skipped_reason"] = dropped.reason.value
             return
 

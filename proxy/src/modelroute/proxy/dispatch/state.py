@@ -124,6 +124,6 @@ class RequestRun:
             headers[REASON_HEADER] = self.record.classify_reason
         served = self.record.served
         if served is not None:
-            headers[TARGET_HEADER] = f"{served.provider}/{served.model}@{served.region}"
+            headers[TARGET_HEADER] = served.candidate
         headers[ATTEMPTS_HEADER] = str(attempts or len(self.record.attempts))
         return headers
