@@ -7,6 +7,7 @@ the route's ``maxAttempts``.
 
 from __future__ import annotations
 
+import aiohttp
 import openai
 import pytest
 
@@ -110,3 +111,26 @@ async def test_a_known_hold_is_passed_on_and_a_request_that_sent_nothing_may_be_
     assert 28 <= int(held["retry-after"]) <= 30 and 28_000 <= int(held["retry-after-ms"]) <= 30_000
     assert a.fake.stats.requests == 1
     await c.close()
+
+
+async def test_a_passed_through_429_keeps_the_upstreams_retry_after(
+    fakes: FakeFactory, proxies: ProxyFactory
+) -> None:
+    fake = await fakes(error_rate=1.0, error_status=429, retry_after=7)
+    proxy = await proxies(
+        provider_yaml("api", [("us-east-1", fake.url)])
+        + route_yaml(
+            "general",
+            ["general"],
+            ["{provider: api, model: deepseek-v4-flash}"],
+            "  retry: {retryOn: [5xx, timeout, connect]}",
+        )
+    )
+    body = {"model": "general", "messages": MESSAGES}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(proxy.base_url + "/chat/completions", json=body) as resp,
+    ):
+        status, headers = resp.status, resp.headers
+    assert status == 429
+    assert headers["Retry-After"] == "7"

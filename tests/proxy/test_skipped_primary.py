@@ -1,4 +1,5 @@
-"""A primary the router skips (open circuit) still counts as a fallback: the silent-downgrade alarm."""
+"""Open circuits on the live path: a skipped primary counts as a fallback (the silent-downgrade
+alarm), and a circuit that opens mid-request is skipped by that request's own retries."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import aiohttp
 from modelroute.proxy.keys import candidate_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import FakeFactory, ProxyFactory
+from .conftest import FakeFactory, ProxyFactory, provider_yaml, route_yaml
 from .test_openai_sdk import two_tier
 
 
@@ -36,3 +37,29 @@ async def test_requests_served_past_an_open_circuit_are_fallbacks(
         if s.name == "modelroute_fallbacks_total"
     }
     assert fallbacks == {("deepseek-v4-flash", "qwen3-32b", "circuit_open"): 3.0}
+
+
+async def test_retries_skip_a_circuit_that_opened_during_the_request(
+    fakes: FakeFactory, proxies: ProxyFactory
+) -> None:
+    a = await fakes("us-east-1", error_rate=1.0, error_status=503)  # trips its breaker
+    b = await fakes("eu-west-1", error_rate=1.0, error_status=401)  # falls over, no trip
+    proxy = await proxies(
+        provider_yaml("pa", [("us-east-1", a.url)])
+        + provider_yaml("pb", [("eu-west-1", b.url)])
+        + route_yaml(
+            "general",
+            ["general"],
+            [
+                "{provider: pa, model: qwen3-8b, tier: 0}",
+                "{provider: pb, model: qwen3-32b, tier: 1}",
+            ],
+            "  retry: {maxAttempts: 3, baseBackoffMs: 1, maxBackoffMs: 2}\n"
+            "  circuitBreaker: {failureThreshold: 1, windowSeconds: 60, openSeconds: 30}",
+        )
+    )
+    body = {"model": "general", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        await (await http.post(proxy.base_url + "/chat/completions", json=body)).read()
+    # the third attempt goes to b again, not back to a's open circuit
+    assert (a.fake.stats.requests, b.fake.stats.requests) == (1, 2)
