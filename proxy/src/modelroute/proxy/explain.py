@@ -30,14 +30,16 @@ prices, so input is reported as *unpriced* (never as $0) unless a provider's
 :class:`~.events.RequestRecord` and the :class:`~.router.Plan` it used) in
 the same vocabulary, for the admin port's ring of recent requests.
 
+The words both share (rows, dollars, the budget view, a refusal) are
+:mod:`.explain_rows`.
+
 Pure: no aiohttp, no clock of its own, no I/O.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +53,23 @@ from .errors import (
     ModelRouteError,
 )
 from .events import RequestRecord
+from .explain_rows import (
+    BudgetStateFn,
+    BudgetView,
+    Refusal,
+    budget_view,
+    candidate_row,
+    cost_text,
+    dropped_row,
+    output_cost,
+    price_text,
+    text_table,
+    usd,
+)
 from .health import HealthBook
 from .request import Endpoint, RequestFeatures, extract_features
 from .router import (
     Candidate,
-    Dropped,
     Plan,
     RouteIndex,
     no_candidates_error,
@@ -69,168 +83,6 @@ DEFAULT_OUTPUT_TOKENS = 1000
 
 DEFAULT_SEED = 0
 """Seed of the weighted order ``modelroute explain`` draws (fixed: the output repeats)."""
-
-BudgetStateFn = Callable[[CompiledRoute], object | None]
-"""``budget_state(route)`` – the live proxy's ``BudgetBook.state`` fits: ``None`` while no
-budget is tracked, else a state whose ``exhausted`` says whether it is spent (an object
-without that attribute counts as exhausted) and whose ``message()`` (or ``str()``) says how."""
-
-
-# ---------------------------------------------------------------------------------------
-# shared vocabulary (explain and describe_live)
-
-
-def _usd(value: float | None) -> float | None:
-    """JSON-stable dollars: rounded well below a cent's millionth, no float noise."""
-    return None if value is None else round(value, 10)
-
-
-def _price_text(per_mtok: float | None) -> str:
-    return "unknown" if per_mtok is None else f"${per_mtok:.2f}"
-
-
-def _cost_text(usd: float | None) -> str:
-    """Dollars with six decimals, or as many as a tiny amount needs to show its digits."""
-    if usd is None:
-        return "unknown"
-    if usd == 0 or usd >= 0.000001:
-        return f"${usd:.6f}"
-    decimals = 1 - math.floor(math.log10(usd))  # two significant digits
-    return f"${usd:.{decimals}f}".rstrip("0")
-
-
-def output_cost(target: CompiledTarget, output_tokens: int) -> float | None:
-    """USD for ``output_tokens`` on ``target`` at its catalogue price; ``None`` when unpriced."""
-    if target.output_usd_per_mtok is None:
-        return None
-    return output_tokens * target.output_usd_per_mtok / 1_000_000
-
-
-def candidate_row(
-    position: int, cand: Candidate, output_tokens: int | None = None
-) -> dict[str, Any]:
-    """One candidate as both ``explain`` and ``/explain`` print it."""
-    t = cand.target
-    row: dict[str, Any] = {
-        "position": position,
-        "target": t.key,
-        "provider": t.provider,
-        "model": t.model,
-        "upstreamModel": t.upstream_model,
-        "region": cand.region,
-        "baseURL": cand.base_url,
-        "tier": t.tier,
-        "weight": t.weight,
-        "outputUSDPerMTok": t.output_usd_per_mtok,
-        "inputUSDPerMTok": t.input_usd_per_mtok,
-        "note": cand.note,
-    }
-    if output_tokens is not None:
-        row["estimatedOutputUSD"] = _usd(output_cost(t, output_tokens))
-    return row
-
-
-def dropped_row(drop: Dropped) -> dict[str, Any]:
-    return {
-        "target": drop.target,
-        "region": drop.region,
-        "reason": drop.reason.value,
-        "detail": drop.detail,
-    }
-
-
-def _budget_window(route: CompiledRoute) -> str:
-    b = route.budget
-    if b is None:
-        return ""
-    for value, unit in (
-        (b.usd_per_hour, "hour"),
-        (b.usd_per_day, "day"),
-        (b.usd_per_month, "month"),
-    ):
-        if value is not None:
-            return f"${value:.2f} per {unit}"
-    return ""  # pragma: no cover - the resource model requires one window
-
-
-_ACTION_EFFECT = {
-    BudgetAction.ALERT: "alert only: served in the normal order, the overspend is reported",
-    BudgetAction.DOWNGRADE: "downgrade: candidates reordered cheapest first",
-    BudgetAction.REJECT: "reject: nothing would be sent (429 budget_exceeded)",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetView:
-    """The route's budget and what it does to this request."""
-
-    window: str  # "$50.00 per day"
-    action: BudgetAction
-    exhausted: bool | None  # None: no live spend known (offline explain)
-    state: str  # exhausted | within budget | unknown
-    detail: str  # the budget book's own words, when it has some
-    effect: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "action": self.action.value,
-            "exhausted": self.exhausted,
-            "state": self.state,
-            "detail": self.detail,
-            "effect": self.effect,
-        }
-
-
-def _budget_view(route: CompiledRoute, budget_state: BudgetStateFn | None) -> BudgetView | None:
-    if route.budget is None:
-        return None
-    action = route.budget.action
-    window = _budget_window(route)
-    if budget_state is None:
-        return BudgetView(
-            window,
-            action,
-            None,
-            "unknown",
-            "live spend is not known here; explained as within budget",
-            f"when exhausted, {_ACTION_EFFECT[action]}",
-        )
-    state = budget_state(route)
-    if state is None:
-        return BudgetView(window, action, False, "within budget", "", "none")
-    if not getattr(state, "exhausted", True):
-        spent, limit = getattr(state, "spent_usd", None), getattr(state, "limit_usd", None)
-        detail = (
-            f"${spent:.4f} of ${limit:.2f} spent in this window"
-            if isinstance(spent, float | int) and isinstance(limit, float | int)
-            else ""
-        )
-        return BudgetView(window, action, False, "within budget", detail, "none")
-    return BudgetView(window, action, True, "exhausted", _describe(state), _ACTION_EFFECT[action])
-
-
-def _describe(state: object) -> str:
-    """A budget state in words: its ``message()`` (``budget.BudgetState`` has one), else ``str``."""
-    message = getattr(state, "message", None)
-    return str(message()) if callable(message) else str(state)
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """The error the proxy would answer with, in its own code and status."""
-
-    code: str
-    status: int
-    message: str
-
-    @classmethod
-    def of(cls, error: ModelRouteError) -> Refusal:
-        return cls(error.code, error.status, error.message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "status": self.status, "message": self.message}
-
 
 # ---------------------------------------------------------------------------------------
 # explain
@@ -291,15 +143,15 @@ class Explanation:
             "promptTokensEstimate": prompt,
             "firstCandidate": first.target.key if first else None,
             "firstCandidateOutputUSD": (
-                _usd(output_cost(first.target, self.output_tokens)) if first else None
+                usd(output_cost(first.target, self.output_tokens)) if first else None
             ),
             "worstCaseCandidate": worst[0].key if worst else None,
-            "worstCaseOutputUSD": _usd(worst[1]) if worst else None,
+            "worstCaseOutputUSD": usd(worst[1]) if worst else None,
             "inputUSD": None,
             "input": "unpriced",
         }
         if first is not None and first.target.input_usd_per_mtok is not None and prompt is not None:
-            out["inputUSD"] = _usd(prompt * first.target.input_usd_per_mtok / 1_000_000)
+            out["inputUSD"] = usd(prompt * first.target.input_usd_per_mtok / 1_000_000)
             out["input"] = "priced"
         return out
 
@@ -442,13 +294,13 @@ class Explanation:
                 c.region,
                 str(c.target.tier),
                 str(c.target.weight),
-                _price_text(c.target.output_usd_per_mtok),
-                _cost_text(output_cost(c.target, self.output_tokens)),
+                price_text(c.target.output_usd_per_mtok),
+                cost_text(output_cost(c.target, self.output_tokens)),
                 c.note,
             )
             for i, c in enumerate(self.plan.candidates, 1)
         ]
-        return [f"{head}:", *_table(header, rows)]
+        return [f"{head}:", *text_table(header, rows)]
 
     def _dropped_text(self) -> list[str]:
         assert self.plan is not None
@@ -456,7 +308,7 @@ class Explanation:
             return ["dropped: none"]
         header = ("TARGET", "REGION", "REASON", "DETAIL")
         rows = [(d.target, d.region or "-", d.reason.value, d.detail) for d in self.plan.dropped]
-        return ["dropped:", *_table(header, rows)]
+        return ["dropped:", *text_table(header, rows)]
 
     def _cost_text(self) -> list[str]:
         source = {
@@ -478,19 +330,19 @@ class Explanation:
             else:
                 lines.append(
                     f"          first candidate {first.target.key}: {self.output_tokens:,} x "
-                    f"${price:.2f}/M = {_cost_text(cost)}"
+                    f"${price:.2f}/M = {cost_text(cost)}"
                 )
             worst = self._worst()
             if worst is not None and worst[0].key != first.target.key:
                 lines.append(
-                    f"          up to {_cost_text(worst[1])} if it falls back to {worst[0].key}"
+                    f"          up to {cost_text(worst[1])} if it falls back to {worst[0].key}"
                 )
         prompt = self.features.prompt_tokens if self.features else 0
         if first is not None and first.target.input_usd_per_mtok is not None:
-            usd = prompt * first.target.input_usd_per_mtok / 1_000_000
+            input_usd = prompt * first.target.input_usd_per_mtok / 1_000_000
             lines.append(
                 f"          input: ~{prompt:,} prompt tokens x "
-                f"${first.target.input_usd_per_mtok:.2f}/M = {_cost_text(usd)}"
+                f"${first.target.input_usd_per_mtok:.2f}/M = {cost_text(input_usd)}"
             )
         else:
             lines.append(
@@ -498,14 +350,6 @@ class Explanation:
                 "(not counted, and not $0)"
             )
         return lines
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    return [
-        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in (header, *rows)
-    ]
 
 
 def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[int, str]:
@@ -565,7 +409,7 @@ def explain(
         sticky = lowered.get(name)
         if sticky is not None:
             out.sticky_header = name
-    out.budget = _budget_view(route, budget_state)
+    out.budget = budget_view(route, budget_state)
     downgrade = bool(
         out.budget and out.budget.exhausted and out.budget.action is BudgetAction.DOWNGRADE
     )
@@ -670,7 +514,7 @@ def describe_live(record: RequestRecord, used: Plan | None) -> dict[str, Any]:
         "ttftSeconds": None if record.ttft is None else round(record.ttft, 6),
         "usage": {"inputTokens": record.input_tokens, "outputTokens": record.output_tokens},
         "cost": {
-            "usd": _usd(record.cost_usd),
+            "usd": usd(record.cost_usd),
             "unpricedInputTokens": record.unpriced_input_tokens,
             "unpricedOutputTokens": record.unpriced_output_tokens,
         },
