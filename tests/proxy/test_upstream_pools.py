@@ -8,8 +8,10 @@ provider's limit.
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelroute.proxy.table import CompiledEndpoint, CompiledProvider, CompiledTable
-from modelroute.proxy.upstream import UpstreamPool
+from modelroute.proxy.upstream import ConnectionPool, Transport, UpstreamPool
 
 
 def provider(max_connections: int) -> CompiledProvider:
@@ -46,4 +48,19 @@ async def test_a_reload_retires_the_old_pool_and_old_requests_do_not_replace_the
     reverted = pools.pool(old)
     assert reverted.limit == 2 and not reverted.retired  # a pool that keeps connections again
     assert pools.pool(old) is reverted
+    await pools.close()
+
+
+async def test_the_pools_are_made_by_the_transport_factory_they_are_given() -> None:
+    """How a second implementation of the Transport protocol plugs in behind the same pools."""
+    made: list[tuple[int, float]] = []
+
+    def factory(limit: int, *, connect_timeout: float, **settings: Any) -> Transport:
+        made.append((limit, connect_timeout))
+        return ConnectionPool(limit, connect_timeout=connect_timeout, **settings)
+
+    pools = UpstreamPool(transport=factory)
+    pools.table_applied(table(provider(3)))
+    first = pools.pool(provider(3))
+    assert pools.pool(provider(3)) is first and made == [(3, 1.0)]  # connectTimeoutMs: 1000
     await pools.close()

@@ -32,13 +32,13 @@ from .router import Candidate
 from .scrub import NO_SECRETS, Scrubber
 from .upstream import (
     ConnectFailed,
-    ConnectionPool,
     ConnectRefused,
     Disconnected,
     PoolWait,
     RequestNotSent,
-    Response,
+    Transport,
     UpstreamError,
+    UpstreamResponse,
     check_origin,
     forwarded_headers,
 )
@@ -47,7 +47,7 @@ from .upstream import (
 @dataclass(slots=True)
 class Ready:
     candidate: Candidate
-    response: Response
+    response: UpstreamResponse
     first: bytes  # the whole body (non-stream) or the first chunk (stream)
     document: dict[str, Any] | None  # the parsed body (non-stream)
     ttfb: float  # seconds from send to the first byte
@@ -114,7 +114,7 @@ def _looks_like_sse(chunk: bytes) -> bool:
 
 
 async def run_attempt(
-    pool: ConnectionPool,
+    pool: Transport,
     candidate: Candidate,
     base_url: str,
     path: str,
@@ -158,7 +158,7 @@ async def run_attempt(
 
 
 async def _send(
-    pool: ConnectionPool,
+    pool: Transport,
     candidate: Candidate,
     base_url: str,
     path: str,
@@ -171,7 +171,7 @@ async def _send(
     total_timeout: float,
 ) -> Outcome:
     started = time.perf_counter()
-    response: Response | None = None
+    response: UpstreamResponse | None = None
     pool_wait = PoolWait()
     try:
         # one timer for the whole attempt: first-byte bound, then moved to the total deadline
@@ -280,7 +280,7 @@ async def _send(
             response.release()
 
 
-async def _read_capped(response: Response, limit: int) -> bytes:
+async def _read_capped(response: UpstreamResponse, limit: int) -> bytes:
     return await response.content.read(limit)
 
 

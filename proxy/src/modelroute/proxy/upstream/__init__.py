@@ -21,29 +21,41 @@ What it leaves out on purpose: redirects (the sidecar must never follow one
 with a provider key), cookies, HTTP/2, ``Expect: 100-continue``.
 
 The rooms, each with one job (as httpcore splits ``connection_pool.py`` /
-``connection.py`` / ``http11.py``), each importing only those below it:
+``connection.py`` / ``http11.py``); a room imports only rooms in the rows
+below its own (import-linter holds it: ``pyproject.toml``):
 
-============================  ====================================================
-``providers``                 the sidecar's pools: one per provider and pool shape, across reloads
-``connection_pool``           one provider's pool: the limit, the FIFO queue, keep-alive reuse
-``connection``                opening one connection: resolve, check, connect, tunnel, TLS
-``http11``                    HTTP/1.1 on one connection, framed by httptools; the ``Response``
-``egress``                    which connections take a forward proxy (environment, ``spec.egress``); CONNECT
-``guard``                     where a provider key may go: metadata hosts, the namespace allow-list
-``body``                      an answer's body as it arrives, gzip/deflate decoded, flow control
-``origin``                    a base URL's origin, the request target, header encoding
-``errors``                    the one error tree (``UpstreamError`` and its kinds)
-============================  ====================================================
+=====================  =============================================================
+``providers``          the sidecar's pools: one per provider and pool shape, across reloads
+``connection_pool``    one provider's pool: the limit, the FIFO queue, keep-alive reuse
+``transport``          what the sidecar asks of a pool: the ``Transport`` protocol
+``connection``         opening one connection: resolve, check, connect, tunnel, TLS
+``http11``             HTTP/1.1 on one connection, framed by httptools; the ``Response``
+``egress``             which connections take a forward proxy; the CONNECT tunnel
+``guard``              where a provider key may go: no metadata host, the allow-list
+``body``               an answer's body as it arrives: gzip/deflate, flow control
+``origin``             a base URL's origin, the request target, header encoding
+``errors``             the one error tree (``UpstreamError`` and its kinds)
+=====================  =============================================================
+
+The rest of the sidecar uses what this module exports, and holds a pool as a
+:class:`Transport`, so a second implementation plugs in behind it.
 """
 
 from __future__ import annotations
 
-from .connection_pool import ConnectionPool, PoolWait
+from .connection_pool import ConnectionPool
 from .egress import EgressConfigError, EgressPolicy
 from .errors import BadResponse, ConnectFailed, Disconnected, RequestNotSent, UpstreamError
 from .guard import ConnectRefused, check_origin
 from .http11 import Response
 from .providers import UpstreamPool, forwarded_headers
+from .transport import (
+    PoolWait,
+    ResponseBody,
+    Transport,
+    TransportFactory,
+    UpstreamResponse,
+)
 
 __all__ = [
     "BadResponse",
@@ -56,8 +68,12 @@ __all__ = [
     "PoolWait",
     "RequestNotSent",
     "Response",
+    "ResponseBody",
+    "Transport",
+    "TransportFactory",
     "UpstreamError",
     "UpstreamPool",
+    "UpstreamResponse",
     "check_origin",
     "forwarded_headers",
 ]

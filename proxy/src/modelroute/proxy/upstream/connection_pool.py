@@ -20,26 +20,7 @@ from .egress import NO_EGRESS, EgressPolicy
 from .errors import ConnectFailed, RequestNotSent
 from .http11 import HTTP11Connection, Response
 from .origin import Origin, encode_headers, origin_of, request_target
-
-
-class PoolWait:
-    """What one request's trip through the pool looked like.
-
-    A caller's timeout that fires while the request still waits for a free
-    connection (the provider's ``maxConnections`` are all busy, e.g. with long
-    streams) says nothing about the upstream's health; one that fires after it
-    got a connection does.
-    """
-
-    __slots__ = ("connected", "queued")
-
-    def __init__(self) -> None:
-        self.queued = False  # the pool had no free connection when the request asked
-        self.connected = False  # the request got its connection
-
-    @property
-    def stuck_in_queue(self) -> bool:
-        return self.queued and not self.connected
+from .transport import PoolWait
 
 
 class ConnectionPool:

@@ -22,6 +22,7 @@ from .egress import (
     basic_authorization,
     parse_proxy_url,
 )
+from .transport import Transport, TransportFactory
 
 USER_AGENT = f"modelroute/{version('modelroute')}"  # the version pyproject.toml gives
 # sent with every upstream request; the decoders in body.py handle what this accepts
@@ -59,11 +60,16 @@ class UpstreamPool:
     """
 
     def __init__(
-        self, egress: EgressPolicy = NO_EGRESS, credentials: Credentials | None = None
+        self,
+        egress: EgressPolicy = NO_EGRESS,
+        credentials: Credentials | None = None,
+        *,
+        transport: TransportFactory = ConnectionPool,
     ) -> None:
         self.egress = egress  # the sidecar's environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY)
         self.credentials = credentials  # reads a provider's egress.proxyCredentials
-        self._pools: dict[PoolShape, ConnectionPool] = {}
+        self._transport = transport  # makes one provider's pool (the lean client's, unless given)
+        self._pools: dict[PoolShape, Transport] = {}
         self._current: set[PoolShape] | None = None  # the applied table's shapes (None: not yet)
 
     def table_applied(self, table: CompiledTable) -> None:
@@ -76,11 +82,11 @@ class UpstreamPool:
             if shape in self._current or (not pool.in_use and not pool.queued):
                 del self._pools[shape]
 
-    def pool(self, provider: CompiledProvider) -> ConnectionPool:
+    def pool(self, provider: CompiledProvider) -> Transport:
         shape = _shape(provider)
         found = self._pools.get(shape)
         if found is None:
-            found = self._pools[shape] = ConnectionPool(
+            found = self._pools[shape] = self._transport(
                 provider.max_connections,
                 connect_timeout=provider.connect_timeout_ms / 1000,
                 keepalive=KEEPALIVE_SECONDS,
