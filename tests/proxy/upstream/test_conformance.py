@@ -1,10 +1,12 @@
-"""The lean upstream client's own contract, against raw scripted servers on 127.0.0.1.
+"""What any transport to a provider must do, against raw scripted servers on 127.0.0.1.
 
-Every request a user sends crosses this client, so what it must never get
-wrong is pinned here byte by byte: keep-alive reuse, the connection limit and
-its queue (no leaked slot, not even when a queued request is cancelled), the
+Every request a user sends crosses this hop, so what it must never get wrong
+is pinned here byte by byte: keep-alive reuse, the connection limit and its
+queue (no leaked slot, not even when a queued request is cancelled), the
 three body framings, gzip, a slow reader pausing the socket, and every way an
-upstream can break surfacing as one of the client's three errors.
+upstream can break surfacing as one of the client's errors.  Each test takes
+the ``connect`` fixture (``conftest.py``), so each runs against every
+implementation of the ``Transport`` protocol listed there.
 """
 
 from __future__ import annotations
@@ -14,127 +16,32 @@ import gc
 import gzip
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
+from modelroute.proxy.attempt import Failed, run_attempt
+from modelroute.proxy.outcomes import Failure
+from modelroute.proxy.router import Candidate
+from modelroute.proxy.table import CompiledEndpoint, CompiledProvider, CompiledTarget
 from modelroute.proxy.upstream import (
     BadResponse,
     ConnectFailed,
-    ConnectionPool,
     Disconnected,
     PoolWait,
-    Response,
+    RequestNotSent,
+    TransportFactory,
 )
-from modelroute.proxy.upstream.origin import origin_of
 
-from ..certs import self_signed
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """One whole request (head + Content-Length body), or b"" when the client went away."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return b""
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return head + await reader.readexactly(length)
-
-
-class Server:
-    """A raw TCP server that runs ``handler`` per connection and counts connections."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.cert = ""  # the certificate file, for a TLS server
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> Server:
-        srv = Server(handler)
-        srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
-        servers.append(srv.server)
-        return srv
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-@pytest.fixture
-async def serve_tls(tmp_path: Path) -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> Server:
-        srv = Server(handler)
-        srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0, ssl=context)
-        srv.cert = str(cert)
-        servers.append(srv.server)
-        return srv
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-def keep_alive(answer: bytes, requests: list[bytes] | None = None) -> Handler:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while request := await read_request(reader):
-            if requests is not None:
-                requests.append(request)
-            writer.write(answer)
-            await writer.drain()
-
-    return handler
-
-
-async def post(pool: ConnectionPool, server: Server, **kw: object) -> tuple[int, bytes]:
-    response = await asyncio.wait_for(
-        pool.post(server.url, "/chat/completions", b'{"a":1}', {"Content-Type": "x/y"}, **kw),  # type: ignore[arg-type]
-        5,
-    )
-    try:
-        return response.status, await asyncio.wait_for(response.read(), 5)
-    finally:
-        response.release()
+from .scripted import OK, Handler, Server, keep_alive, post, read_request
 
 
 async def test_sequential_requests_reuse_one_keep_alive_connection(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     seen: list[bytes] = []
     server = await serve(keep_alive(OK, seen))
-    pool = ConnectionPool(4, connect_timeout=1, default_headers={"User-Agent": "t"})
+    pool = connect(4, connect_timeout=1, default_headers={"User-Agent": "t"})
     for _ in range(5):
         assert await post(pool, server) == (200, b"{}")
     assert server.connections == 1
@@ -147,6 +54,7 @@ async def test_sequential_requests_reuse_one_keep_alive_connection(
 
 
 async def test_the_limit_queues_callers_in_order_and_frees_every_slot(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     gate = asyncio.Event()
@@ -158,7 +66,7 @@ async def test_the_limit_queues_callers_in_order_and_frees_every_slot(
             await writer.drain()
 
     server = await serve(slow)
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     first_wait, second_wait = PoolWait(), PoolWait()
     first = asyncio.create_task(post(pool, server, wait=first_wait))
     await asyncio.sleep(0.05)
@@ -174,10 +82,11 @@ async def test_the_limit_queues_callers_in_order_and_frees_every_slot(
 
 
 async def test_a_queued_request_cancelled_leaks_no_slot(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     server = await serve(keep_alive(OK))
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     held = await pool.post(server.url, "/x", b"", {})
     waiter = asyncio.create_task(pool.post(server.url, "/x", b"", {}))
     await asyncio.sleep(0.02)
@@ -201,10 +110,11 @@ async def test_a_queued_request_cancelled_leaks_no_slot(
 
 
 async def test_an_answer_dropped_unreleased_gives_its_slot_back(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     server = await serve(keep_alive(OK))
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     response = await pool.post(server.url, "/x", b"", {})
     assert pool.in_use == 1
     del response  # a code path that forgot to release it
@@ -216,6 +126,7 @@ async def test_an_answer_dropped_unreleased_gives_its_slot_back(
 
 
 async def test_cancelled_while_waiting_for_the_answer_closes_the_connection(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,7 +134,7 @@ async def test_cancelled_while_waiting_for_the_answer_closes_the_connection(
         await asyncio.sleep(10)
 
     server = await serve(never)
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
             await pool.post(server.url, "/x", b"", {})
@@ -256,7 +167,10 @@ async def test_cancelled_while_waiting_for_the_answer_closes_the_connection(
     ids=["chunked", "until-close", "gzip", "100-continue"],
 )
 async def test_every_body_framing_arrives_whole(
-    serve: Callable[[Handler], Awaitable[Server]], answer: bytes, expected: bytes
+    connect: TransportFactory,
+    serve: Callable[[Handler], Awaitable[Server]],
+    answer: bytes,
+    expected: bytes,
 ) -> None:
     async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -268,12 +182,13 @@ async def test_every_body_framing_arrives_whole(
             await asyncio.sleep(0.5)
 
     server = await serve(once)
-    pool = ConnectionPool(2, connect_timeout=1)
+    pool = connect(2, connect_timeout=1)
     assert await post(pool, server) == (200, expected)
     pool.close()
 
 
 async def test_a_server_that_closes_idle_connections_is_not_reused(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     async def one_per_connection(
@@ -284,7 +199,7 @@ async def test_a_server_that_closes_idle_connections_is_not_reused(
         await writer.drain()
 
     server = await serve(one_per_connection)
-    pool = ConnectionPool(2, connect_timeout=1)
+    pool = connect(2, connect_timeout=1)
     for _ in range(3):
         assert await post(pool, server) == (200, b"{}")
         await asyncio.sleep(0.05)  # the close reaches the client
@@ -293,6 +208,7 @@ async def test_a_server_that_closes_idle_connections_is_not_reused(
 
 
 async def test_broken_upstreams_surface_as_the_clients_errors(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     async def cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -317,7 +233,7 @@ async def test_broken_upstreams_surface_as_the_clients_errors(
         await writer.drain()
         await asyncio.sleep(0.5)
 
-    pool = ConnectionPool(4, connect_timeout=1)
+    pool = connect(4, connect_timeout=1)
     server = await serve(cut_mid_body)
     response = await pool.post(server.url, "/x", b"", {})
     with pytest.raises(Disconnected, match="mid-answer"):
@@ -333,8 +249,10 @@ async def test_broken_upstreams_surface_as_the_clients_errors(
     pool.close()
 
 
-async def test_connect_failures_name_the_address_and_free_the_slot(unused_tcp_port: int) -> None:
-    pool = ConnectionPool(1, connect_timeout=1)
+async def test_connect_failures_name_the_address_and_free_the_slot(
+    connect: TransportFactory, unused_tcp_port: int
+) -> None:
+    pool = connect(1, connect_timeout=1)
     for _ in range(2):  # a leaked slot would make the second one queue forever
         with pytest.raises(ConnectFailed, match=f"127.0.0.1:{unused_tcp_port}"):
             await asyncio.wait_for(
@@ -344,6 +262,7 @@ async def test_connect_failures_name_the_address_and_free_the_slot(unused_tcp_po
 
 
 async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_stream(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     total = 64 * 1024 * 1024
@@ -359,7 +278,7 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_stream(
         sent_all.set()
 
     server = await serve(firehose)
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     response = await pool.post(server.url, "/x", b"", {})
     await asyncio.sleep(0.5)  # nobody reads: the server must be held back by TCP
     assert not sent_all.is_set()
@@ -371,17 +290,18 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_stream(
     pool.close()
 
 
-def test_header_injection_is_refused() -> None:
-    pool = ConnectionPool(1, connect_timeout=1)
+def test_header_injection_is_refused(connect: TransportFactory) -> None:
+    pool = connect(1, connect_timeout=1)
     with pytest.raises(ValueError, match="line break"):
         asyncio.run(pool.post("http://127.0.0.1:9/v1", "/x", b"", {"X-A": "1\r\nX-B: 2"}))
 
 
 async def test_a_retired_pool_closes_connections_as_they_come_back(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     server = await serve(keep_alive(OK))
-    pool = ConnectionPool(2, connect_timeout=1)
+    pool = connect(2, connect_timeout=1)
     response = await pool.post(server.url, "/x", b"", {})
     await response.read()
     pool.retire()  # a reload replaced this pool while a request was out
@@ -390,12 +310,13 @@ async def test_a_retired_pool_closes_connections_as_they_come_back(
 
 
 async def test_https_verifies_the_certificate_and_then_carries_the_request(
+    connect: TransportFactory,
     serve_tls: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     """Every real provider is HTTPS: the hop must verify the certificate, then work."""
     server = await serve_tls(keep_alive(OK))
     url = server.url.replace("http://", "https://")
-    trusting = ConnectionPool(
+    trusting = connect(
         1, connect_timeout=5, ssl_context=ssl.create_default_context(cafile=server.cert)
     )
     for _ in range(2):
@@ -404,80 +325,14 @@ async def test_https_verifies_the_certificate_and_then_carries_the_request(
         response.release()
     assert server.connections == 1  # kept alive over TLS too
     trusting.close()
-    system = ConnectionPool(1, connect_timeout=5)  # the system's trust store: a stranger's cert
+    system = connect(1, connect_timeout=5)  # the system's trust store: a stranger's cert
     with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
         await asyncio.wait_for(system.post(url, "/x", b"{}", {}), 10)
     assert system.in_use == 0
 
 
-@pytest.mark.parametrize(
-    ("base_url", "host", "port", "tls", "host_header", "prefix", "query"),
-    [
-        ("https://api.openai.com/v1", "api.openai.com", 443, True, b"api.openai.com", "/v1", ""),
-        ("http://10.0.0.7:8000/v1/", "10.0.0.7", 8000, False, b"10.0.0.7:8000", "/v1", ""),
-        ("http://[::1]:9/openai", "::1", 9, False, b"[::1]:9", "/openai", ""),
-        (
-            "https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21",
-            "x.openai.azure.com", 443, True, b"x.openai.azure.com",
-            "/openai/deployments/d", "?api-version=2024-10-21",
-        ),
-    ],
-)  # fmt: skip
-def test_a_base_url_names_the_connection_and_the_request_target(
-    base_url: str, host: str, port: int, tls: bool, host_header: bytes, prefix: str, query: str
-) -> None:
-    origin = origin_of(base_url)
-    assert (origin.host, origin.port, origin.tls) == (host, port, tls)
-    assert (origin.host_header, origin.path_prefix, origin.query) == (host_header, prefix, query)
-
-
-def test_a_base_url_that_is_not_http_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="not an http"):
-        origin_of("ftp://example.test/v1")
-
-
-async def test_cancelled_in_the_iteration_its_headers_arrived_frees_the_slot_once(
-    serve: Callable[[Handler], Awaitable[Server]],
-) -> None:
-    """A first-byte timeout, a hedge winner or a client leaving can cancel a request in the
-    very loop iteration its answer's headers resolved it; the slot must come back once."""
-    server = await serve(keep_alive(OK))
-    # each poll below walks the whole heap, so after a long session a connect takes many
-    # slow loop iterations: the connect bound is not what this test is about
-    pool = ConnectionPool(1, connect_timeout=10)
-    original = ConnectionPool.post
-
-    for _ in range(3):
-        task = asyncio.create_task(original(pool, server.url, "/x", b"", {}))
-        # poll once per loop iteration (an Event would be set too late: the race is one iteration),
-        # for a bounded time: a request that failed never produces the answer polled for
-        async with asyncio.timeout(10):
-            while not any(
-                isinstance(o, Response) and o._conn.pool is pool and not o._released
-                for o in gc.get_objects()
-            ):
-                if task.done():
-                    task.result()  # the request failed: raise how, rather than spin
-                    pytest.fail("the request ended without an answer the test could see")
-                await asyncio.sleep(0)
-        task.cancel()  # ... before the task got to run again
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await asyncio.sleep(0)
-        gc.collect()
-        assert pool.in_use == 0
-    # the limit still holds: a second request queues while the first is out
-    held = await pool.post(server.url, "/x", b"", {})
-    second = asyncio.create_task(pool.post(server.url, "/x", b"", {}))
-    await asyncio.sleep(0.05)
-    assert not second.done() and pool.queued == 1
-    held.release()
-    (await asyncio.wait_for(second, 5)).release()
-    assert pool.in_use == 0
-    pool.close()
-
-
 async def test_a_second_answer_to_one_request_retires_the_connection(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -489,7 +344,7 @@ async def test_a_second_answer_to_one_request_retires_the_connection(
             await writer.drain()
 
     server = await serve(chatty)
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     assert await post(pool, server) == (200, b"{}")  # the first answer is intact
     assert await post(pool, server) == (200, b"{}")  # on a new connection, not the tainted one
     assert server.connections == 2
@@ -497,6 +352,7 @@ async def test_a_second_answer_to_one_request_retires_the_connection(
 
 
 async def test_raw_deflate_bodies_decode_like_zlib_wrapped_ones(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     text = b'{"choices":[]}'
@@ -504,12 +360,13 @@ async def test_raw_deflate_bodies_decode_like_zlib_wrapped_ones(
     for body in (zlib.compress(text), raw.compress(text) + raw.flush()):
         answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s"
         server = await serve(keep_alive(answer % (len(body), body)))
-        pool = ConnectionPool(1, connect_timeout=1)
+        pool = connect(1, connect_timeout=1)
         assert await post(pool, server) == (200, text)
         pool.close()
 
 
 async def test_a_header_flood_is_refused_without_stalling_the_loop(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -520,7 +377,7 @@ async def test_a_header_flood_is_refused_without_stalling_the_loop(
         await writer.drain()
         await asyncio.sleep(1)
 
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     server = await serve(flood)
     with pytest.raises(BadResponse, match="headers exceed 64 KiB"):
         await asyncio.wait_for(pool.post(server.url, "/x", b"", {}), 5)
@@ -529,13 +386,14 @@ async def test_a_header_flood_is_refused_without_stalling_the_loop(
 
 
 async def test_base_urls_on_one_host_share_its_connections(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     """Azure-style deployments: one host, a path and query per deployment, one connection."""
     seen: list[bytes] = []
     server = await serve(keep_alive(OK, seen))
     base = server.url.removesuffix("/v1")
-    pool = ConnectionPool(2, connect_timeout=1)
+    pool = connect(2, connect_timeout=1)
     for deployment in ("a", "b", "c"):
         url = f"{base}/openai/deployments/{deployment}?api-version=2024-10-21"
         response = await pool.post(url, "/chat/completions", b"", {})
@@ -549,15 +407,80 @@ async def test_base_urls_on_one_host_share_its_connections(
 
 
 async def test_a_header_byte_that_is_not_utf8_goes_upstream_as_sent(
+    connect: TransportFactory,
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
     """aiohttp's server hands such a byte over as a lone surrogate; it must not fail the
     request (that used to count against a healthy provider's breaker)."""
     seen: list[bytes] = []
     server = await serve(keep_alive(OK, seen))
-    pool = ConnectionPool(1, connect_timeout=1)
+    pool = connect(1, connect_timeout=1)
     value = b"abc\xff".decode("utf-8", "surrogateescape")
     response = await pool.post(server.url, "/x", b"", {"X-Request-Id": value})
     response.release()
     assert b"\r\nX-Request-Id: abc\xff\r\n" in seen[0]
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "headers"),
+    [
+        ("ftp://127.0.0.1/v1", "/x", {}),
+        ("http://127.0.0.1:99999/v1", "/x", {}),  # a port out of range
+        ("http://[::1/v1", "/x", {}),  # a broken IPv6 literal
+        ("http://bücher.example/v1", "/x", {}),  # no ASCII Host header says it
+        ("http://a..b/v1", "/x", {}),  # a name IDNA can't encode (an empty label)
+        ("{server}", "/\ud800", {}),  # a lone surrogate: no byte string says it
+        ("{server}", "/x", {"X-A": "\ud800"}),
+        ("{server}", "/x", {"X-A": "1\r\nX-B: 2"}),  # a header that would split the head
+        ("http://169.254.169.254/v1", "/x", {}),  # the cloud's metadata address
+    ],
+    ids=[
+        "not-http", "port", "ipv6", "non-ascii-host", "idna", "surrogate-path",
+        "surrogate-header", "line-break", "metadata",
+    ],
+)  # fmt: skip
+async def test_what_no_request_can_carry_is_refused_as_request_not_sent(
+    connect: TransportFactory,
+    serve: Callable[[Handler], Awaitable[Server]],
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    """One typed error, never a stray ValueError, and nothing reaches the upstream."""
+    server = await serve(keep_alive(OK))
+    pool = connect(1, connect_timeout=1)
+    with pytest.raises(RequestNotSent):
+        await asyncio.wait_for(pool.post(base_url.format(server=server.url), path, b"", headers), 5)
+    assert server.connections == 0 and pool.in_use == 0
+    assert await post(pool, server) == (200, b"{}")  # and the pool still serves
+    pool.close()
+
+
+async def test_an_attempt_that_was_not_sent_does_not_count_against_the_upstream(
+    connect: TransportFactory, serve: Callable[[Handler], Awaitable[Server]]
+) -> None:
+    """What ``attempt.py`` makes of ``RequestNotSent``: ``not_sent``, the upstream not charged."""
+    server = await serve(keep_alive(OK))
+    target = CompiledTarget(provider="p", model="m", upstream_model="m", regions=("r",))
+    provider = CompiledProvider(
+        name="p", endpoints=(CompiledEndpoint(region="r", base_url=server.url),)
+    )
+    candidate = Candidate(target, provider, "r", server.url, "p/m@r")
+    pool = connect(1, connect_timeout=1)
+    outcome = await run_attempt(
+        pool,
+        candidate,
+        server.url,
+        "/chat/completions",
+        b"{}",
+        {"X-A": "1\r\nX-B: 2"},
+        stream=False,
+        first_byte_timeout=1,
+        total_timeout=2,
+    )
+    assert isinstance(outcome, Failed) and outcome.kind is Failure.NOT_SENT
+    assert outcome.detail.startswith("request not sent: header 'X-A' holds a line break")
+    assert not outcome.kind.reached_upstream and not outcome.kind.upstream_unhealthy
+    assert server.connections == 0 and pool.in_use == 0
     pool.close()
