@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: install the tools (once), then run the side-by-side benchmark.
 # Writes bench/results/latest.md and bench/results/latest.json; raw logs go to
-# bench/results/raw/ (git-ignored).  Extra arguments go to bench/harness.py
+# bench/results/raw/ (git-ignored).  Extra arguments go to the harness, bench/harness/
 # (e.g. `bash bench/run.sh --reps 1 --duration 1` for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +31,4 @@ trap cleanup EXIT
 bash bench/setup.sh
 # 1,000 open connections need more than the default 1,024 descriptors in the holder and the proxies
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-.venv/bin/python bench/harness.py "$@"
+.venv/bin/python -m bench.harness "$@"
