@@ -6,7 +6,7 @@ pass-through (bench/bare_proxy.py: one pooled ClientSession, no routing) and
 two ``modelroute proxy`` processes (bench/routes.yaml: 3-target route, budget,
 metrics, tracing on and exporting OTLP/HTTP to bench/otlp_sink.py, as in
 ``make bench``) each take the same ``wrk`` load against the same fake
-upstream; the CPU each server process used (utime+stime from /proc, not wall
+upstream; the CPU each server process used (user + system time, through psutil, not wall
 time) is divided by the requests it answered:
 
 * ``sampled`` – tracing with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``
@@ -40,6 +40,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import free_port, server, wait_ready
@@ -54,7 +55,6 @@ ALL_SPANS_BOUND = 3.0  # modelroute exporting every span <= 3x bare's (was 3.8 b
 RUN_SECONDS = 2
 CONNECTIONS = 8
 UPSTREAM_LATENCY_MS = 5  # keeps both servers below saturation (<= 1,600 req/s at 8 connections)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
 _BODY_BYTES = json.dumps(BODY).encode()
 
@@ -66,20 +66,18 @@ def _pin(cpu: str) -> list[str]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and its children (SO_REUSEPORT workers, if any)."""
-    pids, total = {pid}, 0
-    with contextlib.suppress(OSError):
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    if int(stat[1]) == pid:
-                        pids.add(int(entry.name))
-    for p in pids:
-        with contextlib.suppress(OSError):
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
-    return total / CLK_TCK
+    """user + system CPU time of ``pid`` and its children (SO_REUSEPORT workers, if any)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children()]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _cpu_per_request(url: str, pid: int) -> tuple[float, int]:

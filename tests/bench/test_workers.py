@@ -16,7 +16,6 @@ connections; every process is stopped at the end (the proxy stops its workers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import socket
 import sys
@@ -26,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 
 from .conftest import free_port, server, wait_ready
@@ -41,19 +41,13 @@ NO_TRACING = {"OTEL_SDK_DISABLED": "true"}
 
 def _workers(pid: int) -> list[int]:
     """The proxy's process and its forked workers (direct children)."""
-    out = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    out.append(int(entry.name))
-    return out
+    return [pid, *(child.pid for child in psutil.Process(pid).children())]
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 async def _burst(url: str, n: int) -> list[int]:
@@ -101,19 +95,19 @@ def test_two_workers_share_the_port_and_only_worker_zero_serves_metrics(tmp_path
             time.sleep(0.1)
         pids = _workers(proxy.pid)
         assert len(pids) == 2, f"expected the proxy and one forked worker, found {pids}"
-        before = {p: _cpu_ticks(p) for p in pids}
+        before = {p: _cpu_seconds(p) for p in pids}
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
             counted_before = _requests_counted(resp.read().decode())
 
         statuses = asyncio.run(_burst(f"http://127.0.0.1:{api}{CHAT}", REQUESTS))
 
-        used = {p: _cpu_ticks(p) - before[p] for p in pids}
+        used = {p: _cpu_seconds(p) - before[p] for p in pids}
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
             counted = _requests_counted(resp.read().decode()) - counted_before
 
     assert statuses.count(200) == REQUESTS, f"not every request was answered: {statuses}"
     # both processes did work: SO_REUSEPORT spread the connections
-    assert all(ticks > 0 for ticks in used.values()), f"CPU ticks per worker: {used}"
+    assert all(cpu > 0 for cpu in used.values()), f"CPU seconds per worker: {used}"
     # worker 0's registry saw some of the burst, never all of it: the others count elsewhere
     assert 0 < counted < REQUESTS, (
         f"/metrics counted {counted} of {REQUESTS} requests; worker 0 alone should see a share"
