@@ -8,6 +8,7 @@ CRD schemas are generated from it.
 from .base import API_GROUP, API_VERSION, GROUP_VERSION, ObjectMeta, SpecModel
 from .catalogue import BUILTIN_BY_NAME, BUILTIN_CATALOGUE, Capability, CatalogueModel
 from .classifier import ClassifierSpec
+from .endpoint_health import HealthCheck, HttpProbe, OutlierDetection
 from .loader import Resource, ResourceSet, load_files, load_text, parse_manifest, parse_manifests
 from .policy import Ejection, FailoverPolicy, FailoverPolicySpec, LabelSelector, Rollout
 from .problems import Problem, Reason, Severity
@@ -55,12 +56,15 @@ __all__ = [
     "FailoverPolicy",
     "FailoverPolicySpec",
     "FailureKind",
+    "HealthCheck",
     "Hedge",
+    "HttpProbe",
     "LabelSelector",
     "Mirror",
     "ModelProvider",
     "ModelRoute",
     "ObjectMeta",
+    "OutlierDetection",
     "Problem",
     "ProviderSpec",
     "ProxyCredentials",

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import ObjectMeta, SpecModel
+from .endpoint_health import HealthCheck, OutlierDetection
 
 
 class LabelSelectorRequirement(SpecModel):
@@ -92,6 +93,16 @@ class FailoverPolicySpec(SpecModel):
     region_preference: tuple[str, ...] = Field(min_length=1, alias="regionPreference")
     ejection: Ejection = Field(default_factory=Ejection)
     failback_delay_seconds: float = Field(default=60, ge=0, le=86_400, alias="failbackDelaySeconds")
+    outlier_detection: OutlierDetection = Field(
+        default_factory=OutlierDetection,
+        alias="outlierDetection",
+        description="Per endpoint: eject after consecutive connect failures, for every route.",
+    )
+    health_check: HealthCheck = Field(
+        default_factory=HealthCheck,
+        alias="healthCheck",
+        description="Per endpoint: active probes; a ModelProvider's healthCheck overrides fields.",
+    )
     rollout: Rollout = Field(default_factory=Rollout)
     priority: int = Field(
         default=0, description="When several policies select a namespace, the highest wins."

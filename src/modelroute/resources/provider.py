@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import ObjectMeta, SpecModel
 from .catalogue import CatalogueModel
 from .egress_rules import forbidden_host
+from .endpoint_health import HealthCheck
 
 
 class Endpoint(SpecModel):
@@ -155,6 +156,12 @@ class ProviderSpec(SpecModel):
     egress: Egress | None = Field(
         default=None,
         description="Omit to follow the sidecar's HTTPS_PROXY/HTTP_PROXY/NO_PROXY environment.",
+    )
+    health_check: HealthCheck | None = Field(
+        default=None,
+        alias="healthCheck",
+        description="Probes of this provider's endpoints: the fields set here override the "
+        "FailoverPolicy's (e.g. `http: {path: /models}`).",
     )
 
     @model_validator(mode="after")

@@ -28,8 +28,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .endpoints import EndpointHealth
 from .explain import describe_live
 from .health import CircuitState
+from .keys import split_endpoint
 from .metrics import render
 from .server import Proxy
 
@@ -60,7 +62,17 @@ def _explain_handler(proxy: Proxy) -> Callable[[web.Request], Awaitable[web.Resp
         except ValueError:
             return _json({"error": {"message": "n must be an integer"}}, status=400)
         recent = list(proxy.dispatcher.recent)[-n:]
-        return _json({"requests": [describe_live(r.record, r.plan) for r in reversed(recent)]})
+        now = time.monotonic()
+        return _json(
+            {
+                "requests": [describe_live(r.record, r.plan) for r in reversed(recent)],
+                # why a candidate was dropped as endpoint_ejected, in full
+                "endpoints": [
+                    endpoint_status(key, e, now)
+                    for key, e in sorted(proxy.health.endpoints.endpoints.items())
+                ],
+            }
+        )
 
     return explain
 
@@ -149,12 +161,16 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
         }
         for key, state in sorted(proxy.health.regions.items())
     ]
+    endpoints = [
+        endpoint_status(key, e, now) for key, e in sorted(proxy.health.endpoints.endpoints.items())
+    ]
     holds = {k: round(v - now, 3) for k, v in proxy.health.holds.items() if v > now}
     return {
         "table": table,
         "health": health,
         "circuits": circuits,
         "regions": regions,
+        "endpoints": endpoints,
         "retryAfterHolds": holds,
         "budgets": {
             "shared": proxy.budgets.redis_connected,
@@ -174,6 +190,34 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
             ],
         },
         "uptimeSeconds": round(time.time() - proxy.started_at, 3),
+    }
+
+
+def endpoint_status(key: str, e: EndpointHealth, now: float) -> dict[str, Any]:
+    """One endpoint on ``/status``: in rotation or not, and why (endpoints.py)."""
+    e.settle(now)
+    provider, region = split_endpoint(key)
+    return {
+        "endpoint": key,
+        "provider": provider,
+        "region": region,
+        "state": "ejected" if e.ejected else "healthy",
+        "reason": e.reason,
+        "ejections": e.ejections,
+        "ejectedForSeconds": round(max(0.0, e.ejected_until - now), 3) if e.ejected else 0.0,
+        "consecutiveFailures": e.consecutive,
+        "lastError": str(e.last_error) if e.last_error else None,
+        "lastErrorDetail": e.last_error_detail or None,
+        "lastErrorSecondsAgo": (
+            round(now - e.last_error_at, 3) if e.last_error_at is not None else None
+        ),
+        "probed": e.probed and e.settings.check.enabled,
+        "probes": e.probes,
+        "probeFailures": e.probe_errors,
+        "probeSuccessesInARow": e.probe_successes,
+        "nextProbeInSeconds": (
+            round(max(0.0, e.next_probe_at - now), 3) if e.probed and not e.probing else None
+        ),
     }
 
 

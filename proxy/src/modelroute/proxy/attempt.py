@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .endpoints import ErrorKind
 from .outcomes import Failure
 from .router import Candidate
 from .scrub import NO_SECRETS, Scrubber
@@ -65,6 +66,9 @@ class Failed:
     body: bytes = b""  # the upstream's own error body (passed through for client errors)
     headers: dict[str, str] = field(default_factory=dict)  # its x-ratelimit-* etc. (passthrough)
     content_type: str = "application/json"
+    # a local-origin failure: the network refused or swallowed the connect, a fact about the
+    # endpoint that its outlier detection counts (endpoints.py); None for everything else
+    local_origin: ErrorKind | None = None
 
 
 Outcome = Ready | Failed
@@ -262,15 +266,27 @@ async def _send(
                 f"no free connection to provider {provider.name!r} after {waited * 1000:.0f} ms: "
                 f"all {provider.max_connections} are busy (raise its maxConnections)",
             )
+        if not pool_wait.connected:  # the connect itself had not completed: a black hole
+            return Failed(
+                candidate,
+                Failure.TIMEOUT,
+                f"no connection after {waited * 1000:.0f} ms",
+                local_origin=ErrorKind.CONNECT_TIMEOUT,
+            )
         return Failed(candidate, Failure.TIMEOUT, f"no first byte after {waited * 1000:.0f} ms")
     except ConnectFailed as exc:
-        return Failed(candidate, Failure.CONNECT, str(exc)[:200])
+        local = None
+        if exc.network:
+            local = ErrorKind.CONNECT_TIMEOUT if exc.timed_out else ErrorKind.CONNECT_REFUSED
+        return Failed(candidate, Failure.CONNECT, str(exc)[:200], local_origin=local)
     except RequestNotSent as exc:  # a base URL or header the client refuses to put on the wire
         # our configuration's fault, not the upstream's: its health is not in question
         return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])
     except Disconnected as exc:  # before the headers: nothing answered; after: a broken answer
-        if response is None:
-            return Failed(candidate, Failure.CONNECT, str(exc)[:200])
+        if response is None:  # reset or closed before any answer: as good as refused
+            return Failed(
+                candidate, Failure.CONNECT, str(exc)[:200], local_origin=ErrorKind.CONNECT_REFUSED
+            )
         return Failed(candidate, Failure.INVALID_RESPONSE, f"broken body: {exc}"[:200], 200)
     except UpstreamError as exc:  # BadResponse: bytes that aren't an answer we can follow
         status = response.status if response is not None else None

@@ -18,8 +18,10 @@ from modelroute.resources import (
     BUILTIN_BY_NAME,
     CatalogueModel,
     FailoverPolicy,
+    HealthCheck,
     ModelProvider,
     ModelRoute,
+    OutlierDetection,
     Problem,
     Reason,
     ResourceSet,
@@ -152,6 +154,14 @@ class _Compiler:
                     ),
                     connect_timeout_ms=provider.spec.connect_timeout_ms,
                     max_connections=provider.spec.max_connections,
+                    outlier_detection=(
+                        self.failover.spec.outlier_detection
+                        if self.failover
+                        else OutlierDetection()
+                    ),
+                    health_check=(
+                        self.failover.spec.health_check if self.failover else HealthCheck()
+                    ).merged(provider.spec.health_check),
                     **_egress(provider),
                 )
             )

@@ -22,6 +22,7 @@ from ddsketch import DDSketch
 from modelroute.resources import CircuitBreaker as BreakerConfig
 from modelroute.resources import Ejection
 
+from .endpoints import EndpointBook
 from .keys import endpoint_key
 
 # ---------------------------------------------------------------------------------------
@@ -356,8 +357,8 @@ class HealthBook:
     """All live health state of one sidecar, surviving table reloads for keys that still exist.
 
     Breakers are per route and candidate (their thresholds are a route
-    setting); Retry-After holds, latency and region health are shared by every
-    route, since they describe the upstream, not the route.
+    setting); Retry-After holds, latency, region and endpoint health are shared
+    by every route, since they describe the upstream, not the route.
     """
 
     def __init__(self) -> None:
@@ -366,6 +367,8 @@ class HealthBook:
         self.latency: dict[str, LatencyTracker] = {}
         self.ttft: dict[str, LatencyTracker] = {}
         self.regions: dict[str, RegionHealth] = {}
+        # per endpoint (provider@region): outlier ejection on connect failures, probe verdicts
+        self.endpoints = EndpointBook()
         self.budgets: dict[str, RetryBudget] = {}
         self.hedge_losses: dict[str, int] = {}  # candidate → hedges lost since its last answer
         # candidate → (when it last failed, whether that failure was slow: a timeout), the

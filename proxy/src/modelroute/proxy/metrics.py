@@ -398,6 +398,7 @@ class StateCollector(Collector):
         try:
             yield from self._circuits()
             yield from self._regions()
+            yield from self._endpoints()
             yield from self._budgets()
             yield from self._pools()
             yield from self._table()
@@ -426,6 +427,34 @@ class StateCollector(Collector):
             provider, region = split_endpoint(key)
             family.add_metric([provider, region], 0 if health.ejected_at is None else 1)
         return [family]
+
+    def _endpoints(self) -> Iterable[Metric]:
+        """Per endpoint (provider × region, never a URL): in rotation, ejections, probe results."""
+        ejected = GaugeMetricFamily(
+            "modelroute_endpoint_ejected",
+            "1 while an endpoint (a provider's base URL in one region) is ejected for "
+            "connect failures or failed probes, for every route and model using it.",
+            labels=("provider", "region"),
+        )
+        ejections = CounterMetricFamily(
+            "modelroute_endpoint_ejections",
+            "Times an endpoint was ejected (outlier detection or probes).",
+            labels=("provider", "region"),
+        )
+        probes = CounterMetricFamily(
+            "modelroute_endpoint_probes",
+            "Active health probes of an endpoint, by result.",
+            labels=("provider", "region", "result"),
+        )
+        now = self.clock()
+        for key, e in list(self.health.endpoints.endpoints.items()):
+            provider, region = split_endpoint(key)
+            e.settle(now)
+            ejected.add_metric([provider, region], 1 if e.ejected else 0)
+            ejections.add_metric([provider, region], e.ejections)
+            probes.add_metric([provider, region, "ok"], e.probes - e.probe_errors)
+            probes.add_metric([provider, region, "failed"], e.probe_errors)
+        return [ejected, ejections, probes]
 
     def _budgets(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(

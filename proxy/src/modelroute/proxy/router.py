@@ -23,6 +23,7 @@ Order of a plan (the brief's request path):
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +46,16 @@ class DropReason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     RATE_LIMITED = "rate_limited"
     REGION_EJECTED = "region_ejected"
+    ENDPOINT_EJECTED = "endpoint_ejected"
 
     @property
     def is_health(self) -> bool:
-        return self in (DropReason.CIRCUIT_OPEN, DropReason.RATE_LIMITED, DropReason.REGION_EJECTED)
+        return self in (
+            DropReason.CIRCUIT_OPEN,
+            DropReason.RATE_LIMITED,
+            DropReason.REGION_EJECTED,
+            DropReason.ENDPOINT_EJECTED,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +253,13 @@ class _TargetShape:
         self.tkey = target.key
         self.caps = frozenset(target.capabilities)
         self.provider = table.provider(target.provider)
-        # (region, candidate key, base URL) in failover order
+        # (region, candidate key, base URL, endpoint key) in failover order
         self.slots = tuple(
             (
                 region,
                 candidate_key(target.provider, target.model, region),
                 self.provider.endpoint(region).base_url,
+                endpoint_key(target.provider, region),
             )
             for region in target.regions
         )
@@ -278,12 +286,16 @@ class _RouteShape:
         self.tier_notes = {t.tier: f"tier {t.tier}" for t in route.targets}
         self.candidates: dict[tuple[int, str, str], Candidate] = {}
 
-    def candidate(self, shape: _TargetShape, slot: tuple[str, str, str], note: str) -> Candidate:
-        region, key, base_url = slot
+    def candidate(
+        self, shape: _TargetShape, slot: tuple[str, str, str, str], note: str
+    ) -> Candidate:
+        region, key, base_url, endpoint = slot
         memo = (id(shape), region, note)
         found = self.candidates.get(memo)
         if found is None:
-            found = Candidate(shape.target, shape.provider, region, base_url, key, note, shape.tkey)
+            found = Candidate(
+                shape.target, shape.provider, region, base_url, key, note, shape.tkey, endpoint
+            )
             if len(self.candidates) < _MEMO_LIMIT:  # notes with live figures vary: stay bounded
                 self.candidates[memo] = found
         return found
@@ -359,7 +371,7 @@ def plan(
         ts = shape.by_target[id(target)]
         for slot in ts.slots:
             cand = shape.candidate(ts, slot, note)
-            reason = _health_drop(route, target, slot[0], slot[1], health, now)
+            reason = _health_drop(route, target, slot, health, now)
             if reason is None:
                 result.candidates.append(cand)
             else:
@@ -404,6 +416,11 @@ def panic_rank(
     breaker = health.breaker(route.name, cand.key, route.circuit_breaker)
     probing = breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.probe_in_flight
     failed_at, slow = health.last_failure(cand.key)
+    endpoint = health.endpoints.get(cand.endpoint)
+    # a later probe failure, or another model's failed connect, there: the fresher evidence
+    if endpoint is not None and (endpoint.last_error_at or -math.inf) > failed_at:
+        assert endpoint.last_error_at is not None
+        failed_at, slow = endpoint.last_error_at, endpoint.last_error_slow
     return hold, probing, slow, failed_at
 
 
@@ -413,11 +430,20 @@ _DOWNGRADE_NOTE = "budget downgrade: cheapest capable target first"
 def _health_drop(
     route: CompiledRoute,
     target: CompiledTarget,
-    region: str,
-    key: str,
+    slot: tuple[str, str, str, str],
     health: HealthBook,
     now: float,
 ) -> Dropped | None:
+    region, key, _, endpoint_key = slot
+    endpoint = health.endpoints.get(endpoint_key)
+    if endpoint is not None and not endpoint.available(now):
+        return Dropped(
+            target.key,
+            region,
+            DropReason.ENDPOINT_EJECTED,
+            f"endpoint {endpoint_key}: {endpoint.reason or 'ejected'}; "
+            f"back after {max(0.0, endpoint.ejected_until - now):.1f}s at the earliest",
+        )
     until = health.held_until(key)
     if until > now:
         return Dropped(

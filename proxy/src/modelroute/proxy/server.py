@@ -29,6 +29,7 @@ from . import errors
 from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
+from .endpoints import endpoints_in, settings_of
 from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
 from .followups import FollowUps
 from .health import HealthBook, RollingCounts
@@ -200,6 +201,11 @@ class Proxy:
         self.health.configure(
             failover.ejection if failover else None,
             failover.failback_delay_seconds if failover else 60.0,
+        )
+        self.health.endpoints.configure(
+            ((key, settings_of(provider)) for key, (provider, _) in endpoints_in(table).items()),
+            time.monotonic(),
+            self.dispatcher.rng,
         )
         self.health.forget_routes_except({r.name for r in table.routes})
         targets = {t.key for r in table.routes for t in r.targets}

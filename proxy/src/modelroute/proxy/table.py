@@ -31,7 +31,9 @@ from modelroute.resources import (
     CircuitBreaker,
     ClassifierSpec,
     Ejection,
+    HealthCheck,
     Hedge,
+    OutlierDetection,
     Retry,
     SecretKeyRef,
     Sticky,
@@ -82,6 +84,10 @@ class CompiledProvider(_TableModel):
     # ``direct``, a forward proxy's http:// URL, or None: the sidecar's environment decides
     egress_proxy: str | None = None
     egress_proxy_credentials: KeySource | None = None
+    # per endpoint (this provider in one region): the FailoverPolicy's settings, with the
+    # provider's own healthCheck fields on top (compiler.py)
+    outlier_detection: OutlierDetection = Field(default_factory=OutlierDetection)
+    health_check: HealthCheck = Field(default_factory=HealthCheck)
 
     def endpoint(self, region: str) -> CompiledEndpoint:
         for ep in self.endpoints:

@@ -339,6 +339,9 @@ class AttemptLoop(Commit):
         region = health.region(cand.target.provider, cand.region)
         if region is not None:
             region.record(True, ready.ttfb, now)
+        endpoint = health.endpoints.get(cand.endpoint)
+        if endpoint is not None:
+            endpoint.answered(now)
         health.target_ttft(cand.target_key).add(ready.ttfb, now)
         if not self.features.stream:
             health.target_latency(cand.target_key).add(ready.ttfb, now)
@@ -363,6 +366,14 @@ class AttemptLoop(Commit):
             self._release_probe(cand.key, breaker)
             if region is not None:
                 region.release()
+        endpoint = health.endpoints.get(cand.endpoint)
+        if endpoint is not None:  # shared by every route and model there (endpoints.py)
+            if failed.local_origin is not None:
+                endpoint.local_failure(failed.local_origin, failed.detail, now)
+            elif failed.status is not None:
+                endpoint.answered(now)
+            elif failed.kind is Failure.TIMEOUT:  # connected, then silence: probe it now
+                endpoint.suspect(now)
         if failed.retry_after is not None and failed.kind in (
             Failure.RATE_LIMITED,
             Failure.SERVER_ERROR,

@@ -69,13 +69,16 @@ def next_candidate(
             continue
         if health.held_until(cand.key) > now and n > 1:
             continue
-        # a circuit that opened during this request (maybe by this very request's
-        # failures) is skipped on retries too, while another candidate is left
-        if n > 1 and not health.breaker(route.name, cand.key, route.circuit_breaker).available(now):
+        # a circuit that opened (or an endpoint ejected) during this request, maybe by this
+        # very request's failures, is skipped on retries too, while another candidate is left
+        if n > 1 and not (
+            health.endpoints.available(cand.endpoint, now)
+            and health.breaker(route.name, cand.key, route.circuit_breaker).available(now)
+        ):
             continue
         return cand, index + step + 1
-    # every free candidate held or behind an open circuit: the same "panic" as plan()'s,
-    # a sick upstream is a better bet than a certain error
+    # every free candidate held, ejected or behind an open circuit: the same "panic" as
+    # plan()'s, a sick upstream is a better bet than a certain error
     free = [c for c in candidates if c.key not in busy]
     if not free:
         return None, index

@@ -71,7 +71,8 @@ async def open_connection(
         if isinstance(exc, TimeoutError):
             raise ConnectFailed(
                 f"no connection to {origin.host}:{origin.port}{_via(proxy)} "
-                f"within {connect_timeout * 1000:.0f} ms"
+                f"within {connect_timeout * 1000:.0f} ms",
+                timed_out=True,
             ) from None
         if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS, tunnel refused
             raise ConnectFailed(

@@ -109,7 +109,7 @@ class ConnectionPool:
                 try:
                     auth = proxy.authorization()
                 except OSError as exc:  # its credentials can't be read: nothing is sent
-                    raise ConnectFailed(str(exc)) from None
+                    raise ConnectFailed(str(exc), network=False) from None
                 except ValueError as exc:  # ... or can't be encoded
                     raise RequestNotSent(str(exc)) from None
                 via = encode_headers({"Proxy-Authorization": auth}) if auth else b""
@@ -148,7 +148,9 @@ class ConnectionPool:
 
     async def _acquire(self, origin: Origin) -> HTTP11Connection:
         if self._closed:
-            raise ConnectFailed("the sidecar is shutting down its upstream connections")
+            raise ConnectFailed(
+                "the sidecar is shutting down its upstream connections", network=False
+            )
         if self.full():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -238,4 +240,6 @@ class ConnectionPool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ConnectFailed("the sidecar closed its upstream connections"))
+                waiter.set_exception(
+                    ConnectFailed("the sidecar closed its upstream connections", network=False)
+                )

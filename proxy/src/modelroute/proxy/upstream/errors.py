@@ -30,7 +30,19 @@ class RequestNotSent(UpstreamError, ValueError):
 
 
 class ConnectFailed(UpstreamError):
-    """No connection was made; the request was never sent."""
+    """No connection was made; the request was never sent.
+
+    ``network`` says the network refused (refused, reset, DNS, TLS, a
+    timeout): a fact about the endpoint that its outlier detection counts
+    (``endpoints.py``).  False when the sidecar itself declined – shutting
+    down, no proxy credentials to read.  ``timed_out``: the connect did not
+    complete within the provider's connect timeout (a black hole, not a refusal).
+    """
+
+    def __init__(self, message: str, *, network: bool = True, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.network = network
+        self.timed_out = timed_out
 
 
 class Disconnected(UpstreamError):
