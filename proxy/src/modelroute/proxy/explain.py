@@ -41,6 +41,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -84,6 +85,16 @@ DEFAULT_OUTPUT_TOKENS = 1000
 DEFAULT_SEED = 0
 """Seed of the weighted order ``modelroute explain`` draws (fixed: the output repeats)."""
 
+
+class TokensFrom(StrEnum):
+    """Where the estimate's output tokens come from (``cost.outputTokensFrom``)."""
+
+    MAX_COMPLETION_TOKENS = "max_completion_tokens"
+    MAX_TOKENS = "max_tokens"
+    DEFAULT = "default"  # the request sets neither: DEFAULT_OUTPUT_TOKENS
+    EMBEDDINGS = "embeddings"  # no output tokens at all
+
+
 # ---------------------------------------------------------------------------------------
 # explain
 
@@ -97,7 +108,7 @@ class Explanation:
     requested_model: str | None = None
     features: RequestFeatures | None = None
     output_tokens: int = 0
-    output_tokens_from: str = "default"  # max_completion_tokens | max_tokens | default | embeddings
+    output_tokens_from: TokensFrom = TokensFrom.DEFAULT
     route: CompiledRoute | None = None
     classified_by: str | None = None
     category: str | None = None
@@ -312,10 +323,10 @@ class Explanation:
 
     def _cost_text(self) -> list[str]:
         source = {
-            "max_completion_tokens": "max_completion_tokens",
-            "max_tokens": "max_tokens",
-            "default": f"max_tokens not set: the default {DEFAULT_OUTPUT_TOKENS:,}",
-            "embeddings": "embeddings produce no output tokens",
+            TokensFrom.MAX_COMPLETION_TOKENS: "max_completion_tokens",
+            TokensFrom.MAX_TOKENS: "max_tokens",
+            TokensFrom.DEFAULT: f"max_tokens not set: the default {DEFAULT_OUTPUT_TOKENS:,}",
+            TokensFrom.EMBEDDINGS: "embeddings produce no output tokens",
         }[self.output_tokens_from]
         lines = [f"estimate: {self.output_tokens:,} output tokens ({source}), at catalogue prices"]
         first = self._first()
@@ -352,14 +363,18 @@ class Explanation:
         return lines
 
 
-def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[int, str]:
+def _output_tokens(body: Mapping[str, Any], features: RequestFeatures) -> tuple[int, TokensFrom]:
     if features.endpoint is Endpoint.EMBEDDINGS:
-        return 0, "embeddings"
+        return 0, TokensFrom.EMBEDDINGS
     if features.max_output_tokens:
         # extract_features reads max_completion_tokens first, as the proxy does.
-        source = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        source = (
+            TokensFrom.MAX_COMPLETION_TOKENS
+            if body.get("max_completion_tokens")
+            else TokensFrom.MAX_TOKENS
+        )
         return features.max_output_tokens, source
-    return DEFAULT_OUTPUT_TOKENS, "default"
+    return DEFAULT_OUTPUT_TOKENS, TokensFrom.DEFAULT
 
 
 def explain(

@@ -24,6 +24,7 @@ Pure functions of the request record: no OpenTelemetry here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 from .events import RequestRecord
 from .outcomes import AttemptEnd, RequestOutcome
@@ -54,23 +55,35 @@ def tail_ratio_from_env(environ: Mapping[str, str]) -> float | None:
     return ratio
 
 
-def why_keep(record: RequestRecord) -> str | None:
+class KeepReason(StrEnum):
+    """Why a trace was kept: the span attribute ``modelroute.trace.kept``."""
+
+    ERROR = "error"
+    FAILOVER = "failover"
+    HEDGE = "hedge"
+    BUDGET = "budget"
+    LATENCY = "latency"
+    PARENT = "parent"  # the app's traceparent was sampled
+    RATIO = "ratio"  # one of the ordinary traces the ratio keeps
+
+
+def why_keep(record: RequestRecord) -> KeepReason | None:
     """Why this request's trace matters (the first reason that applies), or None."""
     if record.outcome != RequestOutcome.OK:
-        return "error"
+        return KeepReason.ERROR
     attempts = record.attempts
     if len(attempts) > 1 or record.fallback or record.extra.get("skipped_reason"):
-        return "hedge" if any(a.hedge for a in attempts) else "failover"
+        return KeepReason.HEDGE if any(a.hedge for a in attempts) else KeepReason.FAILOVER
     for attempt in attempts:
         if attempt.hedge:
-            return "hedge"
+            return KeepReason.HEDGE
         if attempt.result != AttemptEnd.OK:
-            return "failover"
+            return KeepReason.FAILOVER
     if record.budget_action is not None:
-        return "budget"
+        return KeepReason.BUDGET
     budget = record.latency_budget
     if budget is not None and record.duration > budget:
-        return "latency"
+        return KeepReason.LATENCY
     return None
 
 
@@ -82,13 +95,15 @@ class TailSampler:
         # as TraceIdRatioBased: keep when the trace id's low 64 bits fall under the bound
         self._bound = round(ratio * (1 << 64))
 
-    def decide(self, record: RequestRecord, trace_id: int, parent_sampled: bool) -> str | None:
+    def decide(
+        self, record: RequestRecord, trace_id: int, parent_sampled: bool
+    ) -> KeepReason | None:
         """The reason the trace is kept (``error``, ``failover``, …, ``parent``, ``ratio``) or None."""
         reason = why_keep(record)
         if reason is not None:
             return reason
         if parent_sampled:
-            return "parent"
+            return KeepReason.PARENT
         if trace_id & _ID_MASK < self._bound:
-            return "ratio"
+            return KeepReason.RATIO
         return None
