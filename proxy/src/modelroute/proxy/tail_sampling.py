@@ -3,7 +3,7 @@
 Head sampling (``OTEL_TRACES_SAMPLER``) decides before anything happened, so at
 1 % it loses 99 % of the failovers, hedges and errors too – the traces a person
 opens.  The sidecar builds a request's spans only when the request has ended
-(``tracing.TracingObserver``), so it can decide then, knowing the outcome, at no
+(``tracing_spans.TracingObserver``), so it can decide then, knowing the outcome, at no
 extra cost: with ``MODELROUTE_TRACES_TAIL_RATIO=0.01`` it exports every request
 that
 

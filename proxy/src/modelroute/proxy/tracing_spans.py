@@ -1,0 +1,315 @@
+"""Spans from a finished request's record, under the OpenTelemetry SDK's contract.
+
+:class:`TracingObserver` is the :class:`~.events.Observer` that builds them;
+what each span says is :mod:`.tracing_attributes`, how tracing is switched on
+and exported :mod:`.tracing`.  OpenTelemetry is imported only when an
+observer is made, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import tracing_attributes as attrs
+from .events import AttemptRecord, RequestRecord, ShadowRecord
+from .tail_sampling import TailSampler
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+
+
+class TracingObserver:
+    """The :class:`~.events.Observer` that turns a finished request's record into its spans.
+
+    Nothing is built while the request runs: ``request_started`` keeps the
+    propagation headers the request carried, ``attempt_finished`` marks the
+    attempt finished, and ``request_finished`` builds the SERVER span and one
+    CLIENT span per attempt from the record, with the times the record holds
+    (no clock read, no span object kept open, no attribute set one call at a
+    time).  The spans and their attributes are the same as a live span would
+    have had; what this saves is the SDK's per-span bookkeeping (a lock per span,
+    every attribute validated on every ``set_attributes``), which with every span
+    exported cost more than the request's own routing.
+
+    The SDK's contract holds on both paths: the parent context comes from the
+    configured propagators (``OTEL_PROPAGATORS``), trace and span ids from the
+    provider's id generator, the decision from the provider's sampler
+    (``OTEL_TRACES_SAMPLER``, asked once per span as the SDK does), the
+    resource from the provider (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``
+    and the resource detectors), span limits from ``OTEL_SPAN_*``/``OTEL_ATTRIBUTE_*``.
+
+    * With ``processors`` (what :func:`tracing_from_env` passes: the batch span
+      processors it made), finished spans are handed to them as ``ReadableSpan``
+      directly.
+    * Without (a provider built elsewhere, whose processors this can't see), each
+      span goes through the provider's tracer, started and ended with the record's
+      times: every processor of that provider sees it, ``on_start`` included.
+
+    ``tail`` (``MODELROUTE_TRACES_TAIL_RATIO``) replaces the head sampler with a
+    decision taken at the end (:mod:`.tail_sampling`).
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        processors: Sequence[SpanProcessor] | None = None,
+        tail: TailSampler | None = None,
+    ) -> None:
+        from opentelemetry import propagate, trace
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
+        from opentelemetry.sdk.trace.sampling import Decision
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import (
+            NonRecordingSpan,
+            SpanContext,
+            SpanKind,
+            Status,
+            StatusCode,
+            TraceFlags,
+        )
+
+        if tail is not None and processors is None:
+            raise ValueError("tail decisions need the span processors to hand kept spans to")
+        self.provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("modelroute.proxy")
+        self.processors = tuple(processors) if processors is not None else None
+        self.tail = tail
+        self._extract = propagate.extract
+        # the header names the configured propagators read (OTEL_PROPAGATORS): a request
+        # carrying none of them starts a new trace without running the propagators
+        self._carrier_fields = tuple(propagate.get_global_textmap().fields)
+        self._get_span = trace.get_current_span
+        self._in_context = trace.set_span_in_context
+        self._non_recording = NonRecordingSpan
+        self._span_context = SpanContext
+        self._readable = ReadableSpan
+        self._scope = InstrumentationScope("modelroute.proxy")
+        self._server = SpanKind.SERVER
+        self._client = SpanKind.CLIENT
+        self._unset = Status(StatusCode.UNSET)
+        self._status = Status
+        self._code_error = StatusCode.ERROR
+        self._drop, self._keep = Decision.DROP, Decision.RECORD_AND_SAMPLE
+        # the samplers OTEL_TRACES_SAMPLER names decide a child of a local sampled span as
+        # its parent was decided (parent-based: always on; ratio: the same trace id), with
+        # the parent's trace state: for them, the children are not asked again
+        from opentelemetry.sdk.trace import sampling
+
+        sampler = tracer_provider.sampler
+        self._children_follow = sampler in (
+            sampling.ALWAYS_ON,
+            sampling.ALWAYS_OFF,
+            sampling.DEFAULT_ON,
+            sampling.DEFAULT_OFF,
+        ) or type(sampler) in (sampling.TraceIdRatioBased, sampling.ParentBasedTraceIdRatio)
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._not_sampled = TraceFlags(TraceFlags.DEFAULT)
+        self._flags = TraceFlags
+        self._random_flag = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+        ids = getattr(tracer_provider, "id_generator", None)
+        if ids is None:
+            from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+            ids = RandomIdGenerator()
+        self._ids = ids
+        is_random = getattr(ids, "is_trace_id_random", None)
+        self._random_ids = bool(is_random()) if callable(is_random) else False
+        limits = SpanLimits()  # the OTEL_SPAN_* / OTEL_ATTRIBUTE_* variables, as the SDK reads them
+        count, length = limits.max_span_attributes, limits.max_span_attribute_length
+        # our spans carry at most ~25 attributes of bounded size: only a stricter user limit
+        # needs the SDK's bounded (validating, dearer) attribute mapping
+        self._bounded: Callable[[dict[str, Any]], Any] | None = None
+        if length is not None or (count is not None and count < 32):
+            self._bounded = lambda attrs: BoundedAttributes(
+                count, attrs, immutable=False, max_value_len=length
+            )
+
+    # -- Observer protocol ------------------------------------------------------------
+
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        for name in self._carrier_fields:
+            if name in headers:
+                # what the propagators read (W3C traceparent/tracestate, OTEL_PROPAGATORS)
+                record.span = {k: headers[k] for k in self._carrier_fields if k in headers}
+                return
+
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        pass  # its start is attempt.started; the span is built when the request ends
+
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        attempt.span = True  # finished by the dispatcher (status code, verdict): see _attempt
+
+    def request_finished(self, record: RequestRecord) -> None:
+        carrier = record.span
+        record.span = None
+        parent = self._extract(carrier) if carrier else None
+        if self.processors is None:
+            self._through_tracer(record, parent)
+            return
+        parent_sc = self._get_span(parent).get_span_context() if parent is not None else None
+        if parent_sc is not None and not parent_sc.is_valid:
+            parent_sc = None
+        trace_id = parent_sc.trace_id if parent_sc is not None else self._ids.generate_trace_id()
+        name = f"{record.operation} {record.requested_model}"
+        start_attrs = attrs.server_start(record)
+        keep_reason: str | None = None
+        if self.tail is not None:
+            sampled_parent = parent_sc is not None and parent_sc.trace_flags.sampled
+            keep_reason = self.tail.decide(record, trace_id, sampled_parent)
+            if keep_reason is None:
+                return
+            attributes: dict[str, Any] = dict(start_attrs)
+            attributes["modelroute.trace.kept"] = keep_reason
+            flags = self._sampled
+            state = parent_sc.trace_state if parent_sc is not None else None
+        else:
+            result = self.provider.sampler.should_sample(
+                parent, trace_id, name, self._server, start_attrs, None
+            )
+            if result.decision is self._drop:
+                return
+            attributes = dict(result.attributes) if result.attributes else {}
+            flags = self._sampled if result.decision is self._keep else self._not_sampled
+            state = result.trace_state
+        if parent_sc is None:
+            random_id = self._random_ids
+        else:
+            random_id = bool(getattr(parent_sc.trace_flags, "random_trace_id", False))
+        if random_id and self._random_flag:
+            flags = self._flags(flags | self._random_flag)
+        server_sc = self._span_context(trace_id, self._ids.generate_span_id(), False, flags, state)
+        start_ns = int(record.wall_started * 1e9)
+        end_ns = start_ns + int(record.duration * 1e9)
+        attributes.update(attrs.server_end(record))
+        server = self._span(
+            name, server_sc, parent_sc, self._server, attributes, self._server_status(record),
+            start_ns, end_ns,
+        )  # fmt: skip
+        spans = [server]
+        server_ctx = (
+            None
+            if self.tail is not None or self._children_follow
+            else self._in_context(self._non_recording(server_sc))
+        )
+        for attempt in record.attempts:
+            a_name = f"{record.operation} {attempt.upstream_model}"
+            a_start = attrs.attempt_start(record, attempt)
+            if server_ctx is None:  # decided as the SERVER span was (tail, or a standard sampler)
+                a_attrs: dict[str, Any] = a_start
+                a_flags, a_state = flags, state
+            else:
+                result = self.provider.sampler.should_sample(
+                    server_ctx, trace_id, a_name, self._client, a_start, None
+                )
+                if result.decision is self._drop:
+                    continue
+                a_attrs = dict(result.attributes) if result.attributes else {}
+                a_flags = self._sampled if result.decision is self._keep else self._not_sampled
+                if random_id and self._random_flag:
+                    a_flags = self._flags(a_flags | self._random_flag)
+                a_state = result.trace_state
+            status = self._attempt_end(record, attempt, a_attrs)
+            a_start_ns = start_ns + int((attempt.started - record.started) * 1e9)
+            a_end_ns = a_start_ns + int(attempt.duration * 1e9) if attempt.span is True else end_ns
+            a_sc = self._span_context(
+                trace_id, self._ids.generate_span_id(), False, a_flags, a_state
+            )
+            spans.append(
+                self._span(
+                    a_name, a_sc, server_sc, self._client, a_attrs, status, a_start_ns, a_end_ns
+                )
+            )
+        for processor in self.processors:
+            for span in spans:
+                processor.on_end(span)
+
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        pass  # shadows are measured in metrics; they are not part of the app's trace
+
+    # -- building -----------------------------------------------------------------------
+
+    def _span(
+        self,
+        name: str,
+        context: Any,
+        parent: Any,
+        kind: Any,
+        attributes: dict[str, Any],
+        status: Any,
+        start_ns: int,
+        end_ns: int,
+    ) -> ReadableSpan:
+        bounded = self._bounded
+        return self._readable(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self.provider.resource,
+            attributes=bounded(attributes) if bounded is not None else attributes,
+            kind=kind,
+            status=status,
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=self._scope,
+        )
+
+    def _through_tracer(self, record: RequestRecord, parent: Any) -> None:
+        """The same spans through ``provider``'s tracer, for a provider whose processors we don't hold."""
+        start_ns = int(record.wall_started * 1e9)
+        end_ns = start_ns + int(record.duration * 1e9)
+        server = self.tracer.start_span(
+            f"{record.operation} {record.requested_model}",
+            context=parent,
+            kind=self._server,
+            attributes=attrs.server_start(record),
+            start_time=start_ns,
+        )
+        if not server.is_recording():
+            # sampled out: every standard sampler decides the same for its children (same
+            # trace id, or follows the parent), so build nothing more
+            return
+        context = self._in_context(server)
+        for attempt in record.attempts:
+            a_start_ns = start_ns + int((attempt.started - record.started) * 1e9)
+            span = self.tracer.start_span(
+                f"{record.operation} {attempt.upstream_model}",
+                context=context,
+                kind=self._client,
+                attributes=attrs.attempt_start(record, attempt),
+                start_time=a_start_ns,
+            )
+            if span.is_recording():
+                attributes: dict[str, Any] = {}
+                status = self._attempt_end(record, attempt, attributes)
+                span.set_attributes(attributes)
+                if status is not self._unset:
+                    span.set_status(status)
+                done = attempt.span is True
+                span.end(end_time=a_start_ns + int(attempt.duration * 1e9) if done else end_ns)
+        server.set_attributes(attrs.server_end(record))
+        status = self._server_status(record)
+        if status is not self._unset:
+            server.set_status(status)
+        server.end(end_time=end_ns)
+
+    def _server_status(self, record: RequestRecord) -> Any:
+        error = attrs.server_error(record)
+        return self._unset if error is None else self._status(self._code_error, error)
+
+    def _attempt_end(
+        self, record: RequestRecord, attempt: AttemptRecord, attributes: dict[str, Any]
+    ) -> Any:
+        """The attempt's outcome into ``attributes``; returns its span status."""
+        error = attrs.attempt_end(record, attempt, attributes)
+        return self._unset if error is None else self._status(self._code_error, error)
+
+    def shutdown(self) -> None:
+        """Flush what is queued and stop exporting (blocking: call it off the event loop)."""
+        try:
+            self.provider.force_flush()
+        finally:
+            self.provider.shutdown()
