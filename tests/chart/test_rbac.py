@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelroute.operator.service import sidecar_role
+from modelroute.operator.manifests import sidecar_role
 
 from .conftest import ROOT, Render
 

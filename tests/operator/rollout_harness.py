@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from modelroute.operator import rollout
 from modelroute.operator.kube import KubeApi
+from modelroute.operator.probe import Gate
 from modelroute.operator.service import Service
 from modelroute.proxy.kube_source import KubeConfig
 from modelroute.proxy.table import CompiledTable
@@ -52,7 +53,7 @@ class Prober:
     verdicts: dict[str, rollout.Health] = field(default_factory=dict)
     asked: list[tuple[str, str]] = field(default_factory=list)
 
-    async def __call__(self, ns: str, expected_hash: str) -> rollout.Health:
+    async def __call__(self, ns: str, expected_hash: str, gate: Gate) -> rollout.Health:
         self.asked.append((ns, expected_hash))
         return self.verdicts.get(ns, rollout.Health.CONVERGED)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from modelroute.operator import rollout
-from modelroute.operator.service import Service
+from modelroute.operator.probe import Gate, probe_sidecars
 
 HASH = "sha256:new"
 
@@ -62,8 +62,8 @@ def pod(name: str, port: int, *, phase: str = "Running", deleting: bool = False)
     return {"metadata": meta, "status": {"podIP": "127.0.0.1", "phase": phase}}
 
 
-async def probe(*pods: dict[str, Any]) -> rollout.Health:
-    return await Service(PodList(list(pods))).probe_sidecars("team-a", HASH)  # type: ignore[arg-type]
+async def probe(*pods: dict[str, Any], gate: Gate | None = None) -> rollout.Health:
+    return await probe_sidecars(PodList(list(pods)), "team-a", HASH, gate or Gate())
 
 
 async def test_a_healthy_sidecar_on_the_new_hash_converges() -> None:
@@ -100,3 +100,14 @@ async def test_pods_going_away_or_not_running_are_not_asked() -> None:
 async def test_a_sidecar_still_on_the_old_hash_is_waited_for() -> None:
     async with sidecar() as good, sidecar(table_hash="sha256:old") as behind:
         assert await probe(pod("a", good), pod("b", behind)) is rollout.Health.WAITING
+
+
+async def test_the_gate_is_the_one_passed_in() -> None:
+    # two policies with different ceilings judge the same sidecar differently: the gate is
+    # an argument of each probe, not something a previous rollout step left behind
+    async with sidecar(recent=20, error_rate=0.1) as port:
+        strict, lenient = Gate(max_error_rate=0.05), Gate(max_error_rate=0.2)
+        assert await probe(pod("a", port), gate=strict) is rollout.Health.REGRESSED
+        assert await probe(pod("a", port), gate=lenient) is rollout.Health.CONVERGED
+        assert await probe(pod("a", port), gate=strict) is rollout.Health.REGRESSED
+        assert await probe(pod("a", port), gate=Gate(min_requests=50)) is rollout.Health.CONVERGED

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from modelroute.operator.service import HASH_ANNOTATION, TABLE_CONFIGMAP, TABLE_KEY
+from modelroute.operator.manifests import HASH_ANNOTATION, TABLE_CONFIGMAP, TABLE_KEY
 from modelroute.proxy.compiler import compile_local
 from modelroute.proxy.kube_source import KubeTableSource
 from modelroute.proxy.process import RunningProxy, start_proxy

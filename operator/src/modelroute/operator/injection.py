@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import objects
+
 ENABLED_LABEL = "modelroute.io/enabled"
 INJECT_ANNOTATION = "modelroute.io/inject"
 INJECTED_ANNOTATION = "modelroute.io/injected"
@@ -88,10 +90,6 @@ def supports_native_sidecars(version: tuple[int, int]) -> bool:
     return version >= (1, 29)
 
 
-def metadata_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
-    return (pod.get("metadata") or {}).get("annotations") or {}
-
-
 def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
     """Enrolled namespace, no opt-out on the pod, and not on the node's network.
 
@@ -100,13 +98,13 @@ def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) ->
     """
     if namespace_labels.get(ENABLED_LABEL) != "true":
         return False
-    if (pod.get("spec") or {}).get("hostNetwork"):
+    if objects.spec(pod).get("hostNetwork"):
         return False
-    return metadata_annotations(pod).get(INJECT_ANNOTATION) != "false"
+    return objects.annotations(pod).get(INJECT_ANNOTATION) != "false"
 
 
 def _has_sidecar(pod: Mapping[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
+    spec = objects.spec(pod)
     names = [c.get("name") for c in (spec.get("containers") or [])]
     names += [c.get("name") for c in (spec.get("initContainers") or [])]
     return SIDECAR_NAME in names
@@ -260,13 +258,13 @@ def build_patch(
     """
     if not enrolled_pod(pod, namespace_labels):
         return []
-    spec = pod.get("spec") or {}
+    spec = objects.spec(pod)
     if _has_sidecar(pod):
-        annotations = metadata_annotations(pod)
+        annotations = objects.annotations(pod)
         if annotations.get(INJECTED_ANNOTATION) == "true":  # ours, from the first invocation
             return _base_url_ops(spec, settings)
         return []  # a sidecar the pod template brought itself: leave the pod alone
-    metadata = pod.get("metadata") or {}
+    metadata = objects.metadata(pod)
     native = supports_native_sidecars(server_version)
     secrets = secret_names(namespace_annotations, settings)
     patch: Patch = []

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import objects
 from .kube import API_FAILURES, ApiError, KubeApi
 
 log = logging.getLogger("modelroute.operator")
@@ -30,8 +31,7 @@ Entry = tuple[dict[str, str], dict[str, str]]  # labels, annotations
 
 
 def _entry(raw: Mapping[str, Any]) -> Entry:
-    meta = raw.get("metadata") or {}
-    return dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
+    return dict(objects.labels(raw)), dict(objects.annotations(raw))
 
 
 class NamespaceView:
@@ -60,17 +60,13 @@ class NamespaceView:
 
     def replace(self, items: list[dict[str, Any]]) -> None:
         """A full listing: the view is exactly this, and synced."""
-        self._items = {
-            str(name): _entry(raw)
-            for raw in items
-            if (name := (raw.get("metadata") or {}).get("name"))
-        }
+        self._items = {name: _entry(raw) for raw in items if (name := objects.name(raw))}
         self.synced = True
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """One watch event (ADDED, MODIFIED, DELETED)."""
         obj = event.get("object") or {}
-        name = (obj.get("metadata") or {}).get("name")
+        name = objects.name(obj)
         if not name:
             return
         if event.get("type") == "DELETED":
@@ -93,16 +89,13 @@ class NamespaceView:
     async def _list_and_watch(self) -> None:
         doc = await self.api.get(NAMESPACES) or {}
         self.replace(list(doc.get("items") or []))
-        version = str((doc.get("metadata") or {}).get("resourceVersion") or "")
+        version = objects.resource_version(doc)
         while version:  # without a version (kmock) one watch, then a fresh listing
             async for event in self.api.watch(NAMESPACES, version):
                 if event.get("type") == "ERROR":  # 410 Gone: the version is too old
                     status = event.get("object") or {}
                     raise ApiError(int(status.get("code") or 500), str(status.get("message")))
-                version = str(
-                    ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
-                    or version
-                )
+                version = objects.resource_version(event.get("object")) or version
                 self.apply(event)
         if not version:
             async for event in self.api.watch(NAMESPACES, None):
