@@ -89,7 +89,7 @@ class FollowUps:
             raise holder_unreachable(
                 wrapped, where, f"no answer in {FOLLOW_UP_TIMEOUT:g} s"
             ) from None
-        except (UpstreamError, ValueError) as exc:
+        except UpstreamError as exc:  # RequestNotSent included: the client's one tree
             raise holder_unreachable(wrapped, where, scrubber.text(str(exc))[:200]) from None
         finally:
             if response is not None:
