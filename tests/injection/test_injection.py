@@ -17,8 +17,10 @@ import kubernetes_validate
 import pytest
 from modelroute.operator.injection import (
     SIDECAR_NAME,
+    Decision,
     InjectionSettings,
     build_patch,
+    decide,
     parse_version,
 )
 from modelroute.operator.mutation import settings_from_env
@@ -245,6 +247,35 @@ def test_existing_sidecar_from_template_is_not_duplicated() -> None:
     ops, pod = mutate(admission_review(spec), "v1.30.0")
     assert ops == []
     assert len(pod["spec"]["initContainers"]) == 1
+
+
+def test_decide_names_the_branch_build_patch_takes() -> None:
+    """The metrics' vocabulary: each decision, and a patch exactly when one is due."""
+    pod = admission_review(app_spec())["request"]["object"]
+    host = copy.deepcopy(pod)
+    host["spec"]["hostNetwork"] = True
+    opted = admission_review(app_spec(), annotations={"modelroute.io/inject": "false"})
+    own = copy.deepcopy(pod)
+    own["spec"]["initContainers"] = [{"name": SIDECAR_NAME, "image": "custom:1"}]
+    _, injected = mutate(admission_review(app_spec()), "v1.30.0")
+    cases = {
+        Decision.INJECTED: (pod, ENROLLED),
+        Decision.NOT_ENROLLED: (pod, {"modelroute.io/enabled": "false"}),
+        Decision.HOST_NETWORK: (host, ENROLLED),
+        Decision.OPTED_OUT: (opted["request"]["object"], ENROLLED),
+        Decision.OWN_SIDECAR: (own, ENROLLED),
+        Decision.REINVOKED: (injected, ENROLLED),
+    }
+    for expected, (obj, labels) in cases.items():
+        assert decide(obj, labels) is expected
+        ops = build_patch(
+            obj,
+            namespace_labels=labels,
+            namespace_annotations={},
+            server_version=(1, 30),
+            settings=SETTINGS,
+        )
+        assert bool(ops) == (expected is Decision.INJECTED), expected
 
 
 def test_native_sidecar_goes_first_among_init_containers() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from . import objects
@@ -34,6 +35,20 @@ ALLOWED_HOSTS_ANNOTATION = "modelroute.io/allowed-provider-hosts"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 Patch = list[dict[str, Any]]
+
+
+class Decision(StrEnum):
+    """What the injector did with one pod CREATE review (the operator's metrics count these)."""
+
+    INJECTED = "injected"
+    REINVOKED = "reinvoked"  # ours already (reinvocationPolicy): only OPENAI_BASE_URL added
+    NOT_ENROLLED = "skipped_not_enrolled"
+    OPTED_OUT = "skipped_opted_out"  # modelroute.io/inject: "false"
+    HOST_NETWORK = "skipped_host_network"
+    OWN_SIDECAR = "skipped_own_sidecar"  # the template brings a modelroute-proxy itself
+    # the two the webhook's glue decides when it cannot read the namespace (mutation.py)
+    UNCHECKED = "admitted_unchecked"  # failurePolicy Ignore: admitted without the sidecar
+    REFUSED = "refused"  # failurePolicy Fail: the pod is not created
 
 
 @dataclass(frozen=True)
@@ -96,11 +111,31 @@ def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) ->
     A ``hostNetwork`` pod would put the sidecar's key-spending port (and its admin
     port) on the node's address, where every pod of the node reaches it.
     """
+    return _not_enrolled_reason(pod, namespace_labels) is None
+
+
+def _not_enrolled_reason(
+    pod: Mapping[str, Any], namespace_labels: Mapping[str, str]
+) -> Decision | None:
     if namespace_labels.get(ENABLED_LABEL) != "true":
-        return False
+        return Decision.NOT_ENROLLED
     if objects.spec(pod).get("hostNetwork"):
-        return False
-    return objects.annotations(pod).get(INJECT_ANNOTATION) != "false"
+        return Decision.HOST_NETWORK
+    if objects.annotations(pod).get(INJECT_ANNOTATION) == "false":
+        return Decision.OPTED_OUT
+    return None
+
+
+def decide(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> Decision:
+    """Which of :func:`build_patch`'s branches this pod takes, named for the metrics."""
+    skipped = _not_enrolled_reason(pod, namespace_labels)
+    if skipped is not None:
+        return skipped
+    if _has_sidecar(pod):
+        if objects.annotations(pod).get(INJECTED_ANNOTATION) == "true":
+            return Decision.REINVOKED
+        return Decision.OWN_SIDECAR
+    return Decision.INJECTED
 
 
 def _has_sidecar(pod: Mapping[str, Any]) -> bool:
@@ -256,14 +291,12 @@ def build_patch(
     added containers: ``reinvocationPolicy: IfNeeded``) only gets
     ``OPENAI_BASE_URL`` into the containers that lack it.
     """
-    if not enrolled_pod(pod, namespace_labels):
-        return []
+    decision = decide(pod, namespace_labels)
     spec = objects.spec(pod)
-    if _has_sidecar(pod):
-        annotations = objects.annotations(pod)
-        if annotations.get(INJECTED_ANNOTATION) == "true":  # ours, from the first invocation
-            return _base_url_ops(spec, settings)
-        return []  # a sidecar the pod template brought itself: leave the pod alone
+    if decision is Decision.REINVOKED:  # ours, from the first invocation
+        return _base_url_ops(spec, settings)
+    if decision is not Decision.INJECTED:  # not ours to touch (its own sidecar included)
+        return []
     metadata = objects.metadata(pod)
     native = supports_native_sidecars(server_version)
     secrets = secret_names(namespace_annotations, settings)

@@ -26,8 +26,15 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from modelroute.operator.injection import InjectionSettings, build_patch, parse_version
+from modelroute.operator.injection import (
+    Decision,
+    InjectionSettings,
+    build_patch,
+    decide,
+    parse_version,
+)
 from modelroute.operator.kube import API_FAILURES
+from modelroute.operator.metrics import OperatorMetrics
 from modelroute.operator.namespaces import NamespaceView
 
 FAILURE_POLICY_ENV = "MODELROUTE_INJECTION_FAILURE_POLICY"
@@ -73,6 +80,7 @@ async def inject_sidecar(
 ) -> None:
     """Hand the pod to the pure injector and let kopf turn the result into its JSON patch."""
     view: NamespaceView = memo.namespaces
+    counted: OperatorMetrics = memo.metrics
     ns = namespace or ""
     try:
         found = await view.lookup(ns)
@@ -82,10 +90,13 @@ async def inject_sidecar(
         # the webhook can't be reached: refuse under Fail, admit (and say so) under Ignore.
         why = f"could not read namespace {ns} to decide on sidecar injection: {exc}"
         if os.environ.get(FAILURE_POLICY_ENV, "Ignore") == "Fail":
+            counted.count_injection(Decision.REFUSED)
             raise kopf.AdmissionError(why, code=503) from exc
+        counted.count_injection(Decision.UNCHECKED)
         warnings.append(f"{why}; admitted without the modelroute sidecar (failurePolicy Ignore)")
         return
     labels, annotations = found or ({}, {})
+    counted.count_injection(decide(body, labels))
     ops = build_patch(
         dict(body),
         namespace_labels=labels,
