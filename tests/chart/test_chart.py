@@ -128,10 +128,47 @@ def test_old_kubernetes_gets_regular_container(render: Render) -> None:
 
 def test_monitoring(render: Render) -> None:
     docs = render(CHART / "ci" / "monitoring-values.yaml")
-    [pm] = by_kind(docs, "PodMonitor")
-    assert pm["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    sidecars, operator = by_kind(docs, "PodMonitor")
+    assert sidecars["metadata"]["name"] == "mr-modelroute-sidecars"
+    assert sidecars["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
     [rule] = by_kind(docs, "PrometheusRule")
-    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"ModelrouteRolloutHalted", "ModelrouteInjectionUnchecked"} <= alerts
+
+    # the operator's: its own replicas only, on the port its /metrics is served from
+    assert operator["metadata"]["name"] == "mr-modelroute-operator"
+    assert operator["metadata"]["labels"]["release"] == "prometheus"  # podMonitor.labels
+    assert operator["spec"]["namespaceSelector"] == {"matchNames": ["modelroute-system"]}
+    [deploy] = by_kind(docs, "Deployment")
+    pod = deploy["spec"]["template"]
+    assert operator["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert operator["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = operator["spec"]["podMetricsEndpoints"]
+    assert endpoint == {"port": "ready", "path": "/metrics", "interval": "15s"}
+    [container] = pod["spec"]["containers"]
+    [port] = [p for p in container["ports"] if p["name"] == endpoint["port"]]
+    assert f"--readiness=0.0.0.0:{port['containerPort']}" in container["args"]
+    # the injector labels sidecar pods only: the sidecars' PodMonitor never picks the operator
+    assert "modelroute.io/injected" not in pod["metadata"]["labels"]
+
+
+def test_operator_podmonitor_can_be_left_out_and_scraped_at_its_own_interval(
+    render: Render,
+) -> None:
+    values = CHART / "ci" / "monitoring-values.yaml"
+    docs = render(values, "--set", "monitoring.podMonitor.operator.enabled=false")
+    assert [pm["metadata"]["name"] for pm in by_kind(docs, "PodMonitor")] == [
+        "mr-modelroute-sidecars"
+    ]
+    docs = render(values, "--set", "monitoring.podMonitor.operator.interval=1m")
+    [interval] = [
+        pm["spec"]["podMetricsEndpoints"][0]["interval"]
+        for pm in by_kind(docs, "PodMonitor")
+        if pm["metadata"]["name"].endswith("-operator")
+    ]
+    assert interval == "1m"
+    # without podMonitor.enabled there is no PodMonitor at all, the operator's included
+    assert not by_kind(render(), "PodMonitor")
 
 
 def test_networkpolicy_and_full(render: Render) -> None:
