@@ -194,6 +194,72 @@ def test_networkpolicy_and_full(render: Render) -> None:
     assert mwc["webhooks"][0]["failurePolicy"] == "Fail"
 
 
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [deploy] = by_kind(docs, "Deployment")
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_sidecar_tracing_values_reach_the_operator(render: Render, tmp_path: Path) -> None:
+    """``sidecar.tracing`` becomes the operator's MODELROUTE_SIDECAR_OTEL_* (read by the injector)."""
+    assert not {k for k in operator_env(render()) if "OTEL" in k or "TAIL" in k}  # off: nothing
+    env = operator_env(render(CHART / "ci" / "full-values.yaml"))
+    assert {k: v for k, v in env.items() if "OTEL" in k or "TAIL" in k} == {
+        "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "MODELROUTE_SIDECAR_OTEL_PROTOCOL": "http/protobuf",
+        "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.02",
+        "MODELROUTE_SIDECAR_OTEL_SERVICE_NAME": "modelroute-sidecar",
+        "MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=ml-platform",
+    }
+    head = tmp_path / "head.yaml"
+    head.write_text(
+        yaml.safe_dump(
+            {
+                "sidecar": {
+                    "tracing": {
+                        "endpoint": "https://collector.example:4318",
+                        "sampler": "parentbased_traceidratio",
+                        "samplerArg": "0.05",
+                    }
+                }
+            }
+        )
+    )
+    env = operator_env(render(head))
+    assert env["MODELROUTE_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
+    assert env["MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG"] == "0.05"
+    assert "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO" not in env
+
+
+@pytest.mark.parametrize(
+    ("tracing", "says"),
+    [
+        ({"tail": {"enabled": True}}, "set endpoint"),
+        ({"sampler": "always_on"}, "set endpoint"),
+        (
+            {"endpoint": "http://c:4318", "sampler": "always_on", "tail": {"enabled": True}},
+            "not both",
+        ),
+        ({"endpoint": "http://c:4317", "protocol": "grpc"}, "http/protobuf"),
+        ({"endpoint": "http://c:4318", "tail": {"enabled": True, "ratio": 2}}, "ratio"),
+        ({"endpoint": "http://c:4318", "sampler": "sometimes"}, "sampler"),
+        ({"endpoint": "collector:4318"}, "endpoint"),
+    ],
+)
+def test_sidecar_tracing_values_that_would_trace_nothing_or_fail_are_refused(
+    helm: str, tmp_path: Path, tracing: dict[str, Any], says: str
+) -> None:
+    values = tmp_path / "tracing.yaml"
+    values.write_text(yaml.safe_dump({"sidecar": {"tracing": tracing}}))
+    result = subprocess.run(
+        [helm, "template", "mr", str(CHART), "--values", str(values)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0, tracing
+    assert says in result.stderr, result.stderr
+
+
 def test_schema_rejects_unknown_and_wrong_values(helm: str) -> None:
     for bad in (
         "operator.replicaz=2",

@@ -10,6 +10,7 @@ the review claims, with ``kubernetes-validate --strict`` semantics.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonpatch
@@ -24,6 +25,8 @@ from modelroute.operator.injection import (
     parse_version,
 )
 from modelroute.operator.mutation import settings_from_env
+from modelroute.proxy.tail_sampling import tail_ratio_from_env
+from modelroute.proxy.tracing import tracing_configured
 
 from .reviews import pod_create_review
 
@@ -312,6 +315,93 @@ def test_settings_from_chart_env() -> None:
     assert s.admin_port == 16401
     assert s.requests == {"cpu": "100m", "memory": "128Mi"}
     assert tuple(s.secrets) == ("a", "b")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """kubelet's $(VAR) expansion from the variables defined earlier in the container's list."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def sidecar_environment(settings: InjectionSettings) -> dict[str, str]:
+    """The injected sidecar's environment as its process sees it (downward API filled in)."""
+    _, pod = mutate_with(admission_review(app_spec()), settings)
+    [sidecar] = pod["spec"]["initContainers"]
+    env: dict[str, str] = {}
+    for var in sidecar["env"]:
+        if "valueFrom" in var:
+            field = var["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            env[var["name"]] = {"metadata.namespace": "llm-apps", "metadata.name": "chat-0"}.get(
+                field, "?"
+            )
+        else:
+            env[var["name"]] = _expand(var["value"], env)
+    return env
+
+
+def mutate_with(
+    review: dict[str, Any], settings: InjectionSettings
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    pod = review["request"]["object"]
+    ops = build_patch(
+        pod,
+        namespace_labels=ENROLLED,
+        namespace_annotations={},
+        server_version=(1, 30),
+        settings=settings,
+    )
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
+    kubernetes_validate.validate(patched, "1.30.0", strict=True)
+    return ops, patched
+
+
+def test_no_tracing_endpoint_writes_no_otel_variable() -> None:
+    env = sidecar_environment(settings_from_env({}))
+    assert not [k for k in env if k.startswith("OTEL_") or "TRACES" in k]
+    assert not tracing_configured(env)  # the sidecar: tracing off, the SDK never imported
+
+
+def test_chart_tracing_values_become_the_sidecars_otel_environment() -> None:
+    """The operator env the chart renders from ``sidecar.tracing`` → what the sidecar reads."""
+    settings = settings_from_env(
+        {
+            "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://otel-collector.observability.svc:4318",
+            "MODELROUTE_SIDECAR_OTEL_PROTOCOL": "http/protobuf",
+            "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.02",
+            "MODELROUTE_SIDECAR_OTEL_SERVICE_NAME": "modelroute-sidecar",
+            "MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod",
+        }
+    )
+    env = sidecar_environment(settings)
+    assert {k: v for k, v in env.items() if k.startswith("OTEL_") or "TRACES" in k} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "modelroute-sidecar",
+        # the pod's identity first (expanded by kubelet), then the chart's own attributes
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=llm-apps,k8s.pod.name=chat-0,"
+        "deployment.environment=prod",
+        "MODELROUTE_TRACES_TAIL_RATIO": "0.02",
+    }
+    # and the sidecar's own readers take it: tracing on, tail decisions at 2 %
+    assert tracing_configured(env)
+    assert tail_ratio_from_env(env) == 0.02
+
+
+def test_head_sampler_is_written_only_without_a_tail_ratio() -> None:
+    head = {
+        "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://c:4318",
+        "MODELROUTE_SIDECAR_OTEL_SAMPLER": "parentbased_traceidratio",
+        "MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG": "0.01",
+    }
+    env = sidecar_environment(settings_from_env(head))
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.01"
+    assert tail_ratio_from_env(env) is None
+    # the tail ratio replaces the sampler (the sidecar would only log that it ignores it)
+    env = sidecar_environment(
+        settings_from_env({**head, "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.01"})
+    )
+    assert "OTEL_TRACES_SAMPLER" not in env and "OTEL_TRACES_SAMPLER_ARG" not in env
+    assert tail_ratio_from_env(env) == 0.01
 
 
 def test_handler_is_registered_at_the_chart_path() -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from modelroute.proxy.tail_sampling import ENV as TAIL_RATIO_ENV
+
 from . import objects
 
 ENABLED_LABEL = "modelroute.io/enabled"
@@ -52,6 +54,34 @@ class Decision(StrEnum):
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry for injected sidecars (chart ``sidecar.tracing``), as the sidecar reads it.
+
+    The sidecar takes the standard ``OTEL_*`` variables (``proxy/tracing.py``) and
+    ``MODELROUTE_TRACES_TAIL_RATIO`` (``proxy/tail_sampling.py``); these are their
+    values.  No endpoint means no tracing: nothing is written at all, so the sidecar
+    does not even import the SDK.
+    """
+
+    endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT: the collector's OTLP/HTTP base URL
+    protocol: str = "http/protobuf"  # the one the sidecar ships (it logs any other)
+    sampler: str = ""  # OTEL_TRACES_SAMPLER; "" leaves the SDK's default
+    sampler_arg: str = ""  # OTEL_TRACES_SAMPLER_ARG
+    tail_ratio: str = ""  # MODELROUTE_TRACES_TAIL_RATIO: tail decisions instead of the sampler
+    service_name: str = ""  # OTEL_SERVICE_NAME; "" keeps the sidecar's "modelroute"
+    resource_attributes: str = ""  # OTEL_RESOURCE_ATTRIBUTES (k=v,...), after the pod's own
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
+# the pod's identity on its spans, from the downward-API variables the sidecar gets first
+# (kubelet expands $(VAR) from variables defined earlier in the list)
+POD_RESOURCE_ATTRIBUTES = "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
+
+
+@dataclass(frozen=True)
 class InjectionSettings:
     """What the operator was configured with (chart values → operator flags)."""
 
@@ -76,6 +106,7 @@ class InjectionSettings:
     redis_ca_configmap: str = ""
     redis_ca_secret: str = ""
     redis_ca_key: str = "ca.crt"
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def redis_ca(self) -> bool:
@@ -193,7 +224,29 @@ def _sidecar_env(settings: InjectionSettings, allowed_hosts: str) -> list[dict[s
             env.append({"name": "MODELROUTE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}})
         if settings.redis_ca:
             env.append({"name": "MODELROUTE_REDIS_CA_FILE", "value": REDIS_CA_FILE})
+    env += tracing_env(settings.tracing)
     return env
+
+
+def tracing_env(tracing: TracingSettings) -> list[dict[str, Any]]:
+    """The sidecar's ``OTEL_*`` (and tail ratio) variables; none when tracing is off."""
+    if not tracing.enabled:
+        return []
+    attributes = POD_RESOURCE_ATTRIBUTES
+    if tracing.resource_attributes:
+        attributes += "," + tracing.resource_attributes
+    values = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": tracing.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": tracing.protocol,
+        "OTEL_SERVICE_NAME": tracing.service_name,
+        "OTEL_RESOURCE_ATTRIBUTES": attributes,
+        # with a tail ratio the sidecar decides at each request's end and never asks the
+        # head sampler (it would log that it ignores one): so none is written then
+        "OTEL_TRACES_SAMPLER": "" if tracing.tail_ratio else tracing.sampler,
+        "OTEL_TRACES_SAMPLER_ARG": "" if tracing.tail_ratio else tracing.sampler_arg,
+        TAIL_RATIO_ENV: tracing.tail_ratio,
+    }
+    return [{"name": name, "value": value} for name, value in values.items() if value]
 
 
 def redis_ca_volume(settings: InjectionSettings) -> dict[str, Any]:

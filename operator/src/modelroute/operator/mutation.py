@@ -29,6 +29,7 @@ import kopf
 from modelroute.operator.injection import (
     Decision,
     InjectionSettings,
+    TracingSettings,
     build_patch,
     decide,
     parse_version,
@@ -66,6 +67,21 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
         redis_ca_configmap=env.get("MODELROUTE_SIDECAR_REDIS_CA_CONFIGMAP", ""),
         redis_ca_secret=env.get("MODELROUTE_SIDECAR_REDIS_CA_SECRET", ""),
         redis_ca_key=env.get("MODELROUTE_SIDECAR_REDIS_CA_KEY") or defaults.redis_ca_key,
+        tracing=tracing_from_env(env),
+    )
+
+
+def tracing_from_env(env: Mapping[str, str]) -> TracingSettings:
+    """The chart's ``sidecar.tracing``, as ``MODELROUTE_SIDECAR_OTEL_*`` on the operator."""
+    defaults = TracingSettings()
+    return TracingSettings(
+        endpoint=env.get("MODELROUTE_SIDECAR_OTEL_ENDPOINT", "").strip(),
+        protocol=env.get("MODELROUTE_SIDECAR_OTEL_PROTOCOL") or defaults.protocol,
+        sampler=env.get("MODELROUTE_SIDECAR_OTEL_SAMPLER", ""),
+        sampler_arg=env.get("MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG", ""),
+        tail_ratio=env.get("MODELROUTE_SIDECAR_TRACES_TAIL_RATIO", ""),
+        service_name=env.get("MODELROUTE_SIDECAR_OTEL_SERVICE_NAME", ""),
+        resource_attributes=env.get("MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES", ""),
     )
 
 
