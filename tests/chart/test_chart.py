@@ -128,10 +128,47 @@ def test_old_kubernetes_gets_regular_container(render: Render) -> None:
 
 def test_monitoring(render: Render) -> None:
     docs = render(CHART / "ci" / "monitoring-values.yaml")
-    [pm] = by_kind(docs, "PodMonitor")
-    assert pm["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    sidecars, operator = by_kind(docs, "PodMonitor")
+    assert sidecars["metadata"]["name"] == "mr-modelroute-sidecars"
+    assert sidecars["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
     [rule] = by_kind(docs, "PrometheusRule")
-    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"ModelrouteRolloutHalted", "ModelrouteInjectionUnchecked"} <= alerts
+
+    # the operator's: its own replicas only, on the port its /metrics is served from
+    assert operator["metadata"]["name"] == "mr-modelroute-operator"
+    assert operator["metadata"]["labels"]["release"] == "prometheus"  # podMonitor.labels
+    assert operator["spec"]["namespaceSelector"] == {"matchNames": ["modelroute-system"]}
+    [deploy] = by_kind(docs, "Deployment")
+    pod = deploy["spec"]["template"]
+    assert operator["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert operator["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = operator["spec"]["podMetricsEndpoints"]
+    assert endpoint == {"port": "ready", "path": "/metrics", "interval": "15s"}
+    [container] = pod["spec"]["containers"]
+    [port] = [p for p in container["ports"] if p["name"] == endpoint["port"]]
+    assert f"--readiness=0.0.0.0:{port['containerPort']}" in container["args"]
+    # the injector labels sidecar pods only: the sidecars' PodMonitor never picks the operator
+    assert "modelroute.io/injected" not in pod["metadata"]["labels"]
+
+
+def test_operator_podmonitor_can_be_left_out_and_scraped_at_its_own_interval(
+    render: Render,
+) -> None:
+    values = CHART / "ci" / "monitoring-values.yaml"
+    docs = render(values, "--set", "monitoring.podMonitor.operator.enabled=false")
+    assert [pm["metadata"]["name"] for pm in by_kind(docs, "PodMonitor")] == [
+        "mr-modelroute-sidecars"
+    ]
+    docs = render(values, "--set", "monitoring.podMonitor.operator.interval=1m")
+    [interval] = [
+        pm["spec"]["podMetricsEndpoints"][0]["interval"]
+        for pm in by_kind(docs, "PodMonitor")
+        if pm["metadata"]["name"].endswith("-operator")
+    ]
+    assert interval == "1m"
+    # without podMonitor.enabled there is no PodMonitor at all, the operator's included
+    assert not by_kind(render(), "PodMonitor")
 
 
 def test_networkpolicy_and_full(render: Render) -> None:
@@ -155,6 +192,72 @@ def test_networkpolicy_and_full(render: Render) -> None:
         ]
     [mwc] = by_kind(docs, "MutatingWebhookConfiguration")
     assert mwc["webhooks"][0]["failurePolicy"] == "Fail"
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [deploy] = by_kind(docs, "Deployment")
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_sidecar_tracing_values_reach_the_operator(render: Render, tmp_path: Path) -> None:
+    """``sidecar.tracing`` becomes the operator's MODELROUTE_SIDECAR_OTEL_* (read by the injector)."""
+    assert not {k for k in operator_env(render()) if "OTEL" in k or "TAIL" in k}  # off: nothing
+    env = operator_env(render(CHART / "ci" / "full-values.yaml"))
+    assert {k: v for k, v in env.items() if "OTEL" in k or "TAIL" in k} == {
+        "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "MODELROUTE_SIDECAR_OTEL_PROTOCOL": "http/protobuf",
+        "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.02",
+        "MODELROUTE_SIDECAR_OTEL_SERVICE_NAME": "modelroute-sidecar",
+        "MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=ml-platform",
+    }
+    head = tmp_path / "head.yaml"
+    head.write_text(
+        yaml.safe_dump(
+            {
+                "sidecar": {
+                    "tracing": {
+                        "endpoint": "https://collector.example:4318",
+                        "sampler": "parentbased_traceidratio",
+                        "samplerArg": "0.05",
+                    }
+                }
+            }
+        )
+    )
+    env = operator_env(render(head))
+    assert env["MODELROUTE_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
+    assert env["MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG"] == "0.05"
+    assert "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO" not in env
+
+
+@pytest.mark.parametrize(
+    ("tracing", "says"),
+    [
+        ({"tail": {"enabled": True}}, "set endpoint"),
+        ({"sampler": "always_on"}, "set endpoint"),
+        (
+            {"endpoint": "http://c:4318", "sampler": "always_on", "tail": {"enabled": True}},
+            "not both",
+        ),
+        ({"endpoint": "http://c:4317", "protocol": "grpc"}, "http/protobuf"),
+        ({"endpoint": "http://c:4318", "tail": {"enabled": True, "ratio": 2}}, "ratio"),
+        ({"endpoint": "http://c:4318", "sampler": "sometimes"}, "sampler"),
+        ({"endpoint": "collector:4318"}, "endpoint"),
+    ],
+)
+def test_sidecar_tracing_values_that_would_trace_nothing_or_fail_are_refused(
+    helm: str, tmp_path: Path, tracing: dict[str, Any], says: str
+) -> None:
+    values = tmp_path / "tracing.yaml"
+    values.write_text(yaml.safe_dump({"sidecar": {"tracing": tracing}}))
+    result = subprocess.run(
+        [helm, "template", "mr", str(CHART), "--values", str(values)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0, tracing
+    assert says in result.stderr, result.stderr
 
 
 def test_schema_rejects_unknown_and_wrong_values(helm: str) -> None:

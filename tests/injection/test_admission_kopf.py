@@ -32,6 +32,7 @@ from kopf._core.reactor.inventory import ResourceMemories
 from modelroute.operator import mutation  # registers the index and the webhook
 from modelroute.operator.injection import SIDECAR_NAME
 from modelroute.operator.kube import KubeApi
+from modelroute.operator.metrics import OperatorMetrics
 from modelroute.operator.namespaces import NamespaceView
 from modelroute.proxy.kube_source import KubeConfig
 
@@ -116,6 +117,7 @@ class Webhook:
         self.view.replace([])
         self.memobase = Memo()
         self.memobase.namespaces = self.view
+        self.memobase.metrics = OperatorMetrics()
 
     async def watch_namespace(self, raw: dict[str, Any]) -> None:
         """What the view does for each Namespace its watch delivers."""
@@ -305,6 +307,43 @@ async def test_reinvocation_gives_a_later_added_container_the_base_url(webhook: 
     shipper = pod["spec"]["containers"][-1]
     assert env_of(shipper).get("OPENAI_BASE_URL") == BASE_URL
     assert [c["name"] for c in pod["spec"]["initContainers"]] == [SIDECAR_NAME]  # still one
+
+
+async def test_every_review_is_counted_by_what_the_injector_did(
+    webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``modelroute_operator_injections_total{result}``: one increment per review, by branch."""
+    metrics: OperatorMetrics = webhook.memobase.metrics
+    first = review("llm-apps")
+    injected = apply(first, admitted(await webhook(first), first), "1.30.0")
+    again = review("llm-apps", pod=injected)
+    admitted(await webhook(again), again)
+    for ns, pod_annotations in (
+        ("llm-apps", {"modelroute.io/inject": "false"}),
+        ("plain-apps", None),
+    ):
+        request = review(ns, annotations=pod_annotations)
+        admitted(await webhook(request), request)
+    unknown = review("never-seen")  # the view hasn't seen it and the API can't be reached
+    admitted(await webhook(unknown), unknown)
+    monkeypatch.setenv("MODELROUTE_INJECTION_FAILURE_POLICY", "Fail")
+    refused = await webhook(review("never-seen"))
+    assert refused["response"]["allowed"] is False
+    counts = {
+        s.labels["result"]: s.value
+        for s in metrics.injections.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+    assert counts == {
+        "injected": 1,
+        "reinvoked": 1,
+        "skipped_opted_out": 1,
+        "skipped_not_enrolled": 1,
+        "skipped_host_network": 0,
+        "skipped_own_sidecar": 0,
+        "admitted_unchecked": 1,
+        "refused": 1,
+    }
 
 
 def test_the_handler_under_test_is_the_operators() -> None:

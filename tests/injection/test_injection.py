@@ -10,6 +10,7 @@ the review claims, with ``kubernetes-validate --strict`` semantics.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonpatch
@@ -17,11 +18,15 @@ import kubernetes_validate
 import pytest
 from modelroute.operator.injection import (
     SIDECAR_NAME,
+    Decision,
     InjectionSettings,
     build_patch,
+    decide,
     parse_version,
 )
 from modelroute.operator.mutation import settings_from_env
+from modelroute.proxy.tail_sampling import tail_ratio_from_env
+from modelroute.proxy.tracing import tracing_configured
 
 from .reviews import pod_create_review
 
@@ -247,6 +252,35 @@ def test_existing_sidecar_from_template_is_not_duplicated() -> None:
     assert len(pod["spec"]["initContainers"]) == 1
 
 
+def test_decide_names_the_branch_build_patch_takes() -> None:
+    """The metrics' vocabulary: each decision, and a patch exactly when one is due."""
+    pod = admission_review(app_spec())["request"]["object"]
+    host = copy.deepcopy(pod)
+    host["spec"]["hostNetwork"] = True
+    opted = admission_review(app_spec(), annotations={"modelroute.io/inject": "false"})
+    own = copy.deepcopy(pod)
+    own["spec"]["initContainers"] = [{"name": SIDECAR_NAME, "image": "custom:1"}]
+    _, injected = mutate(admission_review(app_spec()), "v1.30.0")
+    cases = {
+        Decision.INJECTED: (pod, ENROLLED),
+        Decision.NOT_ENROLLED: (pod, {"modelroute.io/enabled": "false"}),
+        Decision.HOST_NETWORK: (host, ENROLLED),
+        Decision.OPTED_OUT: (opted["request"]["object"], ENROLLED),
+        Decision.OWN_SIDECAR: (own, ENROLLED),
+        Decision.REINVOKED: (injected, ENROLLED),
+    }
+    for expected, (obj, labels) in cases.items():
+        assert decide(obj, labels) is expected
+        ops = build_patch(
+            obj,
+            namespace_labels=labels,
+            namespace_annotations={},
+            server_version=(1, 30),
+            settings=SETTINGS,
+        )
+        assert bool(ops) == (expected is Decision.INJECTED), expected
+
+
 def test_native_sidecar_goes_first_among_init_containers() -> None:
     spec = app_spec()
     spec["initContainers"] = [{"name": "migrate", "image": "busybox:1.36"}]
@@ -281,6 +315,93 @@ def test_settings_from_chart_env() -> None:
     assert s.admin_port == 16401
     assert s.requests == {"cpu": "100m", "memory": "128Mi"}
     assert tuple(s.secrets) == ("a", "b")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """kubelet's $(VAR) expansion from the variables defined earlier in the container's list."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def sidecar_environment(settings: InjectionSettings) -> dict[str, str]:
+    """The injected sidecar's environment as its process sees it (downward API filled in)."""
+    _, pod = mutate_with(admission_review(app_spec()), settings)
+    [sidecar] = pod["spec"]["initContainers"]
+    env: dict[str, str] = {}
+    for var in sidecar["env"]:
+        if "valueFrom" in var:
+            field = var["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            env[var["name"]] = {"metadata.namespace": "llm-apps", "metadata.name": "chat-0"}.get(
+                field, "?"
+            )
+        else:
+            env[var["name"]] = _expand(var["value"], env)
+    return env
+
+
+def mutate_with(
+    review: dict[str, Any], settings: InjectionSettings
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    pod = review["request"]["object"]
+    ops = build_patch(
+        pod,
+        namespace_labels=ENROLLED,
+        namespace_annotations={},
+        server_version=(1, 30),
+        settings=settings,
+    )
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
+    kubernetes_validate.validate(patched, "1.30.0", strict=True)
+    return ops, patched
+
+
+def test_no_tracing_endpoint_writes_no_otel_variable() -> None:
+    env = sidecar_environment(settings_from_env({}))
+    assert not [k for k in env if k.startswith("OTEL_") or "TRACES" in k]
+    assert not tracing_configured(env)  # the sidecar: tracing off, the SDK never imported
+
+
+def test_chart_tracing_values_become_the_sidecars_otel_environment() -> None:
+    """The operator env the chart renders from ``sidecar.tracing`` → what the sidecar reads."""
+    settings = settings_from_env(
+        {
+            "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://otel-collector.observability.svc:4318",
+            "MODELROUTE_SIDECAR_OTEL_PROTOCOL": "http/protobuf",
+            "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.02",
+            "MODELROUTE_SIDECAR_OTEL_SERVICE_NAME": "modelroute-sidecar",
+            "MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod",
+        }
+    )
+    env = sidecar_environment(settings)
+    assert {k: v for k, v in env.items() if k.startswith("OTEL_") or "TRACES" in k} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "modelroute-sidecar",
+        # the pod's identity first (expanded by kubelet), then the chart's own attributes
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=llm-apps,k8s.pod.name=chat-0,"
+        "deployment.environment=prod",
+        "MODELROUTE_TRACES_TAIL_RATIO": "0.02",
+    }
+    # and the sidecar's own readers take it: tracing on, tail decisions at 2 %
+    assert tracing_configured(env)
+    assert tail_ratio_from_env(env) == 0.02
+
+
+def test_head_sampler_is_written_only_without_a_tail_ratio() -> None:
+    head = {
+        "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://c:4318",
+        "MODELROUTE_SIDECAR_OTEL_SAMPLER": "parentbased_traceidratio",
+        "MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG": "0.01",
+    }
+    env = sidecar_environment(settings_from_env(head))
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.01"
+    assert tail_ratio_from_env(env) is None
+    # the tail ratio replaces the sampler (the sidecar would only log that it ignores it)
+    env = sidecar_environment(
+        settings_from_env({**head, "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.01"})
+    )
+    assert "OTEL_TRACES_SAMPLER" not in env and "OTEL_TRACES_SAMPLER_ARG" not in env
+    assert tail_ratio_from_env(env) == 0.01
 
 
 def test_handler_is_registered_at_the_chart_path() -> None:

@@ -385,7 +385,87 @@ def unit_tests() -> list[dict[str, Any]]:
             ),
         ],
     }
-    return [cost_spike, budget, fallback, p99, circuit, down, unpriced, region, operator]
+    # the operator's own series, as its PodMonitor labels them
+    replica = {"namespace": "modelroute-system", "container": "operator", "pod": "mr-modelroute-a"}
+    halted = {
+        "interval": "1m",
+        "input_series": [
+            series(
+                "modelroute_operator_rollout_phase",
+                {**replica, "policy": "regions", "phase": "Halted"},
+                "0 0 1x10",
+            ),
+            series(
+                "modelroute_operator_rollout_phase",
+                {**replica, "policy": "regions", "phase": "Progressing"},
+                "1 1 0x10",
+            ),
+            # another policy that completed, and another release's halted one: quiet
+            series(
+                "modelroute_operator_rollout_phase",
+                {**replica, "policy": "zones", "phase": "Halted"},
+                "0x12",
+            ),
+            series(
+                "modelroute_operator_rollout_phase",
+                {**replica, "namespace": "other-release", "policy": "x", "phase": "Halted"},
+                "1x12",
+            ),
+        ],
+        "alert_rule_test": [
+            alert("1m", "ModelrouteRolloutHalted"),
+            alert(
+                "5m",
+                "ModelrouteRolloutHalted",
+                (
+                    {"policy": "regions", "severity": "warning"},
+                    {
+                        "summary": "the rollout of FailoverPolicy regions halted; its later "
+                        "batches keep the previous failover block",
+                        "description": "kubectl describe failoverpolicy regions says which "
+                        "batch regressed and why; editing the policy starts a new rollout.",
+                    },
+                ),
+            ),
+        ],
+    }
+    injections = "modelroute_operator_injections_total"
+    unchecked = {
+        "interval": "1m",
+        "input_series": [
+            # pods injected all along; three admitted unchecked in minutes 20-22
+            series(injections, {**replica, "result": "injected"}, "0+5x40"),
+            series(injections, {**replica, "result": "admitted_unchecked"}, "0x20 1 2 3x18"),
+            series(injections, {**replica, "result": "refused"}, "0x40"),
+            series(
+                injections,
+                {**replica, "namespace": "other-release", "result": "refused"},
+                "0+1x40",
+            ),
+        ],
+        "alert_rule_test": [
+            alert("15m", "ModelrouteInjectionUnchecked"),
+            alert(
+                "25m",
+                "ModelrouteInjectionUnchecked",
+                (
+                    {"result": "admitted_unchecked", "severity": "warning"},
+                    {
+                        "summary": "3 pods admitted_unchecked in 10 minutes: the sidecar "
+                        "injector could not read their namespace",
+                        "description": "See the operator's log and "
+                        "modelroute_operator_namespace_view_synced: the Kubernetes API was "
+                        "unreachable from a replica whose namespace view was not synced.",
+                    },
+                ),
+            ),
+            alert("40m", "ModelrouteInjectionUnchecked"),  # ten quiet minutes later: over
+        ],
+    }
+    return [
+        cost_spike, budget, fallback, p99, circuit, down, unpriced, region, operator,
+        halted, unchecked,
+    ]  # fmt: skip
 
 
 def threshold_tests() -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""A real Prometheus scraping two sidecars: the series the docs and the alert rules name.
+"""A real Prometheus scraping two sidecars and the operator: the series docs and alerts name.
 
 Two sidecars (two pods of one app: same route table, labelled the way the
 chart's PodMonitor labels them) sit in front of a primary that answers 503 and
@@ -9,8 +9,11 @@ fallbacks and why, the exact spend per route (summed over both pods), a p99
 per serving target from the histograms, circuit and budget state.  Every rule
 of the chart must evaluate without error against these real series.
 
-The operator exports no metrics endpoint of its own (its availability alert
-reads kube-state-metrics), so only the sidecars are scraped here.
+The operator is scraped too: ``modelroute operator`` as the chart runs it (its
+own process, peering, HTTPS webhooks) against kmock as the API server
+(``tests/operator``'s fixtures), labelled as its PodMonitor labels it.  It
+reconciles a namespace, a ModelRoute review is refused and a pod injected, and
+its counters must say so through the query API.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import openai
 import pytest
 import yaml
 
+from ..operator.conftest import cluster, kubeconfig  # noqa: F401  (kmock as the API server)
+from ..operator.helpers import route
+from ..operator.test_admission import Webhooks, _seed, review, run_operator
 from ..proxy.conftest import (  # fixtures re-used from the proxy suite
     FakeFactory,
     ProxyFactory,
@@ -80,6 +86,48 @@ def scrape_labels(pod: str) -> dict[str, str]:
     return {"namespace": NS, "pod": pod, "container": "modelroute-proxy"}
 
 
+# what the operator PodMonitor's target labels give its series: the release's namespace
+# (the one test_alert_rules renders the chart's rules for) and the container's name
+OPERATOR_LABELS = {
+    "namespace": "modelroute-system",
+    "pod": "mr-modelroute-a",
+    "container": "operator",
+}
+
+
+@pytest.fixture
+async def operator(
+    cluster: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    """The operator process against kmock, with a namespace, a provider and a route to work on."""
+    monkeypatch.setenv("MODELROUTE_KUBE_VERSION", "v1.30.2")
+    await _seed(cluster)
+    workdir = tmp_path / "operator"
+    workdir.mkdir()
+    async with run_operator(workdir) as hooks:
+        yield hooks
+
+
+async def operator_work(hooks: Webhooks) -> None:
+    """A review refused (a typo'd provider) and a pod injected, as kube-apiserver sends them."""
+    await hooks.denied(
+        "/validate-modelroute", review(route("team-a", "t", "gatewey"), "modelroutes")
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "chat-", "namespace": "team-a", "labels": {"app": "chat"}},
+        "spec": {"containers": [{"name": "app", "image": "python:3.11-slim"}]},
+    }
+    for _ in range(100):  # the namespace view syncs shortly after start
+        if "patch" in await hooks.allowed("/inject-sidecar", review(pod, "pods")):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no pod was injected:\n{hooks.tail()}")
+
+
 async def wait_for(server: Server, promql: str, check: Any, seconds: float = 20.0) -> Any:
     """Poll an instant query until ``check(result)`` holds (scrapes come every second)."""
     result: Any = None
@@ -108,6 +156,7 @@ async def test_prometheus_scrapes_two_sidecars(
     rules_file: tuple[Path, dict[str, Any]],
     fakes: FakeFactory,  # noqa: F811
     proxies: ProxyFactory,  # noqa: F811
+    operator: Webhooks,
     tmp_path: Path,
 ) -> None:
     primary = await fakes("us-east-1", error_rate=1.0, error_status=503)
@@ -127,6 +176,8 @@ async def test_prometheus_scrapes_two_sidecars(
     for pod, sidecar in zip("ab", sidecars, strict=True):
         assert sidecar.admin_url is not None
         targets.append((sidecar.admin_url.removeprefix("http://"), scrape_labels(pod)))
+    targets.append((operator.readiness, OPERATOR_LABELS))
+    await operator_work(operator)
 
     spent = 0.0
 
@@ -155,6 +206,37 @@ async def test_prometheus_scrapes_two_sidecars(
             lambda r: len(r) == 2 and all(v == 1 for v in values(r, "pod").values()),
         )
         assert set(values(up, "pod")) == {("a",), ("b",)}
+
+        # the operator: its namespace reconciled and table written, the review refused, the
+        # pod injected, its view synced, each counted where a person would look for it
+        await wait_for(
+            prom,
+            'up{container="operator"}',
+            lambda r: values(r, "pod") == {("mr-modelroute-a",): 1},
+        )
+        ops = "modelroute_operator"
+        reconciled = await wait_for(
+            prom,
+            f'sum by (kind, result) ({ops}_reconciles_total{{container="operator"}})',
+            lambda r: values(r, "kind", "result").get(("Namespace", "ok"), 0) > 0,
+        )
+        assert values(reconciled, "kind", "result").get(("Namespace", "error")) == 0
+        applied = await asyncio.to_thread(query, prom, f"sum({ops}_tables_applied_total)")
+        assert float(applied[0]["value"][1]) >= 1  # team-a's table
+        reviews = await asyncio.to_thread(
+            query, prom, f"sum by (kind, result) ({ops}_admission_reviews_total) > 0"
+        )
+        assert values(reviews, "kind", "result") == {
+            ("ModelRoute", "allowed"): 1,  # run_operator's probe for the webhook server
+            ("ModelRoute", "refused"): 1,
+        }
+        injected = await asyncio.to_thread(
+            query, prom, f"sum by (result) ({ops}_injections_total) > 0"
+        )
+        assert values(injected, "result").get(("injected",), 0) >= 1
+        assert set(values(injected, "result")) <= {("injected",), ("skipped_not_enrolled",)}
+        synced = await asyncio.to_thread(query, prom, f"{ops}_namespace_view_synced")
+        assert values(synced, "pod") == {("mr-modelroute-a",): 1}
 
         # a counter's first scrape is its starting point: one request each, scraped, then
         # the rest, so that rate() sees them as a dashboard would
@@ -244,7 +326,7 @@ async def test_prometheus_scrapes_two_sidecars(
         )
         assert overhead and math.isfinite(float(overhead[0]["value"][1]))
 
-        # every series the docs' tables and the alert rules name is one the sidecars export
+        # every series the docs' tables and the alert rules name is one sidecars or operator export
         metadata = await asyncio.to_thread(get_json, f"{prom.url}/api/v1/targets/metadata")
         exported = {m["metric"] for m in metadata["data"]}
         named = docs_metric_names() | rule_metric_names(rules)

@@ -109,6 +109,7 @@ class Webhooks:
     session: aiohttp.ClientSession
     url: str
     log: Path
+    readiness: str = ""  # HOST:PORT of /readyz and the operator's /metrics
 
     def tail(self) -> str:
         """The operator's last log lines, for a failure message."""
@@ -185,7 +186,9 @@ async def run_operator(tmp_path: Path, *flags: str) -> AsyncIterator[Webhooks]:
             async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=tls), timeout=aiohttp.ClientTimeout(total=10)
             ) as session:
-                hooks = Webhooks(session, f"https://127.0.0.1:{port}", log_path)
+                hooks = Webhooks(
+                    session, f"https://127.0.0.1:{port}", log_path, f"127.0.0.1:{readiness}"
+                )
                 # kopf opens the port only after start-up and resource discovery.
                 deadline = time.monotonic() + 20
                 probe = review(route("team-a", "general"), "modelroutes")

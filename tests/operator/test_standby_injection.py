@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from kopf._cogs.structs.ephemera import Memo
 from modelroute.operator.kube import KubeApi
+from modelroute.operator.metrics import OperatorMetrics
 from modelroute.operator.namespaces import NamespaceView, readiness_app
 from modelroute.proxy.kube_source import KubeConfig
 
@@ -63,6 +64,7 @@ def standby_webhook(view: NamespaceView, monkeypatch: pytest.MonkeyPatch) -> Web
     hook = Webhook()
     memo = Memo()
     memo.namespaces = view
+    memo.metrics = OperatorMetrics()
     hook.memobase = memo
     return hook
 

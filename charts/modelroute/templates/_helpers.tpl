@@ -175,3 +175,12 @@ namespaces: namespace handlers are kopf event handlers, which store no state.
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* A map as k=v,k=v in key order (OTEL_RESOURCE_ATTRIBUTES' format). */}}
+{{- define "modelroute.keyValues" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end -}}

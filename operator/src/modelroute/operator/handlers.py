@@ -21,6 +21,7 @@ from aiohttp import web
 from modelroute.proxy.kube_source import KubeConfig
 
 from .kube import API_FAILURES, ApiError, KubeApi
+from .metrics import OperatorMetrics, ViewSyncedCollector
 from .namespaces import NamespaceView, readiness_app
 from .service import Service
 
@@ -53,7 +54,8 @@ class Options:
     webhook_cert: str | None = None
     webhook_key: str | None = None
     peering: str = "modelroute"
-    # HOST:PORT of /readyz (passes once this replica's namespace view is synced); None: off
+    # HOST:PORT of /readyz (passes once this replica's namespace view is synced) and of the
+    # operator's /metrics; None: off
     readiness_listen: str | None = None
     # How often every enrolled (and every formerly enrolled) namespace is reconciled
     # regardless of events: the safety net under the namespace event handler.
@@ -115,17 +117,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api = KubeApi(KubeConfig.resolve())
     await api.__aenter__()
     memo.api = api
-    memo.service = Service(api)
+    memo.metrics = OperatorMetrics()
+    memo.service = Service(api, metrics=memo.metrics)
     memo.resync = asyncio.create_task(
         _resync_forever(memo.service, OPTIONS.resync_seconds), name="modelroute namespace resync"
     )
     # the injector's namespaces: a watch of our own, which peering doesn't pause (namespaces.py)
     memo.namespaces = NamespaceView(api)
+    memo.metrics.registry.register(ViewSyncedCollector(lambda: memo.namespaces.synced))
     memo.namespace_watch = asyncio.create_task(memo.namespaces.run(), name="namespace view")
     memo.readiness = None
     if OPTIONS.readiness_listen:
         host, _sep, port = OPTIONS.readiness_listen.rpartition(":")
-        runner = web.AppRunner(readiness_app(memo.namespaces), access_log=None)
+        app = readiness_app(memo.namespaces, memo.metrics.registry)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
         memo.readiness = runner
@@ -225,13 +230,16 @@ async def namespace_event(type: str | None, name: str, memo: kopf.Memo, **_: Any
 async def policy_rollout(name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     """Drive the policy's rollout; re-reads the policy each step, so an edit restarts it."""
     service: Service = memo.service
-    while not stopped:
-        try:
-            delay = await service.rollout_step(name)
-        except ApiError as exc:
-            log.warning("failover policy %s: %s", name, exc)
-            delay = POLICY_IDLE_SECONDS
-        await stopped.wait(POLICY_IDLE_SECONDS if delay is None else max(delay, 0.05))
+    try:
+        while not stopped:
+            try:
+                delay = await service.rollout_step(name)
+            except ApiError as exc:
+                log.warning("failover policy %s: %s", name, exc)
+                delay = POLICY_IDLE_SECONDS
+            await stopped.wait(POLICY_IDLE_SECONDS if delay is None else max(delay, 0.05))
+    finally:  # deleted, or paused by peering: the replica that drives it reports it
+        service.rollout_stopped(name)
 
 
 @kopf.on.event(GROUP, "failoverpolicies")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from modelroute.proxy.tail_sampling import ENV as TAIL_RATIO_ENV
 
 from . import objects
 
@@ -34,6 +37,48 @@ ALLOWED_HOSTS_ANNOTATION = "modelroute.io/allowed-provider-hosts"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 Patch = list[dict[str, Any]]
+
+
+class Decision(StrEnum):
+    """What the injector did with one pod CREATE review (the operator's metrics count these)."""
+
+    INJECTED = "injected"
+    REINVOKED = "reinvoked"  # ours already (reinvocationPolicy): only OPENAI_BASE_URL added
+    NOT_ENROLLED = "skipped_not_enrolled"
+    OPTED_OUT = "skipped_opted_out"  # modelroute.io/inject: "false"
+    HOST_NETWORK = "skipped_host_network"
+    OWN_SIDECAR = "skipped_own_sidecar"  # the template brings a modelroute-proxy itself
+    # the two the webhook's glue decides when it cannot read the namespace (mutation.py)
+    UNCHECKED = "admitted_unchecked"  # failurePolicy Ignore: admitted without the sidecar
+    REFUSED = "refused"  # failurePolicy Fail: the pod is not created
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry for injected sidecars (chart ``sidecar.tracing``), as the sidecar reads it.
+
+    The sidecar takes the standard ``OTEL_*`` variables (``proxy/tracing.py``) and
+    ``MODELROUTE_TRACES_TAIL_RATIO`` (``proxy/tail_sampling.py``); these are their
+    values.  No endpoint means no tracing: nothing is written at all, so the sidecar
+    does not even import the SDK.
+    """
+
+    endpoint: str = ""  # OTEL_EXPORTER_OTLP_ENDPOINT: the collector's OTLP/HTTP base URL
+    protocol: str = "http/protobuf"  # the one the sidecar ships (it logs any other)
+    sampler: str = ""  # OTEL_TRACES_SAMPLER; "" leaves the SDK's default
+    sampler_arg: str = ""  # OTEL_TRACES_SAMPLER_ARG
+    tail_ratio: str = ""  # MODELROUTE_TRACES_TAIL_RATIO: tail decisions instead of the sampler
+    service_name: str = ""  # OTEL_SERVICE_NAME; "" keeps the sidecar's "modelroute"
+    resource_attributes: str = ""  # OTEL_RESOURCE_ATTRIBUTES (k=v,...), after the pod's own
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
+# the pod's identity on its spans, from the downward-API variables the sidecar gets first
+# (kubelet expands $(VAR) from variables defined earlier in the list)
+POD_RESOURCE_ATTRIBUTES = "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,7 @@ class InjectionSettings:
     redis_ca_configmap: str = ""
     redis_ca_secret: str = ""
     redis_ca_key: str = "ca.crt"
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def redis_ca(self) -> bool:
@@ -96,11 +142,31 @@ def enrolled_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) ->
     A ``hostNetwork`` pod would put the sidecar's key-spending port (and its admin
     port) on the node's address, where every pod of the node reaches it.
     """
+    return _not_enrolled_reason(pod, namespace_labels) is None
+
+
+def _not_enrolled_reason(
+    pod: Mapping[str, Any], namespace_labels: Mapping[str, str]
+) -> Decision | None:
     if namespace_labels.get(ENABLED_LABEL) != "true":
-        return False
+        return Decision.NOT_ENROLLED
     if objects.spec(pod).get("hostNetwork"):
-        return False
-    return objects.annotations(pod).get(INJECT_ANNOTATION) != "false"
+        return Decision.HOST_NETWORK
+    if objects.annotations(pod).get(INJECT_ANNOTATION) == "false":
+        return Decision.OPTED_OUT
+    return None
+
+
+def decide(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> Decision:
+    """Which of :func:`build_patch`'s branches this pod takes, named for the metrics."""
+    skipped = _not_enrolled_reason(pod, namespace_labels)
+    if skipped is not None:
+        return skipped
+    if _has_sidecar(pod):
+        if objects.annotations(pod).get(INJECTED_ANNOTATION) == "true":
+            return Decision.REINVOKED
+        return Decision.OWN_SIDECAR
+    return Decision.INJECTED
 
 
 def _has_sidecar(pod: Mapping[str, Any]) -> bool:
@@ -158,7 +224,29 @@ def _sidecar_env(settings: InjectionSettings, allowed_hosts: str) -> list[dict[s
             env.append({"name": "MODELROUTE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}})
         if settings.redis_ca:
             env.append({"name": "MODELROUTE_REDIS_CA_FILE", "value": REDIS_CA_FILE})
+    env += tracing_env(settings.tracing)
     return env
+
+
+def tracing_env(tracing: TracingSettings) -> list[dict[str, Any]]:
+    """The sidecar's ``OTEL_*`` (and tail ratio) variables; none when tracing is off."""
+    if not tracing.enabled:
+        return []
+    attributes = POD_RESOURCE_ATTRIBUTES
+    if tracing.resource_attributes:
+        attributes += "," + tracing.resource_attributes
+    values = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": tracing.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": tracing.protocol,
+        "OTEL_SERVICE_NAME": tracing.service_name,
+        "OTEL_RESOURCE_ATTRIBUTES": attributes,
+        # with a tail ratio the sidecar decides at each request's end and never asks the
+        # head sampler (it would log that it ignores one): so none is written then
+        "OTEL_TRACES_SAMPLER": "" if tracing.tail_ratio else tracing.sampler,
+        "OTEL_TRACES_SAMPLER_ARG": "" if tracing.tail_ratio else tracing.sampler_arg,
+        TAIL_RATIO_ENV: tracing.tail_ratio,
+    }
+    return [{"name": name, "value": value} for name, value in values.items() if value]
 
 
 def redis_ca_volume(settings: InjectionSettings) -> dict[str, Any]:
@@ -256,14 +344,12 @@ def build_patch(
     added containers: ``reinvocationPolicy: IfNeeded``) only gets
     ``OPENAI_BASE_URL`` into the containers that lack it.
     """
-    if not enrolled_pod(pod, namespace_labels):
-        return []
+    decision = decide(pod, namespace_labels)
     spec = objects.spec(pod)
-    if _has_sidecar(pod):
-        annotations = objects.annotations(pod)
-        if annotations.get(INJECTED_ANNOTATION) == "true":  # ours, from the first invocation
-            return _base_url_ops(spec, settings)
-        return []  # a sidecar the pod template brought itself: leave the pod alone
+    if decision is Decision.REINVOKED:  # ours, from the first invocation
+        return _base_url_ops(spec, settings)
+    if decision is not Decision.INJECTED:  # not ours to touch (its own sidecar included)
+        return []
     metadata = objects.metadata(pod)
     native = supports_native_sidecars(server_version)
     secrets = secret_names(namespace_annotations, settings)

@@ -26,8 +26,16 @@ from typing import Any
 import jsonpatch
 import kopf
 
-from modelroute.operator.injection import InjectionSettings, build_patch, parse_version
+from modelroute.operator.injection import (
+    Decision,
+    InjectionSettings,
+    TracingSettings,
+    build_patch,
+    decide,
+    parse_version,
+)
 from modelroute.operator.kube import API_FAILURES
+from modelroute.operator.metrics import OperatorMetrics
 from modelroute.operator.namespaces import NamespaceView
 
 FAILURE_POLICY_ENV = "MODELROUTE_INJECTION_FAILURE_POLICY"
@@ -59,6 +67,21 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> InjectionSettings:
         redis_ca_configmap=env.get("MODELROUTE_SIDECAR_REDIS_CA_CONFIGMAP", ""),
         redis_ca_secret=env.get("MODELROUTE_SIDECAR_REDIS_CA_SECRET", ""),
         redis_ca_key=env.get("MODELROUTE_SIDECAR_REDIS_CA_KEY") or defaults.redis_ca_key,
+        tracing=tracing_from_env(env),
+    )
+
+
+def tracing_from_env(env: Mapping[str, str]) -> TracingSettings:
+    """The chart's ``sidecar.tracing``, as ``MODELROUTE_SIDECAR_OTEL_*`` on the operator."""
+    defaults = TracingSettings()
+    return TracingSettings(
+        endpoint=env.get("MODELROUTE_SIDECAR_OTEL_ENDPOINT", "").strip(),
+        protocol=env.get("MODELROUTE_SIDECAR_OTEL_PROTOCOL") or defaults.protocol,
+        sampler=env.get("MODELROUTE_SIDECAR_OTEL_SAMPLER", ""),
+        sampler_arg=env.get("MODELROUTE_SIDECAR_OTEL_SAMPLER_ARG", ""),
+        tail_ratio=env.get("MODELROUTE_SIDECAR_TRACES_TAIL_RATIO", ""),
+        service_name=env.get("MODELROUTE_SIDECAR_OTEL_SERVICE_NAME", ""),
+        resource_attributes=env.get("MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES", ""),
     )
 
 
@@ -73,6 +96,7 @@ async def inject_sidecar(
 ) -> None:
     """Hand the pod to the pure injector and let kopf turn the result into its JSON patch."""
     view: NamespaceView = memo.namespaces
+    counted: OperatorMetrics = memo.metrics
     ns = namespace or ""
     try:
         found = await view.lookup(ns)
@@ -82,10 +106,13 @@ async def inject_sidecar(
         # the webhook can't be reached: refuse under Fail, admit (and say so) under Ignore.
         why = f"could not read namespace {ns} to decide on sidecar injection: {exc}"
         if os.environ.get(FAILURE_POLICY_ENV, "Ignore") == "Fail":
+            counted.count_injection(Decision.REFUSED)
             raise kopf.AdmissionError(why, code=503) from exc
+        counted.count_injection(Decision.UNCHECKED)
         warnings.append(f"{why}; admitted without the modelroute sidecar (failurePolicy Ignore)")
         return
     labels, annotations = found or ({}, {})
+    counted.count_injection(decide(body, labels))
     ops = build_patch(
         dict(body),
         namespace_labels=labels,

@@ -9,7 +9,9 @@ peering does not pause, so every replica knows; and where it can't (not synced
 yet, a namespace it hasn't seen), :meth:`NamespaceView.lookup` asks the API.
 
 ``/readyz`` (:func:`readiness_app`) passes only while the view is synced, so the
-webhook Service sends reviews only to replicas that know.
+webhook Service sends reviews only to replicas that know.  The same listener
+serves the operator's ``/metrics`` (``metrics.py``): kopf's liveness server on
+the other port is kopf's own and takes no routes of ours.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from . import objects
+from . import metrics, objects
 from .kube import API_FAILURES, ApiError, KubeApi
 
 log = logging.getLogger("modelroute.operator")
@@ -102,8 +105,14 @@ class NamespaceView:
                 self.apply(event)
 
 
-def readiness_app(view: NamespaceView) -> web.Application:
-    """``/readyz``: 200 once this replica's namespace view is synced, 503 before and after a break."""
+def readiness_app(
+    view: NamespaceView, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """``/readyz``: 200 once this replica's namespace view is synced, 503 before and after a break.
+
+    With a registry, ``/metrics`` too: served whatever ``/readyz`` says, because a
+    replica that is not ready (its view unsynced) is the one worth seeing.
+    """
 
     async def readyz(_: web.Request) -> web.Response:
         if view.synced:
@@ -112,4 +121,12 @@ def readiness_app(view: NamespaceView) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/readyz", readyz)
+    if registry is not None:
+        scraped = registry
+
+        async def metrics_page(request: web.Request) -> web.Response:
+            body, content_type = metrics.render(scraped, request.headers.get("Accept"))
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        app.router.add_get("/metrics", metrics_page)
     return app

@@ -32,6 +32,7 @@ from modelroute.resources.egress_rules import ALLOWED_HOSTS_ANNOTATION
 from . import admission, conditions, manifests, objects, probe, rollout
 from .kube import API_FAILURES, ApiError, KubeApi, core, custom, rbac
 from .manifests import HASH_ANNOTATION, SIDECAR_RBAC, TABLE_CONFIGMAP
+from .metrics import Kind, OperatorMetrics, Result, Review
 
 log = logging.getLogger("modelroute.operator")
 
@@ -39,8 +40,16 @@ NAMESPACES = "/api/v1/namespaces"
 
 
 class Service:
-    def __init__(self, api: KubeApi, prober: probe.Prober | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        prober: probe.Prober | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.api = api
+        # what the work below did, counted here where the outcome is known (never in the
+        # kopf handlers, which only see "returned" or "raised")
+        self.metrics = metrics or OperatorMetrics()
         self.prober: probe.Prober = prober or self.probe_sidecars
         self.clock: Callable[[], float] = time.time
         # One reconcile per namespace at a time: several handlers fire for one change.
@@ -120,16 +129,24 @@ class Service:
         """Compile and write one namespace's table, RBAC and route statuses; returns the hash."""
         lock = self._locks.setdefault(ns, asyncio.Lock())
         async with lock:
-            return await self._reconcile_namespace(ns)
+            try:
+                found = await self._reconcile_namespace(ns)
+            except Exception:
+                self.metrics.count_reconcile(Kind.NAMESPACE, Result.ERROR)
+                raise
+            self.metrics.count_reconcile(Kind.NAMESPACE, Result.OK)
+            return found
 
     async def _reconcile_namespace(self, ns: str) -> str | None:
         nsobj = await self.namespace(ns)
         if manifests.terminating(nsobj):
             # the namespace controller is deleting everything in it, and the API refuses
             # new content there (403 NamespaceTerminating): nothing to write or remove
+            self.metrics.set_routes_not_ready(ns, 0)
             return None
         if not manifests.enrolled(nsobj):
             await self.remove_namespace(ns)
+            self.metrics.set_routes_not_ready(ns, 0)
             return None
         rs, parse_problems, raw_routes = await self.resources(ns)
 
@@ -153,11 +170,14 @@ class Service:
             manifests.sidecar_binding(ns),
             ("roleRef", "subjects"),
         )
+        not_ready = 0
         for raw in raw_routes:
             name = objects.name(raw)
-            await self._route_status(
+            ready = await self._route_status(
                 raw, result.routes.get((ns, name)), parse_problems.get(name, []), table.hash
             )
+            not_ready += not ready
+        self.metrics.set_routes_not_ready(ns, not_ready)
         return table.hash
 
     async def _write_table(
@@ -182,6 +202,7 @@ class Service:
                 core(ns, "configmaps", TABLE_CONFIGMAP),
                 {"metadata": {"annotations": ann}, "data": body["data"]},
             )
+        self.metrics.count_table_applied()
         log.info("namespace %s: table %s written", ns, table.short_hash)
         return True
 
@@ -200,7 +221,8 @@ class Service:
         outcome: RouteOutcome | None,
         parse_problems: list[Problem],
         table_hash: str,
-    ) -> None:
+    ) -> bool:
+        """Write the route's status if it changed; returns whether the route is Ready."""
         spec = objects.spec(raw)
         old = objects.status(raw)
         conds = conditions.route_conditions(outcome, parse_problems)
@@ -214,18 +236,19 @@ class Service:
             else "",
         }
         old_conds = old.get("conditions") or []
+        ready = conds[-1]
         if conditions.same_conditions(old_conds, conds) and all(
             old.get(k) == v for k, v in wanted.items()
         ):
-            return
+            return bool(ready["status"] == "True")
         status = {**wanted, "conditions": conditions.with_times(old_conds, conds, conditions.now())}
         path = custom("modelroutes", objects.namespace(raw), objects.name(raw)) + "/status"
         await self.api.merge_patch(path, {"status": status})
-        ready = conds[-1]
         was_ready: Mapping[str, Any] = next((c for c in old_conds if c.get("type") == "Ready"), {})
         if ready["status"] == "False" and was_ready.get("message") != ready["message"]:
             failing = next(c for c in conds if c["status"] == "False")
             await self.event(raw, failing["reason"], failing["message"] or ready["message"])
+        return bool(ready["status"] == "True")
 
     async def event(
         self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Warning"
@@ -295,12 +318,31 @@ class Service:
 
     async def rollout_step(self, name: str) -> float | None:
         """Advance one FailoverPolicy's rollout; returns when to call again (None: idle)."""
+        try:
+            delay = await self._rollout_step(name)
+        except Exception:
+            self.metrics.count_reconcile(Kind.FAILOVER_POLICY, Result.ERROR)
+            raise
+        self.metrics.count_reconcile(Kind.FAILOVER_POLICY, Result.OK)
+        return delay
+
+    def rollout_stopped(self, name: str) -> None:
+        """This replica no longer drives the policy (deleted, or peering paused the daemon).
+
+        Its rollout series go with it, so the replica that drives it is the one that
+        reports it, and a halted rollout's alert ends when the policy is deleted.
+        """
+        self.metrics.forget_rollout(name)
+
+    async def _rollout_step(self, name: str) -> float | None:
         raw = await self.api.get(custom("failoverpolicies", name=name))
         if raw is None:
+            self.metrics.forget_rollout(name)
             return None
         policies = await self.policies()
         mine = next((p for p, r in policies if p.metadata.name == name), None)
         if mine is None:
+            self.metrics.forget_rollout(name)
             return None
         spec = mine.spec.rollout
         gate = probe.Gate(max_error_rate=spec.max_error_rate, min_requests=spec.min_requests)
@@ -335,6 +377,7 @@ class Service:
             auto_rollback=spec.auto_rollback,
         )
         await self._policy_status(raw, new)
+        self.metrics.set_rollout(name, new)
         for ns in (*actions.apply, *actions.roll_back):
             await self.reconcile_namespace(ns)
         for message in actions.events:
@@ -366,8 +409,21 @@ class Service:
     # ---- admission -------------------------------------------------------------
 
     async def validate(self, body: Mapping[str, Any]) -> list[str]:
-        """The errors ``kubectl apply`` shows: the same parser and compiler as ``validate``."""
+        """The errors ``kubectl apply`` shows: the same parser and compiler as ``validate``.
+
+        Counted by answer; a cancel (the handler's deadline) or an API failure is a
+        review that could not be checked, which the webhook answers with a 503.
+        """
         kind = str(body.get("kind") or "")
+        try:
+            errors = await self._validate(kind, body)
+        except (asyncio.CancelledError, *API_FAILURES):
+            self.metrics.count_review(kind, Review.UNAVAILABLE)
+            raise
+        self.metrics.count_review(kind, Review.REFUSED if errors else Review.ALLOWED)
+        return errors
+
+    async def _validate(self, kind: str, body: Mapping[str, Any]) -> list[str]:
         ns_name = objects.namespace(body)
         parsed = parse_manifest(
             dict(body), f"{kind} {ns_name}/{objects.metadata(body).get('name')}"
