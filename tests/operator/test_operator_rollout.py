@@ -144,7 +144,9 @@ async def test_policy_rolls_out_in_batches_and_rolls_back_a_regression(
             st = (obj or {}).get("status") or {}
             return st if st.get("phase") == "Halted" else None
 
-        status = await eventually(halted, within=10, what="rollout halted")
+        # two batches, each gated up to healthTimeoutSeconds on a loaded 2-core CI box: the
+        # bound is how long a broken rollout may take to notice, not how fast it usually is
+        status = await eventually(halted, within=20, what="rollout halted")
         states = {n["namespace"]: (n["batch"], n["state"]) for n in status["namespaces"]}
         assert states == {
             "ns-1": (0, "healthy"),
