@@ -312,7 +312,12 @@ def test_replicas_share_one_peering_object(render: Render) -> None:
     crd = yaml.safe_load((CHART / "crds" / "kopf-peering.yaml").read_text())
     assert crd["spec"]["group"] == peering["apiVersion"].split("/")[0]
     assert crd["spec"]["names"]["kind"] == "ClusterKopfPeering"
-    [role] = by_kind(docs, "ClusterRole")
+    [binding] = by_kind(docs, "ClusterRoleBinding")
+    [role] = [
+        r
+        for r in by_kind(docs, "ClusterRole")
+        if r["metadata"]["name"] == binding["roleRef"]["name"]
+    ]
     assert any(
         "clusterkopfpeerings" in r.get("resources", []) and "patch" in r["verbs"]
         for r in role["rules"]

@@ -1,5 +1,10 @@
 """The operator's ClusterRole grants exactly what the operator uses, nothing more.
 
+Its pods right is not cluster-wide (issue 13 item 3): the chart ships an unbound
+ClusterRole ``<fullname>-pod-reader`` that the operator may only ``bind``, and does, to
+itself, in each namespace it enrols; the requests it makes to list pods are checked
+against that role, and must be namespaced.
+
 "What it uses" is not a hand-written list: the operator scenarios
 (``tests/operator/test_*.py`` that run the real operator with ``KopfRunner``
 against kmock) are run in a child pytest with the ``rbac_recorder`` plugin, which
@@ -19,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelroute.operator import manifests
 from modelroute.operator.manifests import sidecar_role
 
+from ..operator.helpers import POD_READER_ENV
 from .conftest import ROOT, Render
 
 Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
@@ -29,6 +36,7 @@ Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 Grant = tuple[str, str, str, str]
 Use = tuple[Triple, str | None]
 
+POD_LIST: Triple = ("", "pods", "list")
 HERE = Path(__file__).resolve().parent
 OPERATOR_TESTS = ROOT / "tests" / "operator"
 
@@ -42,6 +50,10 @@ NOT_EXERCISED: dict[Triple, str] = {
     # Kubernetes refuses to let the operator create the sidecar Role (get/list/watch on
     # the table ConfigMap) unless it holds those verbs itself (RBAC escalation check).
     ("", "configmaps", "watch"): "escalation: the sidecar Role grants it",
+    # Creating (or patching) RoleBinding modelroute-operator-pods, which references the
+    # pod-reader ClusterRole, needs either that role's rights cluster-wide (what issue 13
+    # item 3 takes away) or bind on the role: RBAC checks it, no request carries it.
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"): "escalation: the pod-list binding",
 }
 
 
@@ -103,7 +115,7 @@ def scenarios() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def used(tmp_path_factory: pytest.TempPathFactory) -> set[Use]:
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Run the operator scenarios once and collect what the operator asked the API for."""
     record = tmp_path_factory.mktemp("rbac") / "requests.jsonl"
     env = {
@@ -122,9 +134,14 @@ def used(tmp_path_factory: pytest.TempPathFactory) -> set[Use]:
         timeout=600,
     )
     assert run.returncode == 0, f"operator scenarios failed:\n{run.stdout[-4000:]}"
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def used(records: list[dict[str, Any]]) -> set[Use]:
+    """Each request as the RBAC check it needs (the sidecars' own calls left out)."""
     out: set[Use] = set()
-    for line in record.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in records:
         t = triple(rec["method"], rec["path"], rec["query"])
         if t is not None and not sidecars_own(rec):
             out.add((t, object_name(rec["method"], rec["path"], rec["query"])))
@@ -143,12 +160,42 @@ def expand(rules: list[dict[str, Any]]) -> set[Grant]:
     return out
 
 
-def cluster_role(render: Render) -> set[Grant]:
-    [role] = [d for d in render() if d["kind"] == "ClusterRole"]
-    granted = expand(role["rules"])
+def _role(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name]
+    return role
+
+
+def _no_wildcards(granted: set[Grant]) -> set[Grant]:
     for group, resource, verb, _ in granted:
         assert "*" not in (group, resource, verb), "no wildcards"
     return granted
+
+
+def cluster_role(render: Render) -> set[Grant]:
+    """The operator's cluster-wide rights: the ClusterRole its ClusterRoleBinding names."""
+    docs = render()
+    [binding] = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    return _no_wildcards(expand(_role(docs, binding["roleRef"]["name"])["rules"]))
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator's environment as a kubelet would resolve it (the two fieldRefs it uses)."""
+    [deploy] = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    fields = {"metadata.namespace": deploy["metadata"]["namespace"]}
+    fields["spec.serviceAccountName"] = pod["serviceAccountName"]
+    [container] = pod["containers"]
+    return {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+    }
+
+
+def pod_reader(render: Render) -> set[Grant]:
+    """What the operator holds in an enrolled namespace besides its ClusterRole."""
+    docs = render()
+    name = operator_env(docs)["MODELROUTE_POD_READER_CLUSTERROLE"]
+    return _no_wildcards(expand(_role(docs, name)["rules"]))
 
 
 def covered(t: Triple, name: str | None, granted: set[Grant]) -> bool:
@@ -178,8 +225,8 @@ def test_triple_reads_requests_the_way_rbac_does() -> None:
     assert object_name("POST", cm, {}) is None
 
 
-def test_cluster_role_is_exactly_what_the_operator_uses(render: Render, used: set[Triple]) -> None:
-    granted = cluster_role(render)
+def test_cluster_role_is_exactly_what_the_operator_uses(render: Render, used: set[Use]) -> None:
+    granted = cluster_role(render) | pod_reader(render)
     missing = sorted((t, n) for t, n in used if not covered(t, n, granted))
     assert missing == [], f"used but not granted: {missing}"
     needed = {t for t, _ in used} | set(NOT_EXERCISED)
@@ -194,8 +241,54 @@ def test_cluster_role_is_exactly_what_the_operator_uses(render: Render, used: se
     assert not {
         t for t, _ in used if t[1].startswith("namespaces") and t[2] not in ("get", "list", "watch")
     }
-    # Privilege-escalation verbs never appear.
-    assert not {g[2] for g in granted} & {"escalate", "bind", "impersonate", "update"}
+    # Privilege-escalation verbs never appear, but bind on the one pod-reader ClusterRole.
+    assert not {g[2] for g in granted} & {"escalate", "impersonate", "update"}
+    reader = operator_env(render())["MODELROUTE_POD_READER_CLUSTERROLE"]
+    assert {g for g in granted if g[2] == "bind"} == {
+        ("rbac.authorization.k8s.io", "clusterroles", "bind", reader)
+    }
+
+
+def test_no_cluster_wide_pods_right_only_the_pod_reader_bound_by_the_operator(
+    render: Render, records: list[dict[str, Any]]
+) -> None:
+    """Issue 13 item 3: the ClusterRole grants nothing on pods (kube-system's included);
+    the pod-reader role is bound by no ClusterRoleBinding, and the operator lists pods
+    only inside a namespace, where its RoleBinding grants them."""
+    docs = render()
+    assert not {g for g in cluster_role(render) if g[1].startswith("pods")}
+    reader = operator_env(docs)["MODELROUTE_POD_READER_CLUSTERROLE"]
+    assert pod_reader(render) == {("", "pods", "list", "*")}
+    assert [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == reader
+    ] == []
+    pod_lists = [r for r in records if triple(r["method"], r["path"], r["query"]) == POD_LIST]
+    assert pod_lists, "the scenarios exercise the rollout's pod listing"
+    assert {r["path"].split("/")[3] for r in pod_lists} == {"namespaces"}, pod_lists
+
+
+def test_the_operator_may_bind_exactly_the_role_it_binds(render: Render) -> None:
+    """The RoleBinding the operator writes, from the Deployment's own environment, names the
+    chart's pod-reader role (which the ClusterRole lets it bind) and the chart's account."""
+    docs = render()
+    reader = manifests.pod_reader_from_env(operator_env(docs))
+    assert reader is not None, "the chart tells the operator whom to grant pod list"
+    binding = manifests.operator_pods_binding("team-a", reader)
+    assert ("rbac.authorization.k8s.io", "clusterroles", "bind", binding["roleRef"]["name"]) in (
+        cluster_role(render)
+    )
+    [sa] = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "modelroute-system"}
+    ]
+    # the operator's own RoleBindings are the ones it may get, patch and delete by name
+    for name in (manifests.OPERATOR_PODS_RBAC, manifests.SIDECAR_RBAC):
+        for verb in ("get", "patch", "delete"):
+            assert ("rbac.authorization.k8s.io", "rolebindings", verb, name) in cluster_role(render)
+    # the kmock scenarios run with the environment this chart renders (tests/operator/conftest.py)
+    assert {k: operator_env(docs)[k] for k in POD_READER_ENV} == POD_READER_ENV
 
 
 def test_operator_holds_what_it_grants_the_sidecars(render: Render) -> None:

@@ -492,15 +492,22 @@ class ControlPlane:
         return kubeconfig(path, self.url, self.ca_file, token=tok, namespace=namespace)
 
     def route_service(
-        self, namespace: str, service: str, port: int, port_name: str = "https"
+        self,
+        namespace: str,
+        service: str,
+        port: int,
+        port_name: str = "https",
+        slice_name: str | None = None,
     ) -> None:
         """Make the Service ``namespace/service`` resolve to 127.0.0.1:``port`` for the API server.
 
         An EndpointSlice of ``addressType: FQDN`` (see the module docstring), labelled
         with the Service name and a manager of our own so no controller claims it.
         Webhook calls verify the serving certificate against ``<service>.<namespace>.svc``.
+        A second ``slice_name`` adds a second endpoint (another replica's port): the API
+        server picks one of the Service's slices at random for each call.
         """
-        name = f"{service}-local"
+        name = slice_name or f"{service}-local"
         body: dict[str, Any] = {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",

@@ -109,6 +109,8 @@ class OperatorProcess:
             return str(dep["metadata"]["namespace"])
         if field == "metadata.name":
             return f"{self.deployment}-local-{os.getpid()}"
+        if field == "spec.serviceAccountName":  # the identity the token below is for
+            return self.serviceaccount
         raise AssertionError(f"the test launcher can't resolve env {var}")
 
     def start(self, timeout: float = 30) -> OperatorProcess:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from .helpers import POD_READER_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,6 +69,8 @@ def _patch_kmock_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
 def cluster(kmock: Any, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """kmock with the built-in kinds, our three CRD kinds, and namespaces that work."""
     _patch_kmock_namespaces(monkeypatch)
+    for name, value in POD_READER_ENV.items():
+        monkeypatch.setenv(name, value)
     kmock.resources.load_bundled()
     for plural, kind, namespaced in (
         ("modelroutes", "ModelRoute", True),

@@ -11,6 +11,14 @@ import aiohttp
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 G = "/apis/modelroute.io/v1alpha1"
+# What the chart's Deployment tells the operator (release "mr" in namespace
+# modelroute-system, as tests/chart renders it): whom to bind the pod-reader role to.
+# The ``cluster`` fixture sets it; tests/chart/test_rbac.py checks it against the chart.
+POD_READER_ENV = {
+    "MODELROUTE_POD_READER_CLUSTERROLE": "mr-modelroute-pod-reader",
+    "MODELROUTE_SERVICE_ACCOUNT": "mr-modelroute",
+    "POD_NAMESPACE": "modelroute-system",
+}
 
 
 class Api:

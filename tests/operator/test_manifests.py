@@ -118,6 +118,38 @@ def test_sidecar_binding_grants_every_service_account_of_the_namespace() -> None
     ]
 
 
+def test_operator_pods_binding_grants_the_pod_reader_role_to_the_operator_only() -> None:
+    """Issue 13 item 3: the operator lists pods only where this binding exists."""
+    reader = manifests.PodReader("mr-modelroute-pod-reader", "mr-modelroute", "modelroute-system")
+    binding = manifests.operator_pods_binding("team-a", reader)
+    assert binding["metadata"] == {
+        "name": "modelroute-operator-pods",
+        "namespace": "team-a",
+        "labels": manifests.MANAGED_BY,
+    }
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "mr-modelroute-pod-reader",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mr-modelroute", "namespace": "modelroute-system"}
+    ]
+    assert manifests.ours(binding)
+
+
+def test_the_pod_reader_comes_from_the_chart_environment_or_not_at_all() -> None:
+    env = {
+        "MODELROUTE_POD_READER_CLUSTERROLE": "r",
+        "MODELROUTE_SERVICE_ACCOUNT": "sa",
+        "POD_NAMESPACE": "ns",
+    }
+    assert manifests.pod_reader_from_env(env) == manifests.PodReader("r", "sa", "ns")
+    for missing in env:  # a local run off-cluster binds nothing rather than half a binding
+        assert manifests.pod_reader_from_env({**env, missing: ""}) is None
+    assert manifests.pod_reader_from_env({}) is None
+
+
 # ---- the table ConfigMap ---------------------------------------------------------------
 
 

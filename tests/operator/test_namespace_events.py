@@ -1,7 +1,8 @@
 """Namespace enrolment through the real operator (kopf via KopfRunner) against kmock.
 
-What a cluster admin relies on: labelling a namespace writes its table, removing the
-label removes the table and the sidecar RBAC, a transient API error while handling a
+What a cluster admin relies on: labelling a namespace writes its table, the sidecar RBAC
+and the operator's own pod-list RoleBinding (the only place it may list pods, issue 13
+item 3), removing the label removes them all, a transient API error while handling a
 label change is repaired by the resync, and the operator never writes to a Namespace
 object (it holds no patch/update right on namespaces; kube-system is not its to touch).
 """
@@ -16,11 +17,12 @@ import pytest
 from kopf.testing import KopfRunner
 from modelroute.operator import handlers
 
-from .helpers import Api, eventually
+from .helpers import POD_READER_ENV, Api, eventually
 
 ARGS = ["run", "--standalone", "-A", "--verbose", "-m", "modelroute.operator.handlers"]
 CM = "/api/v1/namespaces/{ns}/configmaps/modelroute-table"
 RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{plural}/modelroute-sidecar"
+PODS = "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/modelroute-operator-pods"
 ENROLLED = {"metadata": {"labels": {"modelroute.io/enabled": "true"}}}
 UNENROLLED = {"metadata": {"labels": {"modelroute.io/enabled": None}}}
 
@@ -50,11 +52,12 @@ async def _ours(api: Api, ns: str) -> dict[str, bool]:
         "table": await api.get(CM.format(ns=ns)) is not None,
         "role": await api.get(RBAC.format(ns=ns, plural="roles")) is not None,
         "binding": await api.get(RBAC.format(ns=ns, plural="rolebindings")) is not None,
+        "pods": await api.get(PODS.format(ns=ns)) is not None,
     }
 
 
-ALL = {"table": True, "role": True, "binding": True}
-NONE = {"table": False, "role": False, "binding": False}
+ALL = {"table": True, "role": True, "binding": True, "pods": True}
+NONE = {"table": False, "role": False, "binding": False, "pods": False}
 
 
 async def test_label_enrols_and_unenrols_without_writing_namespaces(cluster: Any) -> None:
@@ -77,6 +80,36 @@ async def test_label_enrols_and_unenrols_without_writing_namespaces(cluster: Any
             assert await _ours(api, "kube-system") == NONE
             await asyncio.sleep(0.5)  # let any late handler write show up in the log
     assert _namespace_writes(cluster) == []
+    assert runner.exception is None  # last: mypy types it as never None
+
+
+async def test_the_operator_binds_the_pod_reader_role_to_itself_in_enrolled_namespaces_only(
+    cluster: Any,
+) -> None:
+    """The chart grants no cluster-wide pods right: the operator's own RoleBinding in each
+    enrolled namespace is what lets the rollout gate list pods there, and nowhere else."""
+    async with aiohttp.ClientSession(str(cluster.url)) as s:
+        api = Api(s)
+        await api.namespace("kube-system", enrolled=False)
+        await api.namespace("team-a")
+        with KopfRunner(ARGS, timeout=20) as runner:
+            binding = await eventually(lambda: api.get(PODS.format(ns="team-a")), what="binding")
+            assert binding["roleRef"] == {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": POD_READER_ENV["MODELROUTE_POD_READER_CLUSTERROLE"],
+            }
+            assert binding["subjects"] == [
+                {
+                    "kind": "ServiceAccount",
+                    "name": POD_READER_ENV["MODELROUTE_SERVICE_ACCOUNT"],
+                    "namespace": POD_READER_ENV["POD_NAMESPACE"],
+                }
+            ]
+            assert binding["metadata"]["labels"] == {
+                "app.kubernetes.io/managed-by": "modelroute-operator"
+            }
+            assert await api.get(PODS.format(ns="kube-system")) is None
     assert runner.exception is None  # last: mypy types it as never None
 
 
@@ -105,10 +138,12 @@ async def test_a_failed_label_removal_is_repaired_by_the_resync(
 async def test_a_hand_edited_sidecar_role_and_binding_are_put_back_by_the_resync(
     cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sidecars must keep reading their table: an edited Role or RoleBinding is repaired."""
+    """Sidecars must keep reading their table and the operator its pods: an edited Role or
+    RoleBinding is repaired."""
     monkeypatch.setattr(handlers.OPTIONS, "resync_seconds", 0.5)
     role_path = RBAC.format(ns="team-a", plural="roles")
     binding_path = RBAC.format(ns="team-a", plural="rolebindings")
+    pods_path = PODS.format(ns="team-a")
     async with aiohttp.ClientSession(str(cluster.url)) as s:
         api = Api(s)
         await api.namespace("team-a")
@@ -117,16 +152,38 @@ async def test_a_hand_edited_sidecar_role_and_binding_are_put_back_by_the_resync
             role, binding = await api.get(role_path), await api.get(binding_path)
             assert role is not None
             assert binding is not None
+            pods = await api.get(pods_path)
+            assert pods is not None
             await api.patch(role_path, {"rules": []})
             await api.patch(binding_path, {"subjects": []})
+            await api.patch(pods_path, {"subjects": []})
 
             async def repaired() -> bool:
                 now_role, now_binding = await api.get(role_path), await api.get(binding_path)
+                now_pods = await api.get(pods_path)
                 rules_back = (now_role or {}).get("rules") == role["rules"]
                 subjects_back = (now_binding or {}).get("subjects") == binding["subjects"]
-                return bool(rules_back and subjects_back)
+                pods_back = (now_pods or {}).get("subjects") == pods["subjects"]
+                return bool(rules_back and subjects_back and pods_back)
 
-            await eventually(repaired, within=8, what="Role and RoleBinding repaired")
+            await eventually(repaired, within=8, what="Role and RoleBindings repaired")
+
+            # roleRef can't be patched on a real server: another role is replaced, not patched
+            await api.patch(pods_path, {"roleRef": {**pods["roleRef"], "name": "cluster-admin"}})
+
+            async def replaced() -> bool:
+                now = await api.get(pods_path)
+                return bool(now and now["roleRef"] == pods["roleRef"])
+
+            await eventually(replaced, within=8, what="the pod-list RoleBinding replaced")
+    assert not [
+        r
+        for r in cluster._requests
+        if str(r.method).upper().endswith("PATCH")
+        and r.url.path == pods_path
+        and r.headers.get("Authorization") == "Bearer test-token"
+        and "roleRef" in (r.data or {})
+    ], "the operator patched roleRef"
     assert runner.exception is None  # last: mypy types it as never None
 
 

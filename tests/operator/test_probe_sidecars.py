@@ -10,8 +10,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from aiohttp import web
 from modelroute.operator import rollout
+from modelroute.operator.kube import ApiError
 from modelroute.operator.probe import Gate, probe_sidecars
 
 HASH = "sha256:new"
@@ -111,3 +113,25 @@ async def test_the_gate_is_the_one_passed_in() -> None:
         assert await probe(pod("a", port), gate=lenient) is rollout.Health.CONVERGED
         assert await probe(pod("a", port), gate=strict) is rollout.Health.REGRESSED
         assert await probe(pod("a", port), gate=Gate(min_requests=50)) is rollout.Health.CONVERGED
+
+
+class Forbidden:
+    """The API's answer where the operator has no pod-list RoleBinding (issue 13 item 3)."""
+
+    def __init__(self, status: int = 403) -> None:
+        self.status = status
+
+    async def list(self, path: str) -> list[dict[str, Any]]:
+        raise ApiError(self.status, '{"kind":"Status","reason":"Forbidden"}')
+
+
+async def test_a_namespace_whose_pods_the_operator_may_not_list_says_why() -> None:
+    with pytest.raises(ApiError) as err:
+        await probe_sidecars(Forbidden(), "team-a", HASH, Gate())
+    assert err.value.status == 403
+    message = str(err.value)
+    assert "may not list pods in namespace team-a" in message
+    assert "enrolled" in message and "modelroute-operator-pods" in message
+    with pytest.raises(ApiError) as other:  # other failures pass through as they came
+        await probe_sidecars(Forbidden(500), "team-a", HASH, Gate())
+    assert "may not list" not in str(other.value)

@@ -51,6 +51,11 @@ app.kubernetes.io/part-of: modelroute
 {{- end -}}
 {{- end -}}
 
+{{/* The unbound pods-list ClusterRole the operator binds in each enrolled namespace. */}}
+{{- define "modelroute.podReaderRole" -}}
+{{- printf "%s-pod-reader" (include "modelroute.fullname" . | trunc 52 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "modelroute.webhookService" -}}
 {{- printf "%s-webhook" (include "modelroute.fullname" .) -}}
 {{- end -}}
@@ -146,22 +151,32 @@ namespaces: namespace handlers are kopf event handlers, which store no state.
   resources: ["configmaps"]
   verbs: ["create"]
 # the sidecars' read-only Role and RoleBinding per enrolled namespace (patch repairs
-# edits), by name: no other Role or RoleBinding of the cluster
+# edits), and the operator's own pod-list RoleBinding there, by name: no other Role or
+# RoleBinding of the cluster.  create can't be limited by name in RBAC.
 - apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
+  resources: ["roles"]
   resourceNames: ["modelroute-sidecar"]
+  verbs: ["get", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  resourceNames: ["modelroute-sidecar", "modelroute-operator-pods"]
   verbs: ["get", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["create"]
+# no pods right here: the rollout's sidecar health gate lists the pods of enrolled
+# namespaces only, through the unbound ClusterRole <fullname>-pod-reader, which the
+# operator binds to itself in each namespace it enrols (RoleBinding
+# modelroute-operator-pods).  bind is what lets it reference that one role without
+# holding its rights cluster-wide (RBAC's escalation check), and it names no other role.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterroles"]
+  resourceNames: [{{ include "modelroute.podReaderRole" . | quote }}]
+  verbs: ["bind"]
 # enrolment labels, FailoverPolicy selectors, the injector's namespace index
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
-# the rollout's sidecar health gate lists a namespace's pods
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["list"]
 # Warning events on routes and policies (operator and kopf post core v1 events)
 - apiGroups: [""]
   resources: ["events"]

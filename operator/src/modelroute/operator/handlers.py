@@ -20,6 +20,7 @@ from aiohttp import web
 
 from modelroute.proxy.kube_source import KubeConfig
 
+from . import manifests
 from .kube import API_FAILURES, ApiError, KubeApi
 from .metrics import OperatorMetrics, ViewSyncedCollector
 from .namespaces import NamespaceView, readiness_app
@@ -118,7 +119,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await api.__aenter__()
     memo.api = api
     memo.metrics = OperatorMetrics()
-    memo.service = Service(api, metrics=memo.metrics)
+    # pods may be listed only where the operator binds the chart's pod-reader role to itself
+    memo.service = Service(
+        api, metrics=memo.metrics, pod_reader=manifests.pod_reader_from_env(os.environ)
+    )
     memo.resync = asyncio.create_task(
         _resync_forever(memo.service, OPTIONS.resync_seconds), name="modelroute namespace resync"
     )

@@ -9,6 +9,7 @@ against the ClusterRole without starting anything.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ PREVIOUS_FAILOVER_ANNOTATION = "modelroute.io/previous-failover"
 TABLE_CONFIGMAP = "modelroute-table"
 TABLE_KEY = "table.json"
 SIDECAR_RBAC = "modelroute-sidecar"
+OPERATOR_PODS_RBAC = "modelroute-operator-pods"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelroute-operator"}
 EVENT_MESSAGE_LIMIT = 1000
 
@@ -74,6 +76,64 @@ def sidecar_binding(ns: str) -> dict[str, Any]:
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "Group",
                 "name": f"system:serviceaccounts:{ns}",
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class PodReader:
+    """Who may list an enrolled namespace's pods: the operator's own ServiceAccount.
+
+    The chart ships ClusterRole ``cluster_role`` (pods: list) bound nowhere and lets the
+    operator ``bind`` that one role by name; the operator binds it in each namespace it
+    enrols (:func:`operator_pods_binding`), so the rollout's health gate can list pods
+    there and nowhere else, kube-system included.  The names come from the Deployment's
+    environment (:func:`pod_reader_from_env`), so the chart's values are the one source.
+    """
+
+    cluster_role: str
+    service_account: str
+    namespace: str
+
+
+POD_READER_ENV = "MODELROUTE_POD_READER_CLUSTERROLE"
+SERVICE_ACCOUNT_ENV = "MODELROUTE_SERVICE_ACCOUNT"
+NAMESPACE_ENV = "POD_NAMESPACE"
+
+
+def pod_reader_from_env(env: Mapping[str, str]) -> PodReader | None:
+    """The chart's pod-reader settings; None when any is missing (a local run off-cluster).
+
+    Without them the operator binds nothing and its rollout gate lists pods with whatever
+    the credentials it runs with allow.
+    """
+    role, account, namespace = (
+        env.get(POD_READER_ENV, ""),
+        env.get(SERVICE_ACCOUNT_ENV, ""),
+        env.get(NAMESPACE_ENV, ""),
+    )
+    if not (role and account and namespace):
+        return None
+    return PodReader(cluster_role=role, service_account=account, namespace=namespace)
+
+
+def operator_pods_binding(ns: str, reader: PodReader) -> dict[str, Any]:
+    """RoleBinding ``modelroute-operator-pods``: the pod-reader ClusterRole, in ``ns`` only."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": OPERATOR_PODS_RBAC, "namespace": ns, "labels": MANAGED_BY},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": reader.cluster_role,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": reader.service_account,
+                "namespace": reader.namespace,
             }
         ],
     }

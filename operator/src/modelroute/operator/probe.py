@@ -18,7 +18,8 @@ import orjson
 
 from . import objects, rollout
 from .injection import ADMIN_PORT_ANNOTATION, INJECTED_ANNOTATION
-from .kube import core
+from .kube import ApiError, core
+from .manifests import OPERATOR_PODS_RBAC
 
 DEFAULT_ADMIN_PORT = 15401
 PROBE_TIMEOUT_SECONDS = 1.0
@@ -80,12 +81,34 @@ def combine(verdicts: list[rollout.Health]) -> rollout.Health:
     return rollout.Health.CONVERGED
 
 
+async def list_pods(api: PodLister, ns: str) -> list[dict[str, Any]]:
+    """The namespace's pods, or an error that says why the operator may not list them.
+
+    The operator holds no cluster-wide pods right: it lists pods only where it bound the
+    chart's pod-reader ClusterRole to itself (RoleBinding ``modelroute-operator-pods``,
+    written when it enrols a namespace).  A 403 therefore means the namespace is not
+    enrolled, or the binding is missing until the next resync puts it back.
+    """
+    try:
+        return await api.list(core(ns, "pods"))
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        raise ApiError(
+            403,
+            f"may not list pods in namespace {ns}: the rollout's health gate reads only "
+            f"enrolled namespaces, through RoleBinding {OPERATOR_PODS_RBAC} there "
+            f"(the next resync writes it if it is missing)",
+        ) from exc
+
+
 async def probe_sidecars(api: PodLister, ns: str, expected_hash: str, gate: Gate) -> rollout.Health:
     """Ask every injected, running sidecar of ``ns``; a namespace without any has converged."""
     verdicts = []
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
+    pods = await list_pods(api, ns)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        for pod in await api.list(core(ns, "pods")):
+        for pod in pods:
             ann = objects.annotations(pod)
             ip = objects.status(pod).get("podIP")
             if ann.get(INJECTED_ANNOTATION) != "true" or objects.namespace(pod) != ns or not ip:

@@ -31,7 +31,7 @@ from modelroute.resources.egress_rules import ALLOWED_HOSTS_ANNOTATION
 
 from . import admission, conditions, manifests, objects, probe, rollout
 from .kube import API_FAILURES, ApiError, KubeApi, core, custom, rbac
-from .manifests import HASH_ANNOTATION, SIDECAR_RBAC, TABLE_CONFIGMAP
+from .manifests import HASH_ANNOTATION, OPERATOR_PODS_RBAC, SIDECAR_RBAC, TABLE_CONFIGMAP
 from .metrics import Kind, OperatorMetrics, Result, Review
 
 log = logging.getLogger("modelroute.operator")
@@ -45,12 +45,16 @@ class Service:
         api: KubeApi,
         prober: probe.Prober | None = None,
         metrics: OperatorMetrics | None = None,
+        pod_reader: manifests.PodReader | None = None,
     ) -> None:
         self.api = api
         # what the work below did, counted here where the outcome is known (never in the
         # kopf handlers, which only see "returned" or "raised")
         self.metrics = metrics or OperatorMetrics()
         self.prober: probe.Prober = prober or self.probe_sidecars
+        # Whom to grant pod list in each enrolled namespace (RoleBinding modelroute-operator-pods):
+        # the operator holds no cluster-wide pods right; None binds nothing (a local run).
+        self.pod_reader = pod_reader
         self.clock: Callable[[], float] = time.time
         # One reconcile per namespace at a time: several handlers fire for one change.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -164,12 +168,9 @@ class Service:
             manifests.sidecar_role(ns),
             ("rules",),
         )
-        await self._ensure(
-            rbac(ns, "rolebindings", SIDECAR_RBAC),
-            rbac(ns, "rolebindings"),
-            manifests.sidecar_binding(ns),
-            ("roleRef", "subjects"),
-        )
+        await self._ensure_binding(manifests.sidecar_binding(ns))
+        if self.pod_reader is not None:
+            await self._ensure_binding(manifests.operator_pods_binding(ns, self.pod_reader))
         not_ready = 0
         for raw in raw_routes:
             name = objects.name(raw)
@@ -214,6 +215,24 @@ class Service:
             await self.api.create(collection, body)
         elif any(current.get(f) != body[f] for f in fields):
             await self.api.merge_patch(path, {f: body[f] for f in fields})
+
+    async def _ensure_binding(self, body: dict[str, Any]) -> None:
+        """Create, repair or replace one of our RoleBindings.
+
+        ``roleRef`` can't be changed on a RoleBinding (the API refuses the patch), so one
+        naming another role (a renamed release's pod reader, a hand edit) is deleted and
+        created again; edited subjects are patched back.
+        """
+        ns, name = objects.namespace(body), objects.name(body)
+        path = rbac(ns, "rolebindings", name)
+        current = await self.api.get(path)
+        if current is not None and current.get("roleRef") != body["roleRef"]:
+            await self.api.delete(path)
+            current = None
+        if current is None:
+            await self.api.create(rbac(ns, "rolebindings"), body)
+        elif current.get("subjects") != body["subjects"]:
+            await self.api.merge_patch(path, {"subjects": body["subjects"]})
 
     async def _route_status(
         self,
@@ -269,13 +288,15 @@ class Service:
             log.warning("could not post event %s on %s/%s: %s", reason, ns, objects.name(obj), exc)
 
     async def remove_namespace(self, ns: str) -> None:
-        """A namespace that left (or never joined) holds no table and no sidecar RBAC of ours.
+        """A namespace that left (or never joined) holds no table and no RBAC of ours.
 
-        The table ConfigMap goes last: it is created first and removed last, so while
-        any of the three is left over the ConfigMap is too, and :meth:`namespaces_with_table`
+        The operator's own pod-list binding goes first (it may read the pods of enrolled
+        namespaces only), the table ConfigMap last: it is created first and removed last,
+        so while anything is left over the ConfigMap is too, and :meth:`namespaces_with_table`
         finds the namespace for :meth:`resync` to finish the job.
         """
         for path in (
+            rbac(ns, "rolebindings", OPERATOR_PODS_RBAC),
             rbac(ns, "rolebindings", SIDECAR_RBAC),
             rbac(ns, "roles", SIDECAR_RBAC),
             core(ns, "configmaps", TABLE_CONFIGMAP),
