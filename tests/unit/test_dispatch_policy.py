@@ -19,7 +19,7 @@ from modelroute.proxy.request import Endpoint, extract_features
 from modelroute.proxy.router import Candidate, plan
 from modelroute.proxy.table import CompiledRoute
 
-from modelroute.resources import Hedge, Retry
+from modelroute.resources import ConnectRacing, Hedge, Retry
 
 NOW = 1_000.0
 ROUTES = """\
@@ -215,3 +215,25 @@ def test_the_final_status_says_what_every_attempt_ran_into(
 ) -> None:
     error = policy.exhausted_verdict(kinds, all_held)
     assert (error.status, error.code) == verdict
+
+
+def test_a_racer_or_hedge_avoids_the_endpoints_in_flight(setup: Setup) -> None:
+    route, cands, health = setup
+    us_endpoint = cands[0].endpoint
+    cand, _ = policy.next_candidate(cands, 0, (), health, route, NOW, avoid={us_endpoint})
+    assert cand is cands[1]  # not the first pick's shortcut: the endpoint is avoided
+    cand, _ = policy.next_candidate(cands, 2, {EU}, health, route, NOW, avoid={us_endpoint})
+    assert cand is None  # nothing else to race: the late connect keeps its full timeout
+    # panic (every circuit open) still never picks an avoided endpoint
+    for key in (US, EU):
+        health.breaker(route.name, key, route.circuit_breaker).record_failure(NOW - 1)
+    cand, _ = policy.next_candidate(cands, 1, (), health, route, NOW, avoid={us_endpoint})
+    assert cand is cands[1]
+
+
+def test_a_connect_is_raced_at_its_deadline_unless_that_is_the_timeout() -> None:
+    racing = ConnectRacing()
+    assert policy.connect_race_delay(racing, None, 1.0) == pytest.approx(0.25)
+    # a deadline at the connect timeout would race a connect that has failed anyway
+    assert policy.connect_race_delay(racing, None, 0.2) is None
+    assert policy.connect_race_delay(ConnectRacing(enabled=False), None, 1.0) is None
