@@ -129,9 +129,17 @@ class ConnectionPool:
         )
         if wait is not None:
             wait.queued = self.full()
-        conn = await self._acquire(origin)
+        conn = await self._acquire(origin, wait)
         if wait is not None:
+            if wait.abandoned:  # another attempt won the connect race: nothing is sent
+                conn.close()
+                self.release(conn)
+                raise ConnectFailed(
+                    "abandoned: another attempt had a connection first", network=False
+                )
             wait.connected = True
+            if wait.on_connected is not None:
+                wait.on_connected()
         answer = conn.send(head + body)
         try:
             return await answer
@@ -146,7 +154,7 @@ class ConnectionPool:
 
     # -- slots and connections -------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin) -> HTTP11Connection:
+    async def _acquire(self, origin: Origin, wait: PoolWait | None) -> HTTP11Connection:
         if self._closed:
             raise ConnectFailed(
                 "the sidecar is shutting down its upstream connections", network=False
@@ -166,10 +174,27 @@ class ConnectionPool:
         else:
             self._busy += 1
         try:
-            return self._take_idle(origin) or await self._connect(origin)
+            conn = self._take_idle(origin)
+            if conn is not None:
+                return conn
+            if wait is None:
+                return await self._connect(origin)
+            wait.connecting = True
+            started = time.perf_counter()
+            conn = await self._connect(origin)
+            wait.connect_seconds = time.perf_counter() - started
+            return conn
         except BaseException:
             self._free_slot()
             raise
+
+    def has_idle(self, base_url: str) -> bool:
+        """Is a kept-alive connection to ``base_url``'s origin waiting (no connect needed)?
+
+        A hint, read before an attempt starts (the attempt loop races only
+        attempts that must connect): the connection may still turn out closed.
+        """
+        return bool(self._idle.get(origin_of(base_url).peer))
 
     def _take_idle(self, origin: Origin) -> HTTP11Connection | None:
         idle = self._idle.get(origin.peer)

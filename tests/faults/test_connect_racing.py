@@ -1,0 +1,168 @@
+"""Connect racing and in-flight rescue: a region whose connects hang, a connection gone silent.
+
+A *black-holed* region on loopback without root: a listener with a backlog
+of 0 whose accept queue is already full (a few connections nobody accepts).
+The kernel then drops the next SYN, exactly as a firewall dropping packets
+would, so a connect to it hangs – until the provider's connect timeout
+(1 s by default).  With connect racing (on by default) the next region's
+attempt starts once the connect is late (the endpoint's observed connect
+time, 250 ms before any), and the request is answered from there.
+
+The silent keep-alive connection: a fake that answered once and then goes
+quiet on the connection the proxy kept; with a hedge the request is rescued
+by another *endpoint* (a hedge to the same endpoint would wait on the same
+path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import psutil
+import pytest
+
+from .conftest import FakeFactory, ProxyFactory, ask, provider_yaml, route_yaml, status
+
+INITIAL_DEADLINE_S = 0.25  # connectRacing.initialMs's default
+CONNECT_TIMEOUT_S = 1.0  # a ModelProvider's connectTimeoutMs default
+TIMEOUTS = (
+    "  timeouts: {firstByteMs: 2000, totalMs: 5000}\n"
+    "  retry: {maxAttempts: 3, baseBackoffMs: 5, maxBackoffMs: 20}\n"
+)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A loopback port whose connects hang (SYNs dropped: the accept queue is full)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):  # backlog 0 still queues one; the rest are dropped SYNs of their own
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.02)
+    probe = socket.socket()  # prove it: a blocking connect that does not complete
+    probe.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        probe.connect(("127.0.0.1", port))
+    probe.close()
+    yield port
+    for s in [*fillers, listener]:
+        s.close()
+
+
+def connects_to(port: int, besides: frozenset[int] = frozenset()) -> list[str]:
+    """This process's sockets to ``port`` (the proxy runs in the test's process), by state.
+
+    ``besides``: local ports to leave out (the fixture's own fillers).
+    """
+    return [
+        c.status
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.laddr.port not in besides
+    ]
+
+
+async def until_no_connects_to(port: int, besides: frozenset[int], limit: float) -> float:
+    started = time.perf_counter()
+    while connects_to(port, besides):
+        assert time.perf_counter() - started < limit, connects_to(port, besides)
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_hanging_connect_is_raced_by_the_next_region(
+    stream: bool,
+    blackhole: int,
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    figures: list[str],
+) -> None:
+    eu = await fakes("eu-west-1", latency_ms=10)
+    proxy = await proxies(
+        provider_yaml(
+            "global",
+            [("us-east-1", f"http://127.0.0.1:{blackhole}/v1"), ("eu-west-1", eu.url)],
+        )
+        + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+    )
+    fillers = frozenset(int(c.laddr.port) for c in psutil.Process().net_connections("tcp"))
+    answer = await ask(http, proxy.base_url, stream=stream)
+    assert answer.complete(), answer.body[:300]
+    assert answer.target == "global/chat-a@eu-west-1"
+    # the racer is an attempt like any other: the late connect was attempt 1
+    assert answer.attempts == 2, answer.headers
+    # answered at about the deadline, not after the connect timeout
+    assert answer.elapsed < 0.4, answer.elapsed
+    assert answer.elapsed >= INITIAL_DEADLINE_S * 0.9
+    # the loser was never handed a request; it keeps connecting to its full timeout, then
+    # its socket is closed – and that full timeout, not the late deadline, is the verdict
+    assert connects_to(blackhole, fillers) == ["SYN_SENT"]
+    closed_after = await until_no_connects_to(blackhole, fillers, CONNECT_TIMEOUT_S + 1.0)
+    doc = await status(http, proxy)
+    us = next(e for e in doc["endpoints"] if e["endpoint"] == "global@us-east-1")
+    assert us["lastError"] == "connect_timeout" and us["consecutiveFailures"] == 1, us
+    assert proxy.explain_url is not None
+    async with http.get(proxy.explain_url + "/explain?n=1") as resp:
+        explained = await resp.json()
+    (last,) = explained["requests"]
+    results = [(a["region"], a["result"]) for a in last["attempts"]]
+    assert results == [("us-east-1", "race_lost"), ("eu-west-1", "ok")], last["attempts"]
+    figures.append(
+        f"[connect-race{'-stream' if stream else ''}] first region black-holed: answered "
+        f"by the next in {answer.elapsed * 1000:.0f} ms (connect timeout "
+        f"{CONNECT_TIMEOUT_S * 1000:.0f} ms); the loser's socket closed "
+        f"{closed_after * 1000:.0f} ms after the answer"
+    )
+
+
+async def test_a_hedge_rescues_a_silent_keepalive_connection_at_another_endpoint(
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    figures: list[str],
+) -> None:
+    us = await fakes("us-east-1", latency_ms=5)
+    eu = await fakes("eu-west-1", latency_ms=5)
+    # plan order: primary/chat-a@us, primary/chat-b@us (the same endpoint), backup@eu
+    proxy = await proxies(
+        provider_yaml("primary", [("us-east-1", us.url)])
+        + provider_yaml("backup", [("eu-west-1", eu.url)])
+        + route_yaml(
+            "chat",
+            ["chat"],
+            [
+                "{provider: primary, model: chat-a}",
+                "{provider: primary, model: chat-b, tier: 1}",
+                "{provider: backup, model: chat-b, tier: 2}",
+            ],
+            "  timeouts: {firstByteMs: 1500, totalMs: 5000}\n"
+            "  retry: {maxAttempts: 3, baseBackoffMs: 5, maxBackoffMs: 20}\n"
+            "  hedge: {afterMs: 100}\n",
+        )
+    )
+    warm = await ask(http, proxy.base_url)
+    assert warm.complete() and warm.target == "primary/chat-a@us-east-1"
+    us.knobs.update({"latency_ms": 60_000})  # the kept-alive connection goes silent
+    answer = await ask(http, proxy.base_url)
+    assert answer.complete(), answer.body[:300]
+    assert us.stats.requests == 2  # it was sent, on the kept-alive connection, and hung there
+    assert answer.target == "backup/chat-b@eu-west-1", answer.target
+    assert answer.attempts == 2
+    assert answer.elapsed < 0.5, answer.elapsed
+    figures.append(
+        f"[in-flight-rescue] kept-alive connection gone silent, hedge afterMs 100: answered "
+        f"by another endpoint in {answer.elapsed * 1000:.0f} ms (firstByteMs 1500)"
+    )
