@@ -179,13 +179,14 @@ def test_no_wait_after_a_connect_failure_but_a_retry_after_is_honoured() -> None
 def test_hedge_delay_is_fixed_or_the_first_candidates_ttft_percentile(setup: Setup) -> None:
     _, _, health = setup
     ttft = health.target_ttft("gw/deepseek-v4-flash")
-    assert policy.hedge_delay(None, ttft, NOW) is None
-    assert policy.hedge_delay(Hedge(after_ms=250), ttft, NOW) == 0.25
+    assert policy.hedge_delay(None, ttft, NOW, 2.0) is None
+    assert policy.hedge_delay(Hedge(after_ms=250), ttft, NOW, 2.0) == 0.25
     by_percentile = Hedge(percentile=90)
-    assert policy.hedge_delay(by_percentile, ttft, NOW) is None  # too few samples yet
+    # too few samples yet: half the first-byte timeout, so a silent connection is still rescued
+    assert policy.hedge_delay(by_percentile, ttft, NOW, 2.0) == 1.0
     for i in range(100):
         ttft.add(0.1 + i / 1000, NOW - 1)
-    delay = policy.hedge_delay(by_percentile, ttft, NOW)
+    delay = policy.hedge_delay(by_percentile, ttft, NOW, 2.0)
     assert delay is not None and 0.18 < delay < 0.2
 
 

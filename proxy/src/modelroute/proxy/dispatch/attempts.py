@@ -400,7 +400,8 @@ class AttemptLoop(Commit):
 
     def _hedge_delay(self, first: Candidate) -> float | None:
         ttft = self.d.health.target_ttft(first.target_key)
-        return policy.hedge_delay(self.route.hedge, ttft, time.monotonic())
+        first_byte = self.route.timeouts.first_byte_ms / 1000
+        return policy.hedge_delay(self.route.hedge, ttft, time.monotonic(), first_byte)
 
     # -- one attempt ----------------------------------------------------------------------
 

@@ -122,18 +122,25 @@ def backoff_delay(
     return delay
 
 
-def hedge_delay(hedge: Hedge | None, ttft: LatencyTracker, now: float) -> float | None:
-    """Seconds before a backup attempt starts; None when the route doesn't hedge (or can't yet).
+def hedge_delay(
+    hedge: Hedge | None, ttft: LatencyTracker, now: float, first_byte: float
+) -> float | None:
+    """Seconds before a backup attempt starts; None when the route doesn't hedge.
 
     ``ttft`` is the first candidate's time-to-first-token tracker, read when
-    the hedge is set by percentile rather than a fixed ``afterMs``.
+    the hedge is set by percentile rather than a fixed ``afterMs``.  Until it
+    has 20 samples the hedge starts at half of ``first_byte`` (the route's
+    first-byte timeout): an attempt that has waited that long is on its way
+    to a timeout – or stuck on a kept-alive connection that went silent – and
+    a route that hedges must not leave it there because it is quiet.
     """
     if hedge is None:
         return None
     if hedge.after_ms is not None:
         return hedge.after_ms / 1000
     assert hedge.percentile is not None
-    return ttft.quantile(hedge.percentile / 100, now, 20)
+    found = ttft.quantile(hedge.percentile / 100, now, 20)
+    return first_byte / 2 if found is None else found
 
 
 def connect_race_delay(
