@@ -26,7 +26,16 @@ import aiohttp
 import psutil
 import pytest
 
-from .conftest import FakeFactory, ProxyFactory, ask, provider_yaml, route_yaml, status
+from .conftest import (
+    FakeFactory,
+    ProxyFactory,
+    ask,
+    provider_yaml,
+    quantile,
+    route_yaml,
+    status,
+    steady_load,
+)
 
 INITIAL_DEADLINE_S = 0.25  # connectRacing.initialMs's default
 CONNECT_TIMEOUT_S = 1.0  # a ModelProvider's connectTimeoutMs default
@@ -173,3 +182,80 @@ async def test_a_hedge_rescues_a_silent_keepalive_connection_at_another_endpoint
         f"[in-flight-rescue] kept-alive connection gone silent, hedge {hedge}: answered "
         f"by another endpoint in {answer.elapsed * 1000:.0f} ms (firstByteMs 1500)"
     )
+
+
+def blackhole_on(port: int) -> list[socket.socket]:
+    """Turn ``port`` (a region's, its server just stopped) into a black hole; the sockets to close."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    held = [listener]
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        held.append(s)
+    return held
+
+
+@pytest.mark.slow
+async def test_a_region_whose_connects_hang_under_load_costs_a_deadline_not_a_timeout(
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    figures: list[str],
+) -> None:
+    """40 requests/s; us-east-1 stops and its port then swallows SYNs (connects hang).
+
+    Default settings but firstByteMs: the kept-alive connections to it are reset (the
+    server stopped), every new connect hangs.  Nothing may fail and nothing may wait
+    for the connect timeout: the endpoint's connects took ~1 ms, so its deadline is
+    the floor (100 ms).  Once the abandoned connects have timed out (the full connect
+    timeout is the verdict) the endpoint is ejected and nothing is sent there.
+    """
+    us = await fakes("us-east-1", latency_ms=20)
+    eu = await fakes("eu-west-1", latency_ms=20)
+    proxy = await proxies(
+        provider_yaml("global", [("us-east-1", us.url), ("eu-west-1", eu.url)])
+        + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+    )
+    held: list[socket.socket] = []
+
+    async def fault_after(delay: float) -> float:
+        await asyncio.sleep(delay)
+        at = time.perf_counter()
+        await us.kill()
+        held.extend(blackhole_on(us.port))
+        return at
+
+    try:
+        load, fault_at = await asyncio.gather(
+            steady_load(http, proxy.base_url, 40.0, 4.0), fault_after(1.5)
+        )
+    finally:
+        for s in held:
+            s.close()
+    assert not load.exceptions, load.exceptions[:3]
+    failed = [a for a in load.answers if not a.complete()]
+    assert not failed, [(a.status, a.body[:200]) for a in failed[:3]]
+    during = [a for a in load.answers if a.started + a.elapsed >= fault_at]
+    raced = [a for a in during if a.attempts > 1]
+    assert raced and all(a.target.endswith("@eu-west-1") for a in raced)
+    worst = max(a.elapsed for a in during)
+    p99 = quantile([a.elapsed for a in during], 0.99)
+    # the abandoned connects ran on to their timeout: three in a row eject the endpoint, and
+    # while it is out nothing is sent there at all (baseEjectionMs 1 s, so from ~1 s to ~2 s)
+    out = [a for a in during if fault_at + 1.25 < a.started < fault_at + 1.85]
+    assert out and all(a.attempts == 1 and a.target.endswith("@eu-west-1") for a in out)
+    doc = await status(http, proxy)
+    us_endpoint = next(e for e in doc["endpoints"] if e["endpoint"] == "global@us-east-1")
+    assert us_endpoint["ejections"] >= 1 and us_endpoint["lastError"] == "connect_timeout"
+    figures.append(
+        f"[connect-blackhole] {len(load.answers)} requests at 40/s, 0 failed; {len(raced)} "
+        f"raced to eu-west-1 in at most {max(a.elapsed for a in raced) * 1000:.0f} ms; worst "
+        f"during the fault {worst * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (connect timeout "
+        f"{CONNECT_TIMEOUT_S * 1000:.0f} ms); ejected by the abandoned connects' timeouts"
+    )
+    assert worst < 0.5, worst

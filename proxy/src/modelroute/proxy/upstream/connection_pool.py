@@ -191,17 +191,23 @@ class ConnectionPool:
     def has_idle(self, base_url: str) -> bool:
         """Is a kept-alive connection to ``base_url``'s origin waiting (no connect needed)?
 
-        A hint, read before an attempt starts (the attempt loop races only
-        attempts that must connect): the connection may still turn out closed.
+        Read before an attempt starts (the attempt loop races only attempts that
+        must connect), with the very test :meth:`_take_idle` applies, so a
+        kept-alive connection already known closed or stale does not hide a
+        connect.  A reset not yet seen by the loop shows as a failed send, fast.
         """
-        return bool(self._idle.get(origin_of(base_url).peer))
+        now = time.monotonic()
+        return any(self._usable(c, now) for c in self._idle.get(origin_of(base_url).peer, ()))
+
+    def _usable(self, conn: HTTP11Connection, now: float) -> bool:
+        return not conn.closed and now - conn.idle_since < self.keepalive and conn.open()
 
     def _take_idle(self, origin: Origin) -> HTTP11Connection | None:
         idle = self._idle.get(origin.peer)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive and conn.open():
+            if self._usable(conn, now):
                 return conn
             conn.close()
         return None
