@@ -183,14 +183,26 @@ class AttemptLoop(Commit):
         many attempts started (0 or 1).
         """
         self.race_at.pop(late, None)
-        _, wait = self.waits.get(late, (None, None))
-        if wait is None or not wait.in_connect or wait.abandoned:
+        late_cand, wait = self.waits.get(late, (None, None))
+        if late_cand is None or wait is None or not wait.in_connect or wait.abandoned:
             return index, 0  # it connected (or queued for a slot) in the meantime
+        self._connect_late(late_cand)
         cand, new_index = self._next_candidate(self.candidates, index, avoid=self._busy_endpoints())
         if cand is None or self.d.health.held_until(cand.key) > time.monotonic():
             return index, 0  # no other endpoint to race: the connect has its full timeout
         self._start(cand, None, hedge=False, reason="connect_race")
         return new_index, 1
+
+    def _connect_late(self, cand: Candidate) -> None:
+        """A connect to ``cand``'s endpoint is late: suspicion, not a verdict.
+
+        The endpoint is probed now, if probes run (``EndpointHealth.suspect``,
+        as for a first-byte timeout).  Nothing counts as a failure: only the
+        connect's own timeout does (``_abandoned_done``).
+        """
+        endpoint = self.d.health.endpoints.get(cand.endpoint)
+        if endpoint is not None:
+            endpoint.suspect(time.monotonic())
 
     def _hedge(self, budget: RetryBudget, index: int) -> tuple[int, int]:
         """No first byte after the hedge delay: the next candidate, at another endpoint if any.
