@@ -137,6 +137,81 @@ async def test_a_hanging_connect_is_raced_by_the_next_region(
     )
 
 
+async def test_a_connect_that_is_only_slow_is_abandoned_unsent_and_not_a_failure(
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    figures: list[str],
+) -> None:
+    """The first region's connect completes – at the kernel's SYN retransmit, ~1 s in.
+
+    Its accept queue is full until 0.5 s, then drained: the dropped SYN is sent again
+    at 1 s and answered.  By then the next region has answered; the late connection
+    is closed without a byte written, it is a sample of the endpoint's connect time,
+    and it is no failure (``connectTimeoutMs`` 3000 was never reached).
+    """
+    eu = await fakes("eu-west-1", latency_ms=10)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    listener.setblocking(False)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    filler_ports = {int(f.getsockname()[1]) for f in fillers}
+    loop = asyncio.get_running_loop()
+    received: list[bytes] = []
+    closed_by_peer: list[int] = []  # client ports whose connection ended (EOF)
+    readers: set[asyncio.Task[None]] = set()
+
+    async def accept_late() -> None:
+        await asyncio.sleep(0.5)
+        while True:
+            conn, peer = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            readers.add(loop.create_task(read_all(conn, int(peer[1]))))
+
+    async def read_all(conn: socket.socket, peer_port: int) -> None:
+        with conn:
+            while data := await loop.sock_recv(conn, 4096):
+                received.append(data)
+            closed_by_peer.append(peer_port)
+
+    provider = provider_yaml(
+        "global", [("us-east-1", f"http://127.0.0.1:{port}/v1"), ("eu-west-1", eu.url)]
+    ).replace("  api: openai\n", "  api: openai\n  connectTimeoutMs: 3000\n")
+    proxy = await proxies(
+        provider + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+    )
+    acceptor = asyncio.create_task(accept_late())
+    try:
+        answer = await ask(http, proxy.base_url)
+        assert answer.complete() and answer.target == "global/chat-a@eu-west-1"
+        assert answer.attempts == 2 and answer.elapsed < 0.4, (answer.attempts, answer.elapsed)
+        await asyncio.sleep(1.2)  # the late connect completes at ~1 s and is closed at once
+        doc = await status(http, proxy)
+    finally:
+        acceptor.cancel()
+        for sock in [*fillers, listener]:
+            sock.close()
+    assert received == []  # connected, and not a byte of the request was written
+    # the proxy's late connection was made (accepted here) and closed by the proxy at once
+    assert [p for p in closed_by_peer if p not in filler_ports], closed_by_peer
+    us = next(e for e in doc["endpoints"] if e["endpoint"] == "global@us-east-1")
+    assert us["consecutiveFailures"] == 0 and us["lastError"] is None, us
+    assert us["state"] == "healthy"
+    figures.append(
+        f"[connect-race-slow] first region's connect completed at its SYN retransmit (~1 s): "
+        f"answered by the next in {answer.elapsed * 1000:.0f} ms, the late connection closed "
+        "unsent, no failure counted"
+    )
+
+
 @pytest.mark.parametrize(
     ("hedge", "within"),
     [("{afterMs: 100}", 0.5), ("{percentile: 95}", 0.95)],  # cold: half of firstByteMs 1500
