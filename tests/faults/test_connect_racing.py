@@ -147,8 +147,8 @@ async def test_a_connect_that_is_only_slow_is_abandoned_unsent_and_not_a_failure
 
     Its accept queue is full until 0.5 s, then drained: the dropped SYN is sent again
     at 1 s and answered.  By then the next region has answered; the late connection
-    is closed without a byte written, it is a sample of the endpoint's connect time,
-    and it is no failure (``connectTimeoutMs`` 3000 was never reached).
+    is closed without a byte written, and it is no failure (``connectTimeoutMs`` 3000
+    was never reached).
     """
     eu = await fakes("eu-west-1", latency_ms=10)
     listener = socket.socket()

@@ -82,3 +82,16 @@ def test_the_book_is_per_endpoint_and_forgets_endpoints_no_table_has() -> None:
     assert us is not None and eu is not None and us.srtt < eu.srtt
     book.keep_only({"gw@eu-west"})
     assert book.get("gw@us-east") is None and book.get("gw@eu-west") is eu
+
+
+def test_one_connect_delayed_by_a_syn_retransmit_would_disable_racing_for_a_while() -> None:
+    """Why a connect that lost its race is no sample (attempts.py, Karn's rule)."""
+    estimate = ConnectEstimate()
+    for _ in range(20):
+        estimate.add(0.002)
+    assert race_deadline(RACING, estimate, CEILING) == pytest.approx(0.100)
+    estimate.add(1.002)  # the kernel's first SYN retransmit, not the path
+    assert race_deadline(RACING, estimate, CEILING) == pytest.approx(CEILING)
+    for _ in range(4):
+        estimate.add(0.002)
+    assert race_deadline(RACING, estimate, CEILING) > 0.3  # still far from the usual 100 ms

@@ -17,6 +17,13 @@ event-loop stall of a busy node), never above the provider's
 ``connectTimeoutMs`` (past it the connect has failed anyway).  Before the
 first sample the deadline is ``initialMs``.
 
+Samples are the connects an attempt made and used.  One that completed
+after losing its race is left out, as Karn's rule leaves out retransmitted
+segments: it most likely measured the kernel's SYN retransmit (1 s), not
+the path, and a single such sample lifts the deadline to the connect
+timeout for the next several connects.  An endpoint that got slower for
+good still teaches its new normal, through the connects it wins.
+
 Pure: no clock is needed (an EWMA ages by samples, not by time), no I/O.
 """
 
