@@ -84,14 +84,24 @@ def test_the_book_is_per_endpoint_and_forgets_endpoints_no_table_has() -> None:
     assert book.get("gw@us-east") is None and book.get("gw@eu-west") is eu
 
 
-def test_one_connect_delayed_by_a_syn_retransmit_would_disable_racing_for_a_while() -> None:
-    """Why a connect that lost its race is no sample (attempts.py, Karn's rule)."""
+def test_a_connect_that_waited_for_a_syn_retransmit_is_no_sample() -> None:
+    """Karn's rule: one lost SYN (1 s) would lift the deadline to the timeout for a while."""
     estimate = ConnectEstimate()
     for _ in range(20):
         estimate.add(0.002)
-    assert race_deadline(RACING, estimate, CEILING) == pytest.approx(0.100)
-    estimate.add(1.002)  # the kernel's first SYN retransmit, not the path
-    assert race_deadline(RACING, estimate, CEILING) == pytest.approx(CEILING)
+    lifted = ConnectEstimate(estimate.srtt, estimate.rttvar, estimate.samples)
+    lifted.add(1.002)  # what it would do
+    assert race_deadline(RACING, lifted, CEILING) == pytest.approx(CEILING)
     for _ in range(4):
-        estimate.add(0.002)
-    assert race_deadline(RACING, estimate, CEILING) > 0.3  # still far from the usual 100 ms
+        lifted.add(0.002)
+    assert race_deadline(RACING, lifted, CEILING) > 0.3  # still far from the usual 100 ms
+    book = ConnectTimes()
+    book.observe("gw@us-east", 0.002)
+    book.observe("gw@us-east", 1.002)  # left out
+    book.observe("gw@eu-west", 3.5)  # left out: no estimate at all yet
+    us = book.get("gw@us-east")
+    assert us is not None and us.samples == 1
+    assert book.get("gw@eu-west") is None
+    book.observe("gw@us-east", 0.300)  # slower for good, but no retransmit: learnt
+    us_after = book.get("gw@us-east")
+    assert us_after is not None and us_after.samples == 2

@@ -17,12 +17,13 @@ event-loop stall of a busy node), never above the provider's
 ``connectTimeoutMs`` (past it the connect has failed anyway).  Before the
 first sample the deadline is ``initialMs``.
 
-Samples are the connects an attempt made and used.  One that completed
-after losing its race is left out, as Karn's rule leaves out retransmitted
-segments: it most likely measured the kernel's SYN retransmit (1 s), not
-the path, and a single such sample lifts the deadline to the connect
-timeout for the next several connects.  An endpoint that got slower for
-good still teaches its new normal, through the connects it wins.
+Every connect that completed is a sample – the late ones that lost their
+race too, so an endpoint that got slower for good teaches its new normal –
+except one that took ``SYN_RETRANSMIT`` or longer.  That one most likely
+measured the kernel's retransmission of a lost SYN (its initial timeout is
+1 s, RFC 6298 2.1), not the path; Karn's rule leaves out retransmitted
+segments for the same reason, and a single such sample would lift the
+deadline to the connect timeout for the next several connects.
 
 Pure: no clock is needed (an EWMA ages by samples, not by time), no I/O.
 """
@@ -38,6 +39,8 @@ from modelroute.resources import ConnectRacing
 ALPHA = 0.125
 BETA = 0.25
 K = 4.0
+# a connect this slow most likely waited for a SYN retransmit (Linux's initial RTO, RFC 6298)
+SYN_RETRANSMIT = 1.0
 
 
 @dataclass(slots=True)
@@ -88,6 +91,9 @@ class ConnectTimes:
         return self.endpoints.get(endpoint)
 
     def observe(self, endpoint: str, seconds: float) -> None:
+        """A completed connect; one of ``SYN_RETRANSMIT`` or more is left out (Karn's rule)."""
+        if seconds >= SYN_RETRANSMIT:
+            return
         found = self.endpoints.get(endpoint)
         if found is None:
             found = self.endpoints[endpoint] = ConnectEstimate()

@@ -241,7 +241,7 @@ class AttemptLoop(Commit):
         Each one's connect runs on in the background up to the provider's connect
         timeout, so a black hole still shows up in endpoint health as what it is
         (a connect timeout), while a connect that was merely slow counts as
-        nothing at all.
+        nothing but a sample of the endpoint's connect time.
         """
         for task, (cand, wait) in list(self.waits.items()):
             if not wait.abandoned or task not in self.in_flight:
@@ -274,9 +274,7 @@ class AttemptLoop(Commit):
         if isinstance(outcome, Ready):  # cannot happen (nothing was sent); close it all the same
             outcome.response.release()
             return
-        # a connect that completed after losing its race is no sample (Karn's rule): it most
-        # likely measured the kernel's SYN retransmit (1 s), not the path, and one such sample
-        # would lift the endpoint's deadline to the connect timeout for its next few connects
+        self._observe_connect(cand, wait)  # late, but a connect time all the same
         endpoint = health.endpoints.get(cand.endpoint)
         if endpoint is not None and outcome.local_origin is not None:
             endpoint.local_failure(outcome.local_origin, outcome.detail, time.monotonic())
@@ -285,11 +283,11 @@ class AttemptLoop(Commit):
         """A task leaves the request: its connect time (if it made one) is a sample."""
         self.race_at.pop(task, None)
         found = self.waits.pop(task, None)
-        if found is not None and not found[1].abandoned:  # abandoned: no sample, see above
+        if found is not None and not found[1].abandoned:  # abandoned: sampled when it ends
             self._observe_connect(*found)
 
     def _observe_connect(self, cand: Candidate, wait: PoolWait) -> None:
-        """A connect this attempt completed and used is a sample of the endpoint's connect time."""
+        """A connect that completed is a sample of the endpoint's connect time (connecttimes.py)."""
         if wait.connect_seconds is not None:
             self.d.health.connect_times.observe(cand.endpoint, wait.connect_seconds)
 
