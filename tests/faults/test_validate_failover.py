@@ -63,6 +63,7 @@ def validate(tmp_path: Path, text: str) -> tuple[int, str]:
 GOOD = route(
     "  circuitBreaker: {failureThreshold: 5, windowSeconds: 60, openSeconds: 30}\n"
     "  hedge: {afterMs: 50}\n"
+    "  connectRacing: {enabled: true, floorMs: 100, initialMs: 250}\n"
     "  latencyBudgetMs: 2000\n"
     "  residency: {regions: [eu-west-1]}"
 ) + policy("{errorRate: 0.5, p99LatencyMs: 5000, minRequests: 20, windowSeconds: 30}")
@@ -85,6 +86,9 @@ def test_a_sound_failover_setup_validates(tmp_path: Path) -> None:
         (route("  hedge: {percentile: 0}"), "hedge.percentile", "greater than 0"),
         (route("  hedge: {afterMs: 50, percentile: 95}"), "hedge", "exactly one"),
         (route("  retry: {budgetRatio: -0.1}"), "retry.budgetRatio", "0"),
+        (route("  connectRacing: {floorMs: 0}"), "connectRacing.floorMs", "greater than"),
+        (route("  connectRacing: {initialMs: -1}"), "connectRacing.initialMs", "greater than"),
+        (route("  connectRacing: {enabled: maybe}"), "connectRacing.enabled", "bool"),
         (
             route("") + policy("{errorRate: 0}"),
             "ejection.errorRate",

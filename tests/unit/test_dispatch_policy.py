@@ -19,7 +19,7 @@ from modelroute.proxy.request import Endpoint, extract_features
 from modelroute.proxy.router import Candidate, plan
 from modelroute.proxy.table import CompiledRoute
 
-from modelroute.resources import Hedge, Retry
+from modelroute.resources import ConnectRacing, Hedge, Retry
 
 NOW = 1_000.0
 ROUTES = """\
@@ -179,13 +179,14 @@ def test_no_wait_after_a_connect_failure_but_a_retry_after_is_honoured() -> None
 def test_hedge_delay_is_fixed_or_the_first_candidates_ttft_percentile(setup: Setup) -> None:
     _, _, health = setup
     ttft = health.target_ttft("gw/deepseek-v4-flash")
-    assert policy.hedge_delay(None, ttft, NOW) is None
-    assert policy.hedge_delay(Hedge(after_ms=250), ttft, NOW) == 0.25
+    assert policy.hedge_delay(None, ttft, NOW, 2.0) is None
+    assert policy.hedge_delay(Hedge(after_ms=250), ttft, NOW, 2.0) == 0.25
     by_percentile = Hedge(percentile=90)
-    assert policy.hedge_delay(by_percentile, ttft, NOW) is None  # too few samples yet
+    # too few samples yet: half the first-byte timeout, so a silent connection is still rescued
+    assert policy.hedge_delay(by_percentile, ttft, NOW, 2.0) == 1.0
     for i in range(100):
         ttft.add(0.1 + i / 1000, NOW - 1)
-    delay = policy.hedge_delay(by_percentile, ttft, NOW)
+    delay = policy.hedge_delay(by_percentile, ttft, NOW, 2.0)
     assert delay is not None and 0.18 < delay < 0.2
 
 
@@ -215,3 +216,25 @@ def test_the_final_status_says_what_every_attempt_ran_into(
 ) -> None:
     error = policy.exhausted_verdict(kinds, all_held)
     assert (error.status, error.code) == verdict
+
+
+def test_a_racer_or_hedge_avoids_the_endpoints_in_flight(setup: Setup) -> None:
+    route, cands, health = setup
+    us_endpoint = cands[0].endpoint
+    cand, _ = policy.next_candidate(cands, 0, (), health, route, NOW, avoid={us_endpoint})
+    assert cand is cands[1]  # not the first pick's shortcut: the endpoint is avoided
+    cand, _ = policy.next_candidate(cands, 2, {EU}, health, route, NOW, avoid={us_endpoint})
+    assert cand is None  # nothing else to race: the late connect keeps its full timeout
+    # panic (every circuit open) still never picks an avoided endpoint
+    for key in (US, EU):
+        health.breaker(route.name, key, route.circuit_breaker).record_failure(NOW - 1)
+    cand, _ = policy.next_candidate(cands, 1, (), health, route, NOW, avoid={us_endpoint})
+    assert cand is cands[1]
+
+
+def test_a_connect_is_raced_at_its_deadline_unless_that_is_the_timeout() -> None:
+    racing = ConnectRacing()
+    assert policy.connect_race_delay(racing, None, 1.0) == pytest.approx(0.25)
+    # a deadline at the connect timeout would race a connect that has failed anyway
+    assert policy.connect_race_delay(racing, None, 0.2) is None
+    assert policy.connect_race_delay(ConnectRacing(enabled=False), None, 1.0) is None

@@ -111,6 +111,39 @@ class Hedge(SpecModel):
         return self
 
 
+class ConnectRacing(SpecModel):
+    """Happy Eyeballs across regions: a connect slower than usual starts the next region's attempt.
+
+    The deadline is the endpoint's observed connect time (TCP's RTO estimate,
+    smoothed mean + 4 × deviation), clamped between ``floorMs`` and the
+    provider's ``connectTimeoutMs``.  The slow connect is abandoned as soon as
+    another attempt has a connection, so only one request is ever sent; it
+    keeps connecting in the background up to its full timeout, and only that
+    full timeout counts against the endpoint's health (docs/failover.md).
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Start the next region's attempt when a connect outlasts its deadline.",
+    )
+    floor_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        alias="floorMs",
+        description="Shortest deadline: above event-loop stalls and a busy node's jitter, "
+        "below the 1 s SYN retransmit a dropped packet costs.",
+    )
+    initial_ms: int = Field(
+        default=250,
+        ge=1,
+        le=60_000,
+        alias="initialMs",
+        description="Deadline for an endpoint not yet connected to (RFC 8305's 250 ms "
+        "connection attempt delay); the provider's connectTimeoutMs still caps it.",
+    )
+
+
 class Residency(SpecModel):
     regions: tuple[str, ...] = Field(
         min_length=1, description="Allow-list, enforced in every fallback."
@@ -169,6 +202,12 @@ class RouteSpec(SpecModel):
     retry: Retry = Field(default_factory=Retry)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, alias="circuitBreaker")
     hedge: Hedge | None = None
+    connect_racing: ConnectRacing = Field(
+        default_factory=ConnectRacing,
+        alias="connectRacing",
+        description="Race a slow connect against the next region (on by default: one request "
+        "is still sent, never two).",
+    )
     residency: Residency | None = None
     budget: Budget | None = None
     mirror: Mirror | None = None

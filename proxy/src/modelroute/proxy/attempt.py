@@ -128,8 +128,12 @@ async def run_attempt(
     stream: bool,
     first_byte_timeout: float,
     total_timeout: float,
+    wait: PoolWait | None = None,
 ) -> Outcome:
     """Send one request and wait (bounded) for its first byte; never raises for upstream trouble.
+
+    ``wait`` is the caller's view of the trip through the pool (the attempt
+    loop races a slow connect with it, :class:`~.upstream.PoolWait`).
 
     On :class:`Ready` the caller owns ``response`` and must release it.  Every
     :class:`Failed` leaves here scrubbed of the credentials this attempt sent
@@ -153,6 +157,7 @@ async def run_attempt(
         stream=stream,
         first_byte_timeout=first_byte_timeout,
         total_timeout=total_timeout,
+        pool_wait=wait or PoolWait(),
     )
     if isinstance(outcome, Failed):
         outcome.detail = scrub.text(outcome.detail)
@@ -173,10 +178,10 @@ async def _send(
     stream: bool,
     first_byte_timeout: float,
     total_timeout: float,
+    pool_wait: PoolWait,
 ) -> Outcome:
     started = time.perf_counter()
     response: UpstreamResponse | None = None
-    pool_wait = PoolWait()
     try:
         # one timer for the whole attempt: first-byte bound, then moved to the total deadline
         # (each asyncio.timeout is a call_at handle created, rescheduled and cancelled)

@@ -348,6 +348,7 @@ class _Compiler:
             retry=spec.retry,
             circuit_breaker=spec.circuit_breaker,
             hedge=spec.hedge,
+            connect_racing=spec.connect_racing,
             budget=spec.budget,
             mirror=mirror,
             sticky=spec.sticky,

@@ -22,8 +22,9 @@ from ddsketch import DDSketch
 from modelroute.resources import CircuitBreaker as BreakerConfig
 from modelroute.resources import Ejection
 
+from .connecttimes import ConnectTimes
 from .endpoints import EndpointBook
-from .keys import endpoint_key
+from .keys import endpoint_key, split_candidate
 
 # ---------------------------------------------------------------------------------------
 # circuit breaker
@@ -369,6 +370,8 @@ class HealthBook:
         self.regions: dict[str, RegionHealth] = {}
         # per endpoint (provider@region): outlier ejection on connect failures, probe verdicts
         self.endpoints = EndpointBook()
+        # per endpoint: how long new connections take, the deadline a connect race starts at
+        self.connect_times = ConnectTimes()
         self.budgets: dict[str, RetryBudget] = {}
         self.hedge_losses: dict[str, int] = {}  # candidate → hedges lost since its last answer
         # candidate → (when it last failed, whether that failure was slow: a timeout), the
@@ -408,6 +411,11 @@ class HealthBook:
             del self.hedge_losses[candidate]
         for candidate in [c for c in self.last_failures if c not in candidates]:
             del self.last_failures[candidate]
+        endpoints = set()
+        for candidate in candidates:
+            provider, _, region = split_candidate(candidate)
+            endpoints.add(endpoint_key(provider, region))
+        self.connect_times.keep_only(endpoints)
 
     def breaker(self, route: str, candidate: str, config: BreakerConfig) -> Breaker:
         key = (route, candidate)

@@ -57,6 +57,7 @@ class AttemptEnd(StrEnum):
     PENDING = "pending"  # still running
     OK = "ok"  # its answer was served
     HEDGE_LOST = "hedge_lost"  # another attempt answered first
+    RACE_LOST = "race_lost"  # still connecting when another attempt had a connection: never sent
     CANCELLED = "cancelled"  # the request ended (another answer, a deadline) while it ran
     CLIENT_CLOSED = "client_closed"  # served, and the client hung up mid-answer
     STREAM_ERROR = "stream_error"  # served, and the upstream broke off mid-stream

@@ -30,6 +30,7 @@ from modelroute.resources import (
     Capability,
     CircuitBreaker,
     ClassifierSpec,
+    ConnectRacing,
     Ejection,
     HealthCheck,
     Hedge,
@@ -138,6 +139,7 @@ class CompiledRoute(_TableModel):
     retry: Retry = Field(default_factory=Retry)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     hedge: Hedge | None = None
+    connect_racing: ConnectRacing = Field(default_factory=ConnectRacing)
     budget: Budget | None = None
     mirror: CompiledMirror | None = None
     sticky: Sticky | None = None

@@ -109,8 +109,9 @@ def attempt_end(
             attributes["http.response.status_code"] = attempt.status
         if attempt.result != "ok":
             attributes["error.type"] = attempt.result
-            # a hedge that lost was cancelled on purpose: not an error of the upstream
-            if attempt.result not in ("hedge_lost", "cancelled"):
+            # a hedge that lost (or a connect that lost its race) was given up on purpose:
+            # not an error of the upstream
+            if attempt.result not in ("hedge_lost", "race_lost", "cancelled"):
                 error = attempt.detail or attempt.result
     elif attempt is not record.served and attempt.result not in ("ok", "pending"):
         attributes["error.type"] = attempt.result

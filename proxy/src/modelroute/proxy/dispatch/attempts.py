@@ -13,6 +13,7 @@ by :mod:`.policy`, with the clock passed in; this module only acts on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import orjson
@@ -26,6 +27,7 @@ from ..health import Breaker, CircuitState, RetryBudget
 from ..outcomes import AttemptEnd, Failure
 from ..router import Candidate, Plan
 from ..table import CompiledTarget
+from ..upstream import PoolWait
 from . import policy
 from .commit import Commit
 
@@ -48,12 +50,36 @@ class AttemptLoop(Commit):
         max_attempts = route.retry.max_attempts
         retry_on = route.retry_kinds
         hedge_delay = self._hedge_delay(candidates[0])
-        if hedge_delay is None:
+        if hedge_delay is None and not self._may_race(candidates[0]):
             return await self._run_sequential(budget, max_attempts, retry_on)
-        hedges_left = route.hedge.max_hedges if route.hedge else 0
+        return await self._run_concurrent(budget, max_attempts, retry_on, hedge_delay)
+
+    def _may_race(self, first: Candidate) -> bool:
+        """Could the first attempt's connect be raced?  Only if it has one to make.
+
+        Most requests ride a kept-alive connection: they take the sequential
+        loop, with no task and no ``asyncio.wait`` on their way.
+        """
+        return (
+            self.route.connect_racing.enabled
+            and len(self.candidates) > 1
+            and not self.d.pool.pool(first.provider).has_idle(first.base_url)
+        )
+
+    async def _run_concurrent(
+        self,
+        budget: RetryBudget,
+        max_attempts: int,
+        retry_on: frozenset[str],
+        hedge_delay: float | None,
+    ) -> web.StreamResponse:
+        """Attempts that may overlap: a hedge after ``hedge_delay``, a racer after a late connect."""
+        candidates = self.candidates
+        hedges_left = self.route.hedge.max_hedges if self.route.hedge and hedge_delay else 0
         next_index = 0
         attempts = 0
         last_failure: Failed | None = None
+        hedge_at: float | None = None  # perf_counter when the hedge starts
         try:
             while True:
                 if not self.in_flight:
@@ -66,38 +92,48 @@ class AttemptLoop(Commit):
                         break
                     attempts += 1
                     self._start(cand, last_failure, hedge=False)
-                timeout = self.deadline - time.perf_counter()
-                if timeout <= 0:
+                    if hedge_delay is not None:
+                        hedge_at = time.perf_counter() + hedge_delay
+                now = time.perf_counter()
+                if now >= self.deadline:
                     break
                 hedge_now = (
-                    hedge_delay is not None
+                    hedge_at is not None
                     and hedges_left > 0
                     and attempts < max_attempts
                     and len(self.in_flight) == 1
                 )
-                wait_for = min(timeout, hedge_delay) if hedge_now and hedge_delay else timeout
-                waited_from = time.perf_counter()
+                race = self._next_race() if attempts < max_attempts else None
+                wake = self.deadline
+                if hedge_now and hedge_at is not None:
+                    wake = min(wake, hedge_at)
+                if race is not None:
+                    wake = min(wake, race[1])
+                waited_from = now
                 done, _ = await asyncio.wait(
-                    self.in_flight, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                    self.in_flight,
+                    timeout=max(0.0, wake - now),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 self.record.upstream_wait += time.perf_counter() - waited_from
+                self._set_aside_abandoned()
                 if not done:
-                    if hedge_now and time.perf_counter() < self.deadline:
-                        cand, next_index = self._next_candidate(candidates, next_index)
-                        if (
-                            cand is not None
-                            and self.d.health.held_until(cand.key) <= time.monotonic()
-                            and budget.try_spend(time.monotonic())
-                        ):
-                            attempts += 1
-                            hedges_left -= 1
-                            self._start(cand, None, hedge=True)
-                        else:
-                            hedges_left = 0
-                        continue
-                    break  # total deadline
+                    now = time.perf_counter()
+                    if now >= self.deadline:
+                        break  # total deadline
+                    if race is not None and now >= race[1]:
+                        next_index, started = self._race(race[0], next_index)
+                        attempts += started
+                    elif hedge_now and hedge_at is not None and now >= hedge_at:
+                        next_index, started = self._hedge(budget, next_index)
+                        attempts += started
+                        hedges_left = hedges_left - 1 if started else 0
+                    continue
                 for task in done:
-                    attempt = self.in_flight.pop(task)
+                    attempt = self.in_flight.pop(task, None)
+                    if attempt is None:  # abandoned by a race meanwhile: set aside above
+                        continue
+                    self._forget(task)
                     outcome = task.result()
                     if isinstance(outcome, Ready):
                         try:
@@ -115,6 +151,145 @@ class AttemptLoop(Commit):
         finally:
             await self._cancel_rest(AttemptEnd.CANCELLED)
         raise self._exhausted(attempts)
+
+    # -- racing and hedging -------------------------------------------------------------
+
+    def _busy_endpoints(self) -> set[str]:
+        return {cand.endpoint for cand, _ in self.waits.values()}
+
+    def _next_race(self) -> tuple[asyncio.Task[Outcome], float] | None:
+        """The attempt whose connect deadline comes first, among those that may still be late.
+
+        Attempts that got a connection (or were abandoned) leave the book here,
+        so a request on a kept-alive connection is not woken for nothing twice.
+        """
+        best: tuple[asyncio.Task[Outcome], float] | None = None
+        for task, at in list(self.race_at.items()):
+            _, wait = self.waits.get(task, (None, None))
+            if wait is None or wait.connected or wait.abandoned or wait.connect_seconds is not None:
+                del self.race_at[task]
+            elif best is None or at < best[1]:
+                best = (task, at)
+        return best
+
+    def _race(self, late: asyncio.Task[Outcome], index: int) -> tuple[int, int]:
+        """A connect outlived its deadline: start the next endpoint's attempt beside it.
+
+        The late connect goes on (up to the provider's connect timeout); the
+        first of the two to have a connection is the one that sends, the other
+        is abandoned unsent (``_connected``).  Nothing extra reaches an
+        upstream, so the retry budget is not charged; the racer is an attempt
+        and counts against ``maxAttempts``.  Returns the plan index and how
+        many attempts started (0 or 1).
+        """
+        self.race_at.pop(late, None)
+        late_cand, wait = self.waits.get(late, (None, None))
+        if late_cand is None or wait is None or not wait.in_connect or wait.abandoned:
+            return index, 0  # it connected (or queued for a slot) in the meantime
+        self._connect_late(late_cand)
+        cand, new_index = self._next_candidate(self.candidates, index, avoid=self._busy_endpoints())
+        if cand is None or self.d.health.held_until(cand.key) > time.monotonic():
+            return index, 0  # no other endpoint to race: the connect has its full timeout
+        self._start(cand, None, hedge=False, reason="connect_race")
+        return new_index, 1
+
+    def _connect_late(self, cand: Candidate) -> None:
+        """A connect to ``cand``'s endpoint is late: suspicion, not a verdict.
+
+        The endpoint is probed now, if probes run (``EndpointHealth.suspect``,
+        as for a first-byte timeout).  Nothing counts as a failure: only the
+        connect's own timeout does (``_abandoned_done``).
+        """
+        endpoint = self.d.health.endpoints.get(cand.endpoint)
+        if endpoint is not None:
+            endpoint.suspect(time.monotonic())
+
+    def _hedge(self, budget: RetryBudget, index: int) -> tuple[int, int]:
+        """No first byte after the hedge delay: the next candidate, at another endpoint if any.
+
+        The attempt in flight may be waiting on a connection that went silent
+        (kept alive, then black-holed): a hedge to the same endpoint would
+        most likely wait on the same path, so another endpoint comes first.
+        """
+        avoid = self._busy_endpoints()
+        cand, new_index = self._next_candidate(self.candidates, index, avoid=avoid)
+        if cand is None:
+            cand, new_index = self._next_candidate(self.candidates, index)
+        if (
+            cand is not None
+            and self.d.health.held_until(cand.key) <= time.monotonic()
+            and budget.try_spend(time.monotonic())
+        ):
+            self._start(cand, None, hedge=True)
+            return new_index, 1
+        return index, 0
+
+    def _connected(self, winner: PoolWait) -> None:
+        """One attempt has its connection: every other one still connecting is abandoned.
+
+        Called by the pool before the winner writes a byte, so the abandoned
+        ones send nothing (Happy Eyeballs across regions: one request is sent,
+        never two); they are set aside by :meth:`_set_aside_abandoned`.
+        """
+        for _, wait in self.waits.values():
+            if wait is not winner and wait.in_connect:
+                wait.abandoned = True
+
+    def _set_aside_abandoned(self) -> None:
+        """Move abandoned connects out of the request: their end is no longer its business.
+
+        Each one's connect runs on in the background up to the provider's connect
+        timeout, so a black hole still shows up in endpoint health as what it is
+        (a connect timeout), while a connect that was merely slow counts as
+        nothing but a sample of the endpoint's connect time.
+        """
+        for task, (cand, wait) in list(self.waits.items()):
+            if not wait.abandoned or task not in self.in_flight:
+                continue
+            attempt = self.in_flight.pop(task)
+            self._forget(task)
+            self._end_attempt(attempt, AttemptEnd.RACE_LOST)
+            if task.done():
+                self._abandoned_done(cand, wait, task)
+            else:
+                self.d.background.add(task)
+                task.add_done_callback(functools.partial(self._abandoned_done, cand, wait))
+
+    def _abandoned_done(self, cand: Candidate, wait: PoolWait, task: asyncio.Task[Outcome]) -> None:
+        """An abandoned connect ended: its verdict (a full timeout, a refusal) for the endpoint."""
+        self.d.background.discard(task)
+        health = self.d.health
+        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
+        self._release_probe(cand.key, breaker)
+        region = health.region(cand.target.provider, cand.region)
+        if task.cancelled():
+            if region is not None:
+                region.release()
+            return
+        if region is not None:
+            region.release()
+        if task.exception() is not None:  # a bug, not a verdict (the loop logs it)
+            return
+        outcome = task.result()
+        if isinstance(outcome, Ready):  # cannot happen (nothing was sent); close it all the same
+            outcome.response.release()
+            return
+        self._observe_connect(cand, wait)  # late, but a connect time all the same
+        endpoint = health.endpoints.get(cand.endpoint)
+        if endpoint is not None and outcome.local_origin is not None:
+            endpoint.local_failure(outcome.local_origin, outcome.detail, time.monotonic())
+
+    def _forget(self, task: asyncio.Task[Outcome]) -> None:
+        """A task leaves the request: its connect time (if it made one) is a sample."""
+        self.race_at.pop(task, None)
+        found = self.waits.pop(task, None)
+        if found is not None and not found[1].abandoned:  # abandoned: sampled when it ends
+            self._observe_connect(*found)
+
+    def _observe_connect(self, cand: Candidate, wait: PoolWait) -> None:
+        """A connect that completed is a sample of the endpoint's connect time (connecttimes.py)."""
+        if wait.connect_seconds is not None:
+            self.d.health.connect_times.observe(cand.endpoint, wait.connect_seconds)
 
     async def _run_sequential(
         self, budget: RetryBudget, max_attempts: int, retry_on: frozenset[str]
@@ -142,11 +317,13 @@ class AttemptLoop(Commit):
                 attempts += 1
                 current = self._begin(cand, last_failure, hedge=False)
                 waited_from = time.perf_counter()
+                wait = PoolWait()
                 try:
-                    outcome = await self._attempt(cand)
+                    outcome = await self._attempt(cand, wait)
                 finally:
                     self.record.upstream_wait += time.perf_counter() - waited_from
                 attempt, current = current, None
+                self._observe_connect(cand, wait)
                 if isinstance(outcome, Ready):
                     self._record_ready(attempt, outcome)
                     return await self._commit(attempt, outcome)
@@ -177,12 +354,19 @@ class AttemptLoop(Commit):
         return policy.relayed_as_is(failed.kind, retry_on)
 
     def _next_candidate(
-        self, candidates: list[Candidate], index: int
+        self, candidates: list[Candidate], index: int, avoid: set[str] | None = None
     ) -> tuple[Candidate | None, int]:
         """The next candidate (:func:`.policy.next_candidate`), given what is in flight now."""
         busy = {a.candidate for a in self.in_flight.values()}
         return policy.next_candidate(
-            candidates, index, busy, self.d.health, self.route, time.monotonic(), self.tried
+            candidates,
+            index,
+            busy,
+            self.d.health,
+            self.route,
+            time.monotonic(),
+            self.tried,
+            avoid or (),
         )
 
     async def _backoff(self, attempts: int, failure: Failed) -> bool:
@@ -230,16 +414,37 @@ class AttemptLoop(Commit):
 
     def _hedge_delay(self, first: Candidate) -> float | None:
         ttft = self.d.health.target_ttft(first.target_key)
-        return policy.hedge_delay(self.route.hedge, ttft, time.monotonic())
+        first_byte = self.route.timeouts.first_byte_ms / 1000
+        return policy.hedge_delay(self.route.hedge, ttft, time.monotonic(), first_byte)
 
     # -- one attempt ----------------------------------------------------------------------
 
-    def _start(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> None:
-        attempt = self._begin(cand, previous, hedge=hedge)
-        task = asyncio.ensure_future(self._attempt(cand))
+    def _start(
+        self, cand: Candidate, previous: Failed | None, *, hedge: bool, reason: str | None = None
+    ) -> None:
+        """Start an attempt as a task, and set its connect race (if its connect may be raced)."""
+        attempt = self._begin(cand, previous, hedge=hedge, reason=reason)
+        wait = PoolWait()
+        wait.on_connected = functools.partial(self._connected, wait)
+        task = asyncio.ensure_future(self._attempt(cand, wait))
         self.in_flight[task] = attempt
+        self.waits[task] = (cand, wait)
+        delay = policy.connect_race_delay(
+            self.route.connect_racing,
+            self.d.health.connect_times.get(cand.endpoint),
+            cand.provider.connect_timeout_ms / 1000,
+        )
+        if delay is not None:
+            self.race_at[task] = attempt.started + delay
 
-    def _begin(self, cand: Candidate, previous: Failed | None, *, hedge: bool) -> AttemptRecord:
+    def _begin(
+        self,
+        cand: Candidate,
+        previous: Failed | None,
+        *,
+        hedge: bool,
+        reason: str | None = None,
+    ) -> AttemptRecord:
         record = self.record
         self.tried.append(cand)
         attempt = AttemptRecord(
@@ -251,7 +456,9 @@ class AttemptLoop(Commit):
             server_address=cand.base_url,
             started=time.perf_counter(),
             fallback_reason=(
-                "hedge"
+                reason
+                if reason
+                else "hedge"
                 if hedge
                 else previous.kind.value
                 if previous
@@ -263,7 +470,7 @@ class AttemptLoop(Commit):
         self.d.observers.attempt_started(record, attempt)
         return attempt
 
-    async def _attempt(self, cand: Candidate) -> Outcome:
+    async def _attempt(self, cand: Candidate, wait: PoolWait) -> Outcome:
         health = self.d.health
         now = time.monotonic()
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
@@ -295,6 +502,7 @@ class AttemptLoop(Commit):
                 stream=self.features.stream,
                 first_byte_timeout=first_byte,
                 total_timeout=remaining,
+                wait=wait,
             )
         except asyncio.CancelledError:
             self._release_probe(cand.key, breaker)
@@ -382,6 +590,7 @@ class AttemptLoop(Commit):
         self.d.observers.attempt_finished(self.record, attempt)
 
     async def _cancel_rest(self, result: AttemptEnd) -> None:
+        self._set_aside_abandoned()  # unsent and still connecting: left to finish, not cancelled
         if not self.in_flight:
             return
         tasks = list(self.in_flight)
@@ -390,6 +599,7 @@ class AttemptLoop(Commit):
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for task, outcome in zip(tasks, outcomes, strict=True):
             attempt = self.in_flight.pop(task)
+            self._forget(task)
             if isinstance(outcome, Failed):  # failed just as we cancelled: a verdict all the same
                 self._record_failure(attempt, outcome)
                 continue

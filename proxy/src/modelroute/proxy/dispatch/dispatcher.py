@@ -77,6 +77,7 @@ class Dispatcher:
         self.in_flight = 0
         self.closing = False  # set by cut_in_flight() when the sidecar stops
         self._tasks: set[asyncio.Task[Any]] = set()  # the handlers in flight, for cut_in_flight
+        self.background: set[asyncio.Task[Any]] = set()  # connects a race abandoned (attempts.py)
         self.idle = asyncio.Event()  # set whenever nothing is in flight (graceful drain waits)
         self.idle.set()
         self.requests = 0
@@ -94,6 +95,8 @@ class Dispatcher:
         Cancelled here, each handler still has an open connection to say why.
         """
         self.closing = True
+        for connect in list(self.background):  # nobody waits for them: the verdict can go
+            connect.cancel()
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 
-from modelroute.resources import Hedge, Retry
+from modelroute.resources import ConnectRacing, Hedge, Retry
 
 from .. import errors
+from ..connecttimes import ConnectEstimate, race_deadline
 from ..health import HealthBook, LatencyTracker
 from ..outcomes import Failure
 from ..router import Candidate, panic_rank
@@ -47,11 +48,15 @@ def next_candidate(
     route: CompiledRoute,
     now: float,
     tried: Sequence[Candidate] = (),
+    avoid: Collection[str] = (),
 ) -> tuple[Candidate | None, int]:
     """The next candidate in plan order (cycling), skipping ones held by Retry-After or busy.
 
     ``busy`` holds the keys of candidates with an attempt in flight, ``tried``
-    the candidates this request has already attempted.  A held candidate is
+    the candidates this request has already attempted, ``avoid`` endpoints
+    (``provider@region``) a candidate must not be at: a connect racer or a
+    hedge sent to the endpoint whose connect is slow or whose connection went
+    silent would wait on the same network path.  A held candidate is
     skipped while another one is free.  When every free candidate is held or
     behind an open circuit (panic), the attempts spread: an endpoint this
     request has not tried yet before one it has, then a candidate it has not
@@ -61,11 +66,11 @@ def next_candidate(
     while another exists.
     """
     n = len(candidates)
-    if index == 0 and not busy and not health.holds:  # first pick: plan() just checked
+    if index == 0 and not busy and not avoid and not health.holds:  # first pick: plan() checked
         return (candidates[0], 1) if n else (None, index)
     for step in range(n):
         cand = candidates[(index + step) % n]
-        if cand.key in busy:
+        if cand.key in busy or cand.endpoint in avoid:
             continue
         if health.held_until(cand.key) > now and n > 1:
             continue
@@ -79,7 +84,7 @@ def next_candidate(
         return cand, index + step + 1
     # every free candidate held, ejected or behind an open circuit: the same "panic" as
     # plan()'s, a sick upstream is a better bet than a certain error
-    free = [c for c in candidates if c.key not in busy]
+    free = [c for c in candidates if c.key not in busy and c.endpoint not in avoid]
     if not free:
         return None, index
     tried_keys = {c.key for c in tried}
@@ -117,18 +122,40 @@ def backoff_delay(
     return delay
 
 
-def hedge_delay(hedge: Hedge | None, ttft: LatencyTracker, now: float) -> float | None:
-    """Seconds before a backup attempt starts; None when the route doesn't hedge (or can't yet).
+def hedge_delay(
+    hedge: Hedge | None, ttft: LatencyTracker, now: float, first_byte: float
+) -> float | None:
+    """Seconds before a backup attempt starts; None when the route doesn't hedge.
 
     ``ttft`` is the first candidate's time-to-first-token tracker, read when
-    the hedge is set by percentile rather than a fixed ``afterMs``.
+    the hedge is set by percentile rather than a fixed ``afterMs``.  Until it
+    has 20 samples the hedge starts at half of ``first_byte`` (the route's
+    first-byte timeout): an attempt that has waited that long is on its way
+    to a timeout – or stuck on a kept-alive connection that went silent – and
+    a route that hedges must not leave it there because it is quiet.
     """
     if hedge is None:
         return None
     if hedge.after_ms is not None:
         return hedge.after_ms / 1000
     assert hedge.percentile is not None
-    return ttft.quantile(hedge.percentile / 100, now, 20)
+    found = ttft.quantile(hedge.percentile / 100, now, 20)
+    return first_byte / 2 if found is None else found
+
+
+def connect_race_delay(
+    racing: ConnectRacing, estimate: ConnectEstimate | None, connect_timeout: float
+) -> float | None:
+    """Seconds after an attempt starts when, still connecting, it is raced; None: never.
+
+    ``estimate`` is the endpoint's observed connect time (:mod:`~..connecttimes`),
+    ``connect_timeout`` the provider's: a deadline at it would race a connect
+    that has failed anyway.
+    """
+    if not racing.enabled:
+        return None
+    delay = race_deadline(racing, estimate, connect_timeout)
+    return delay if delay < connect_timeout else None
 
 
 def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> type[errors.ModelRouteError]:

@@ -34,7 +34,7 @@ from ..request import RequestFeatures
 from ..responses import ResponseIds
 from ..router import Candidate
 from ..table import CompiledRoute, CompiledTable
-from ..upstream import UpstreamPool
+from ..upstream import PoolWait, UpstreamPool
 
 # set on the aiohttp request once a streamed answer's headers went out: from then on an
 # unexpected error can't become an error response (server.error_middleware closes instead)
@@ -72,6 +72,9 @@ class Services(Protocol):
     mirror: Mirror
     closing: bool
     response_ids: ResponseIds
+    # connects abandoned by a race, left to finish (bounded by the connect timeout) so their
+    # verdict reaches endpoint health; held here so nothing collects them half-way
+    background: set[asyncio.Task[Outcome]]
 
 
 class RequestRun:
@@ -100,6 +103,11 @@ class RequestRun:
         self.failures: list[Failed] = []
         self.strip_usage = False
         self.in_flight: dict[asyncio.Task[Outcome], AttemptRecord] = {}
+        # each attempt task's candidate and trip through the pool (connect racing reads it)
+        self.waits: dict[asyncio.Task[Outcome], tuple[Candidate, PoolWait]] = {}
+        self.race_at: dict[
+            asyncio.Task[Outcome], float
+        ] = {}  # perf_counter: still connecting → race
         self.candidates: list[Candidate] = []
         self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds

@@ -129,9 +129,17 @@ class ConnectionPool:
         )
         if wait is not None:
             wait.queued = self.full()
-        conn = await self._acquire(origin)
+        conn = await self._acquire(origin, wait)
         if wait is not None:
+            if wait.abandoned:  # another attempt won the connect race: nothing is sent
+                conn.close()
+                self.release(conn)
+                raise ConnectFailed(
+                    "abandoned: another attempt had a connection first", network=False
+                )
             wait.connected = True
+            if wait.on_connected is not None:
+                wait.on_connected()
         answer = conn.send(head + body)
         try:
             return await answer
@@ -146,7 +154,7 @@ class ConnectionPool:
 
     # -- slots and connections -------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin) -> HTTP11Connection:
+    async def _acquire(self, origin: Origin, wait: PoolWait | None) -> HTTP11Connection:
         if self._closed:
             raise ConnectFailed(
                 "the sidecar is shutting down its upstream connections", network=False
@@ -166,17 +174,40 @@ class ConnectionPool:
         else:
             self._busy += 1
         try:
-            return self._take_idle(origin) or await self._connect(origin)
+            conn = self._take_idle(origin)
+            if conn is not None:
+                return conn
+            if wait is None:
+                return await self._connect(origin)
+            wait.connecting = True
+            started = time.perf_counter()
+            conn = await self._connect(origin)
+            wait.connect_seconds = time.perf_counter() - started
+            return conn
         except BaseException:
             self._free_slot()
             raise
+
+    def has_idle(self, base_url: str) -> bool:
+        """Is a kept-alive connection to ``base_url``'s origin waiting (no connect needed)?
+
+        Read before an attempt starts (the attempt loop races only attempts that
+        must connect), with the very test :meth:`_take_idle` applies, so a
+        kept-alive connection already known closed or stale does not hide a
+        connect.  A reset not yet seen by the loop shows as a failed send, fast.
+        """
+        now = time.monotonic()
+        return any(self._usable(c, now) for c in self._idle.get(origin_of(base_url).peer, ()))
+
+    def _usable(self, conn: HTTP11Connection, now: float) -> bool:
+        return not conn.closed and now - conn.idle_since < self.keepalive and conn.open()
 
     def _take_idle(self, origin: Origin) -> HTTP11Connection | None:
         idle = self._idle.get(origin.peer)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive and conn.open():
+            if self._usable(conn, now):
                 return conn
             conn.close()
         return None

@@ -27,30 +27,54 @@ The contract beyond the signatures, each point held by a conformance test:
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from .egress import EgressPolicy
 
 
 class PoolWait:
-    """What one request's trip through the pool looked like.
+    """What one request's trip through the pool looked like, and the caller's say in it.
 
     A caller's timeout that fires while the request still waits for a free
     connection (the provider's ``maxConnections`` are all busy, e.g. with long
     streams) says nothing about the upstream's health; one that fires after it
     got a connection does.
+
+    The connect-race fields (docs/failover.md, "Connect racing"): the pool
+    says when it opens a new connection (``connecting``) and how long that
+    took (``connect_seconds``), and calls ``on_connected`` once a connection
+    is in hand, *before* a byte of the request is written; a caller that set
+    ``abandoned`` by then gets no request sent – the fresh connection is
+    closed (never pooled half-used) and ``post`` raises ``ConnectFailed``
+    with ``network`` false.
     """
 
-    __slots__ = ("connected", "queued")
+    __slots__ = (
+        "abandoned",
+        "connect_seconds",
+        "connected",
+        "connecting",
+        "on_connected",
+        "queued",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, on_connected: Callable[[], None] | None = None) -> None:
         self.queued = False  # the pool had no free connection when the request asked
         self.connected = False  # the request got its connection
+        self.connecting = False  # no idle connection: a new one is being made for it
+        self.connect_seconds: float | None = None  # how long making it took, once made
+        self.abandoned = False  # set by the caller: send nothing, close the connection
+        self.on_connected = on_connected
 
     @property
     def stuck_in_queue(self) -> bool:
         return self.queued and not self.connected
+
+    @property
+    def in_connect(self) -> bool:
+        """Making a new connection right now (not queued for a slot, not sending)."""
+        return self.connecting and not self.connected and self.connect_seconds is None
 
 
 class ResponseBody(Protocol):
@@ -111,6 +135,10 @@ class Transport(Protocol):
 
     def full(self) -> bool:
         """Would a request asking now have to queue for a connection?"""
+        ...
+
+    def has_idle(self, base_url: str) -> bool:
+        """Is a kept-alive connection to ``base_url``'s origin waiting (no connect needed)?"""
         ...
 
     async def post(
