@@ -57,12 +57,17 @@ def _run(argv: list[str], timeout: float = 10.0) -> str:
     return done.stdout
 
 
+def tool(name: str) -> str:
+    """``name``'s path: on PATH, else in the sbin directories a non-login PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") or name
+
+
 def missing_capability() -> str | None:
     """Why the kernel fault suite cannot run here, or None when it can (root, ip, nft)."""
     if os.geteuid() != 0:
         return "the kernel fault suite needs root (ip netns add, nft)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
+    for name, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if not os.path.isabs(tool(name)):
             return (
                 f"missing `{tool}` (Debian's {package}): run `bash scripts/install-test-tools.sh`"
             )
@@ -82,12 +87,12 @@ class NetNS:
         _reap_orphans()
         ns = cls(f"{PREFIX}-{os.getpid()}-{next(_counter)}")
         try:
-            _run(["ip", "netns", "add", ns.name])
+            _run([tool("ip"), "netns", "add", ns.name])
         except (subprocess.CalledProcessError, OSError) as exc:
             raise KernelUnavailable(f"ip netns add failed: {_why(exc)}") from exc
         _live[ns.name] = ns
         try:
-            _run(["ip", "-n", ns.name, "link", "set", "lo", "up"])
+            _run([tool("ip"), "-n", ns.name, "link", "set", "lo", "up"])
             ns.nft(
                 f"add table inet {TABLE}\n"
                 f"add set inet {TABLE} dark {{ type inet_service; }}\n"
@@ -105,12 +110,12 @@ class NetNS:
 
     def argv(self, *command: str) -> list[str]:
         """``command`` run inside the namespace."""
-        return ["ip", "netns", "exec", self.name, *command]
+        return [tool("ip"), "netns", "exec", self.name, *command]
 
     def nft(self, script: str) -> None:
         """Apply an nft script (one transaction: all of it or none) inside the namespace."""
         done = subprocess.run(
-            self.argv("nft", "-f", "-"),
+            self.argv(tool("nft"), "-f", "-"),
             input=script,
             capture_output=True,
             text=True,
@@ -125,11 +130,15 @@ class NetNS:
     # -- faults -----------------------------------------------------------------------------
 
     def blackhole(self, *ports: int) -> float:
-        """Drop every segment to and from ``ports``; returns when the rule is in force (monotonic)."""
+        """Drop every segment to and from ``ports``; returns when that began (monotonic).
+
+        The moment returned is taken just before the rule goes in, so every
+        window measured from it is, if anything, a few milliseconds too long.
+        """
         return self._elements("add", "dark", ports)
 
     def heal(self, *ports: int) -> float:
-        """Undo :meth:`blackhole` and :meth:`unmute` for ``ports``; returns when healed (monotonic)."""
+        """Undo :meth:`blackhole` and :meth:`mute` for ``ports``; returns when that began."""
         sick = self.sick_ports()
         script = "".join(
             f"delete element inet {TABLE} {name} {{ {port} }}\n"
@@ -137,33 +146,35 @@ class NetNS:
             for name, in_set in sick.items()
             if port in in_set
         )
+        at = time.monotonic()
         if script:
             self.nft(script)
-        return time.monotonic()
+        return at
 
     def mute(self, *ports: int) -> float:
-        """Let handshakes through but drop every segment with data; returns when in force."""
+        """Let handshakes through but drop every segment with data; returns when that began."""
         return self._elements("add", "mute", ports)
 
     def sick_ports(self) -> dict[str, set[int]]:
         """What is dark or mute now, from the kernel's own sets (``{"dark": {…}, "mute": {…}}``)."""
         out: dict[str, set[int]] = {}
         for name in ("dark", "mute"):
-            text = _run(self.argv("nft", "list", "set", "inet", TABLE, name))
+            text = _run(self.argv(tool("nft"), "list", "set", "inet", TABLE, name))
             inside = text.split("elements = {", 1)[1].split("}", 1)[0] if "elements" in text else ""
             out[name] = {int(p) for p in inside.replace(",", " ").split()}
         return out
 
     def _elements(self, verb: str, set_name: str, ports: tuple[int, ...]) -> float:
+        at = time.monotonic()
         self.nft("".join(f"{verb} element inet {TABLE} {set_name} {{ {p} }}\n" for p in ports))
-        return time.monotonic()
+        return at
 
     # -- teardown ---------------------------------------------------------------------------
 
     def pids(self) -> list[int]:
         """Processes still running inside the namespace."""
         with contextlib.suppress(subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired):
-            return [int(p) for p in _run(["ip", "netns", "pids", self.name]).split()]
+            return [int(p) for p in _run([tool("ip"), "netns", "pids", self.name]).split()]
         return []
 
     def delete(self) -> None:
@@ -181,7 +192,7 @@ class NetNS:
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.05)
         with contextlib.suppress(subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired):
-            _run(["ip", "netns", "del", self.name])
+            _run([tool("ip"), "netns", "del", self.name])
         self.deleted = True
         _live.pop(self.name, None)
 
@@ -195,7 +206,7 @@ def delete_all() -> None:
 def _reap_orphans() -> None:
     """Delete namespaces left by an earlier run of this suite whose process is gone."""
     with contextlib.suppress(subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired):
-        for line in _run(["ip", "netns", "list"]).splitlines():
+        for line in _run([tool("ip"), "netns", "list"]).splitlines():
             name = line.split()[0] if line.strip() else ""
             parts = name.split("-")
             if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isdigit():
