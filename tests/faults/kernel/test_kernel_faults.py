@@ -250,7 +250,9 @@ def test_flapping_region(world: World, figures: list[str]) -> None:
     """us-east-1 dark 5 s, healthy 5 s, dark 5 s, healthy again.
 
     Today: the first dark phase opens the breaker for 30 s, so the flaps
-    after it are never seen by a request: rested, not oscillating.
+    after it are never seen by a request: rested, not oscillating (and no
+    failback in the healthy phases).  The assertions hold per dark phase,
+    so they stay true once failback is faster and the second phase is seen.
     """
     port = world.port(PREFERRED)
     faults: list[Fault] = []
@@ -264,20 +266,21 @@ def test_flapping_region(world: World, figures: list[str]) -> None:
         phases.append((worst(run.in_flight(dark, healed)), run.last_touch(PREFERRED, dark, healed)))
     worst_s = max(w for w, _ in phases)
     last = max((t for _, t in phases if t is not None), default=None)
+    healthy_phase = run.started(run.at("heal0"), run.at("dark1"))
+    back = sum(r.region() == PREFERRED for r in healthy_phase)
     figures.append(
         f"[kernel flapping 5s/5s] {len(run.records)} requests; "
         f"{judged_failures(len(failed(run.records)), len(run.records))}; "
         f"{judged('worst during a dark phase', worst_s, GOAL_WORST_S)} "
         f"(phases: {', '.join(f'{w:.2f} s' for w, _ in phases)}); "
         f"{judged('last request on the sick region after a flip', last, GOAL_AVOID_AFTER_S)}; "
-        "no failback between flips (breaker open 30 s)"
+        f"{back} of {len(healthy_phase)} answered from us-east-1 in the healthy phase between"
     )
     assert not failed(run.records), detail(failed(run.records))
-    assert worst_s <= FIRST_BYTE_S + SLACK_S
-    assert last is not None and last <= CONNECT_S + SLACK_S
-    # the second dark phase finds the breaker still open: nobody waits on it (that would
-    # cost at least a connect timeout)
-    assert phases[1][0] < CONNECT_S and phases[1][1] is None
+    assert last is not None  # the first flip is always seen
+    for worst_phase, last_phase in phases:
+        assert worst_phase <= FIRST_BYTE_S + SLACK_S
+        assert last_phase is None or last_phase <= CONNECT_S + SLACK_S
 
 
 def test_every_region_down_then_one_back(world: World, figures: list[str]) -> None:
