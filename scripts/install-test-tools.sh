@@ -29,6 +29,12 @@ apt_install redis-server redis-server
 # in the foreground on a loopback port of their own; the package's service is never used.
 apt_install tinyproxy tinyproxy
 
+# iproute2 and nftables: the kernel fault suite (tests/faults/kernel/) runs fakes, proxy and
+# load in a network namespace of its own (`ip netns`) and makes a region sick there with
+# nftables rules (packets dropped, not processes killed).  Only that namespace is touched.
+apt_install ip iproute2
+apt_install nft nftables
+
 # wrk: the load tool of the CPU-per-request ratio guard (tests/bench/test_overhead_ratio.py)
 apt_install wrk wrk
 
