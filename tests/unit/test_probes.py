@@ -36,9 +36,7 @@ def check(**fields: Any) -> HealthCheck:
     return HealthCheck.model_validate(fields)
 
 
-def test_the_timeout_is_timeout_ms_raised_for_a_far_region_capped_by_the_connect_timeout() -> (
-    None
-):
+def test_the_timeout_is_timeout_ms_raised_for_a_far_region_capped_by_the_connect_timeout() -> None:
     default = check()
     assert probe_timeout(default, 1000, 0.002) == 0.3  # near: timeoutMs stands
     assert probe_timeout(default, 1000, 0.15) == pytest.approx(0.6)  # far: 4 × its typical probe
@@ -254,3 +252,19 @@ async def test_stop_cancels_probes_out_and_ejections_end_by_time_again() -> None
     assert hop.out == 0 and not book.probed
     us = book.get("p@us")
     assert us is not None and not us.probing and not us.probed
+
+
+async def test_a_bug_in_a_probe_is_logged_without_a_verdict_and_the_endpoint_probed_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hop, now = FakeHop(), [0.0]
+    hop.fail["http://us.example/v1"] = RuntimeError("a bug")
+    p, book = prober(hop, table(["us"]), now)
+    now[0] = 0.2
+    p.launch_due(now[0])
+    await settle()
+    us = book.get("p@us")
+    assert us is not None and not us.ejected and not us.probing and us.probes_not_sent == 1
+    assert "failed unexpectedly" in caplog.text
+    now[0] = 1.2
+    assert p.launch_due(now[0]) == ["p@us"]

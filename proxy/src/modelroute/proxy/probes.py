@@ -318,4 +318,9 @@ class Prober:
             RequestNotSent,
         ) as exc:
             return verdict_of_error(exc, within)
+        except Exception:  # a bug: logged, no verdict, and the endpoint is probed again later
+            log.exception("probe of %s failed unexpectedly", target.base_url)
+            return Verdict(
+                ProbeResult.NOT_SENT, None, "the probe failed inside the sidecar (logged)"
+            )
         return verdict_of_status(status, check)
