@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from modelroute.proxy.process import RunningProxy
+from modelroute.proxy.upstream.connection import default_ssl
 
 from modelroute.devtools.fake_provider import Knobs, start_fake_provider
 
+from ..certs import self_signed
 from ..forward_proxy import tinyproxy
 from .conftest import (
     MODELS,
@@ -431,6 +434,74 @@ async def test_an_http_probe_takes_the_providers_forward_proxy_like_a_request(
     # absolute form through the proxy (with the proxy's credentials, never the key's)
     assert f"GET http://localhost:{target.port}/v1/models HTTP/1.1" in seen, seen
     assert target.gets()[0][2] == "Bearer sk-key-of-a"
+
+
+async def test_a_connect_probe_of_https_is_a_verified_tls_handshake_through_the_tunnel(
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    for name in ("trusted", "other"):
+        (tmp_path / name).mkdir()
+    trusted_cert, trusted_key = self_signed(tmp_path / "trusted", dns=("localhost",))
+    other_cert, other_key = self_signed(tmp_path / "other", dns=("localhost",))
+    handshakes: dict[int, int] = {}
+
+    async def tls_server(cert: Path, key: Path) -> asyncio.Server:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+
+        def done(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            port = writer.get_extra_info("sockname")[1]
+            handshakes[port] = handshakes.get(port, 0) + 1  # called once the handshake is done
+            writer.close()
+
+        return await asyncio.start_server(done, "127.0.0.1", 0, ssl=context)
+
+    good, bad = await tls_server(trusted_cert, trusted_key), await tls_server(other_cert, other_key)
+    good_port, bad_port = (int(s.sockets[0].getsockname()[1]) for s in (good, bad))
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted_cert))  # the trust store probes use
+    default_ssl.cache_clear()
+    try:
+        with tinyproxy(tmp_path / "proxy") as forward:
+            monkeypatch.setenv("https_proxy", forward.url_with_auth)
+            proxy = await proxies(
+                provider_yaml(
+                    "global",
+                    [
+                        ("us-east-1", f"https://localhost:{good_port}/v1"),
+                        ("eu-west-1", f"https://localhost:{bad_port}/v1"),
+                    ],
+                )
+                + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+                + policy("{intervalMs: 300, timeoutMs: 200}")
+            )
+
+            async def judged() -> bool:
+                doc = await status(http, proxy)
+                return (
+                    handshakes.get(good_port, 0) >= 2
+                    and endpoint(doc, "global@eu-west-1")["state"] == "ejected"
+                )
+
+            await until(judged, 3.0, "the trusted endpoint probed, the untrusted one ejected")
+            seen = forward.requests()
+        assert f"CONNECT localhost:{good_port} HTTP/1.1" in seen, seen  # the tunnel, as requests
+        assert f"CONNECT localhost:{bad_port} HTTP/1.1" in seen, seen
+        doc = await status(http, proxy)
+        assert endpoint(doc, "global@us-east-1")["state"] == "healthy"
+        eu = endpoint(doc, "global@eu-west-1")
+        assert eu["lastError"] == "probe_refused" and "CERTIFICATE_VERIFY_FAILED" in str(
+            eu["lastErrorDetail"]
+        ), eu
+        assert handshakes.get(bad_port, 0) == 0  # the handshake never completed
+    finally:
+        default_ssl.cache_clear()  # later tests get the trust store without the test's cert
+        for server in (good, bad):
+            server.close()
 
 
 async def test_probes_stop_when_a_reload_takes_the_endpoint_out_of_every_table(
