@@ -541,6 +541,11 @@ async def test_probes_stop_when_a_reload_takes_the_endpoint_out_of_every_table(
     assert kept.accepted >= kept_after + 2  # ... while the one still in the table is probed
     keys = {e["endpoint"] for e in (await status(http, proxy))["endpoints"]}
     assert keys == {"global@eu-west-1"}
+    assert proxy.admin_url is not None
+    async with http.get(proxy.admin_url + "/metrics") as resp:
+        text = await resp.text()
+    durations = [line for line in text.splitlines() if "probe_duration_seconds_count" in line]
+    assert durations and all('region="eu-west-1"' in line for line in durations), durations
 
 
 async def test_probe_concurrency_is_bounded(

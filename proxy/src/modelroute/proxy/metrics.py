@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .health import HealthBook
-from .keys import split_candidate, split_endpoint
+from .keys import endpoint_key, split_candidate, split_endpoint
 from .outcomes import ShadowOutcome
 from .table import CompiledTable
 from .tablestore import TableStore
@@ -275,6 +275,12 @@ class PrometheusObserver:
         """One active probe ended (probes.py); a probe the guard refused took no time."""
         if result != "not_sent":
             self.probe_duration.get(*split_endpoint(endpoint)).observe(seconds)
+
+    def endpoints_applied(self, endpoints: set[str]) -> None:
+        """A table's endpoints: the probe series of the others go (they are no longer probed)."""
+        for labels in [k for k in self.probe_duration.cache if endpoint_key(*k) not in endpoints]:
+            self.probe_duration.metric.remove(*labels)
+            del self.probe_duration.cache[labels]
 
     # -- Observer protocol ------------------------------------------------------------
 

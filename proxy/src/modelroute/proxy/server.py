@@ -213,12 +213,14 @@ class Proxy:
             failover.ejection if failover else None,
             failover.failback_delay_seconds if failover else 60.0,
         )
+        endpoints = endpoints_in(table)
         self.health.endpoints.configure(
-            ((key, settings_of(provider)) for key, (provider, _) in endpoints_in(table).items()),
+            ((key, settings_of(provider)) for key, (provider, _) in endpoints.items()),
             time.monotonic(),
             self.dispatcher.rng,
         )
         self.prober.table_applied(table)  # probes follow the endpoints the table uses
+        self.metrics.endpoints_applied(set(endpoints))
         self.health.forget_routes_except({r.name for r in table.routes})
         targets = {t.key for r in table.routes for t in r.targets}
         candidates = {
