@@ -403,6 +403,44 @@ async def test_an_http_probe_is_a_get_under_its_own_base_url_with_its_own_key_an
     assert "modelroute_endpoint_probe_duration_seconds_count" in text
 
 
+async def test_a_request_timing_out_on_a_connected_endpoint_brings_its_probe_forward(
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+    targets: Callable[..., Awaitable[ProbeTarget]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEY_A", "sk-key-of-a")
+    frozen, eu = await targets(), await fakes("eu-west-1")
+    proxy = await proxies(
+        provider_with_check(
+            "global",
+            [("us-east-1", frozen.url), ("eu-west-1", eu.url)],
+            "KEY_A",
+            "{intervalMs: 3000, timeoutMs: 200, http: {path: /models}}",
+        )
+        + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+        + policy()
+    )
+
+    async def probed() -> bool:
+        return len(frozen.gets()) >= 1
+
+    await until(probed, 1.0, "the first probe of us-east-1")
+    frozen.delay = 5.0  # it still accepts connections, but answers nothing any more
+    answer = await ask(http, proxy.base_url)  # us-east-1's first-byte timeout, then eu-west-1
+    assert answer.complete() and answer.attempts == 2, answer.headers
+
+    async def ejected() -> bool:
+        return (await endpoint_now(http, proxy, "global@us-east-1"))["state"] == "ejected"
+
+    # the next scheduled probe is 2.4-3 s after the first; the suspicion brings it forward
+    took = await until(ejected, 1.0, "the suspected endpoint probed at once and ejected")
+    us = await endpoint_now(http, proxy, "global@us-east-1")
+    assert us["lastError"] == "probe_timeout" and len(frozen.gets()) == 2, us
+    print(f"[probes] a request's first-byte timeout: endpoint ejected {took * 1000:.0f} ms later")
+
+
 async def test_an_http_probe_takes_the_providers_forward_proxy_like_a_request(
     proxies: ProxyFactory,
     http: aiohttp.ClientSession,
