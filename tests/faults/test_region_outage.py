@@ -110,5 +110,11 @@ async def test_region_outage_under_load_loses_no_request(
     assert late and all(a.attempts == 1 and a.target.endswith("@eu-west-1") for a in late)
     doc = await status(http, proxy)
     circuits = {c["candidate"]: c["state"] for c in doc["circuits"]}
-    assert circuits.get("global/chat-a@us-east-1") == "open", doc["circuits"]
+    endpoints = {e["endpoint"]: e["state"] for e in doc["endpoints"]}
+    if outage == "refused":  # refused connects (and then the probes) eject the endpoint:
+        # it stays out while the probes keep failing, before its breaker saw 5 failures
+        assert endpoints["global@us-east-1"] == "ejected", doc["endpoints"]
+    else:  # a black hole accepts connections: the probes find it healthy, the breaker opens
+        assert endpoints["global@us-east-1"] == "healthy", doc["endpoints"]
+        assert circuits.get("global/chat-a@us-east-1") == "open", doc["circuits"]
     assert doc["health"]["errors"] == 0

@@ -81,6 +81,11 @@ async def test_every_candidate_failing_names_the_route_and_attempts(
         ["{provider: api, model: deepseek-v4-flash}"],
         "  retry: {maxAttempts: 2, baseBackoffMs: 1, maxBackoffMs: 5}",
     )
+    # no probes: the refused eu-west-1 must still be in the plan for the request to name it
+    routes += (
+        "apiVersion: modelroute.io/v1alpha1\nkind: FailoverPolicy\nmetadata: {name: regions}\n"
+        "spec:\n  regionPreference: [us-east-1, eu-west-1]\n  healthCheck: {enabled: false}\n"
+    )
     proxy = await proxies(routes)
     status, doc = await post(
         proxy.base_url + "/chat/completions",

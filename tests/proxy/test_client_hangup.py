@@ -49,7 +49,9 @@ def _foreign(record: logging.LogRecord) -> bool:
     if record.name != "asyncio":
         return False
     defined = re.search(r"defined at (\S+):\d+", record.getMessage())
-    return defined is not None and "/aiohttp/" not in defined[1] and "/modelroute/" not in defined[1]
+    return (
+        defined is not None and "/aiohttp/" not in defined[1] and "/modelroute/" not in defined[1]
+    )
 
 
 @contextlib.asynccontextmanager
@@ -58,7 +60,11 @@ async def upstream_held_open() -> AsyncIterator[tuple[str, asyncio.Queue[asyncio
     writers: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # the sidecar's connect probe: connect, hang up
+            writer.close()
+            return
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
         writer.write(

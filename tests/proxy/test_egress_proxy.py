@@ -81,6 +81,11 @@ async def test_https_proxy_http_proxy_and_no_proxy_in_a_real_sidecar_process(
         + route_yaml("secure", ["secure"], ["{provider: secure, model: qwen3-8b}"])
         + route_yaml("plain", ["plain"], ["{provider: plain, model: qwen3-8b}"])
         + route_yaml("local", ["local"], ["{provider: local, model: qwen3-8b}"])
+        # the requests' tunnels are counted below; probes open their own, on the same road
+        # (tests/faults/test_probes.py), so they are off here
+        + "apiVersion: modelroute.io/v1alpha1\nkind: FailoverPolicy\nmetadata: {name: regions}\n"
+        "spec:\n  regionPreference: [us-east-1, eu-west-1, local]\n"
+        "  healthCheck: {enabled: false}\n---\n"
     )
     api, admin = dead_port(), dead_port()
     with tinyproxy(tmp_path / "proxy") as forward:

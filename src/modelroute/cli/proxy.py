@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)
     p.add_argument("--drain-seconds", type=float, default=25.0)
     p.add_argument(
+        "--probe-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="active endpoint health probes out at once (docs/failover.md §3b)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -97,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.probe_concurrency < 1:
+        print("error: --probe-concurrency must be at least 1", file=sys.stderr)
+        return 2
     config = ProxyConfig(
         listen=args.listen,
         admin=admin,
@@ -113,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         redis_ca_file=args.redis_ca_file,
         max_body_bytes=args.max_body_bytes,
         drain_seconds=args.drain_seconds,
+        probe_concurrency=args.probe_concurrency,
         reuse_port=args.workers > 1,
     )
     try:

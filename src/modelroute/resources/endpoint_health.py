@@ -63,14 +63,34 @@ class OutlierDetection(SpecModel):
 
 
 class HttpProbe(SpecModel):
-    """Probe with ``GET <baseURL><path>`` instead of a bare connect; no provider key is sent."""
+    """Probe with ``GET <baseURL><path>`` instead of a bare connect (never a POST: no tokens spent).
+
+    The path can only name a place under the endpoint's own base URL, so the
+    provider's key (``sendKey``) goes nowhere a request would not go; the
+    same connect-time guard (metadata addresses, the namespace's allow-list)
+    and egress proxy apply as to requests.
+    """
 
     path: str = Field(
         min_length=1,
         max_length=256,
         pattern=_PATH_PATTERN,
-        description="Path under the endpoint's baseURL, e.g. `/models`; any answer below 500 "
-        "(a 401 included: the provider's own edge answered) is healthy.",
+        description="Path under the endpoint's baseURL, e.g. `/models`; any answer below "
+        "`healthyBelow` (a 401 included: the provider's own edge answered) is healthy.",
+    )
+    send_key: bool = Field(
+        default=True,
+        alias="sendKey",
+        description="Send the provider's credentials header with the probe (only ever to this "
+        "provider's own baseURL). false: no key is sent; a 401 still counts as healthy.",
+    )
+    healthy_below: int = Field(
+        default=500,
+        ge=200,
+        le=600,
+        alias="healthyBelow",
+        description="An answer with a status below this is healthy; this and above is a failed "
+        "probe (500: a 5xx means the provider's edge is sick).",
     )
 
     @field_validator("path")

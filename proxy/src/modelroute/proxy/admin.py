@@ -33,6 +33,7 @@ from .explain import describe_live
 from .health import CircuitState
 from .keys import split_endpoint
 from .metrics import render
+from .probes import ProbeState
 from .server import Proxy
 
 
@@ -68,7 +69,7 @@ def _explain_handler(proxy: Proxy) -> Callable[[web.Request], Awaitable[web.Resp
                 "requests": [describe_live(r.record, r.plan) for r in reversed(recent)],
                 # why a candidate was dropped as endpoint_ejected, in full
                 "endpoints": [
-                    endpoint_status(key, e, now)
+                    endpoint_status(key, e, now, proxy.prober.states.get(key))
                     for key, e in sorted(proxy.health.endpoints.endpoints.items())
                 ],
             }
@@ -162,7 +163,8 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
         for key, state in sorted(proxy.health.regions.items())
     ]
     endpoints = [
-        endpoint_status(key, e, now) for key, e in sorted(proxy.health.endpoints.endpoints.items())
+        endpoint_status(key, e, now, proxy.prober.states.get(key))
+        for key, e in sorted(proxy.health.endpoints.endpoints.items())
     ]
     holds = {k: round(v - now, 3) for k, v in proxy.health.holds.items() if v > now}
     return {
@@ -193,10 +195,14 @@ def status_document(proxy: Proxy) -> dict[str, Any]:
     }
 
 
-def endpoint_status(key: str, e: EndpointHealth, now: float) -> dict[str, Any]:
-    """One endpoint on ``/status``: in rotation or not, and why (endpoints.py)."""
+def endpoint_status(
+    key: str, e: EndpointHealth, now: float, probe: ProbeState | None = None
+) -> dict[str, Any]:
+    """One endpoint on ``/status``: in rotation or not, and why (endpoints.py, probes.py)."""
     e.settle(now)
     provider, region = split_endpoint(key)
+    check = e.settings.check
+    probed = e.probed and check.enabled
     return {
         "endpoint": key,
         "provider": provider,
@@ -211,13 +217,33 @@ def endpoint_status(key: str, e: EndpointHealth, now: float) -> dict[str, Any]:
         "lastErrorSecondsAgo": (
             round(now - e.last_error_at, 3) if e.last_error_at is not None else None
         ),
-        "probed": e.probed and e.settings.check.enabled,
+        "probed": probed,
+        "probe": (f"GET {check.http.path}" if check.http else "connect") if probed else None,
         "probes": e.probes,
         "probeFailures": e.probe_errors,
+        "probesNotSent": e.probes_not_sent,
+        "probeFailuresInARow": e.probe_failures,
         "probeSuccessesInARow": e.probe_successes,
-        "nextProbeInSeconds": (
-            round(max(0.0, e.next_probe_at - now), 3) if e.probed and not e.probing else None
+        # probe successes still needed before an ejected endpoint is back (and the time left)
+        "successesToReadmit": (
+            max(0, check.healthy_threshold - e.probe_successes) if e.ejected and probed else 0
         ),
+        "nextProbeInSeconds": (
+            round(max(0.0, e.next_probe_at - now), 3) if probed and not e.probing else None
+        ),
+        "lastProbe": _last_probe(probe, now) if probed else None,
+    }
+
+
+def _last_probe(probe: ProbeState | None, now: float) -> dict[str, Any] | None:
+    if probe is None or probe.result is None or probe.at is None:
+        return None
+    return {
+        "result": str(probe.result),
+        "detail": probe.detail or None,
+        "secondsAgo": round(now - probe.at, 3),
+        "durationMs": round((probe.seconds or 0.0) * 1000, 2),
+        "timeoutMs": round(probe.timeout * 1000, 1),
     }
 
 

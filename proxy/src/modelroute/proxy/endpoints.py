@@ -82,6 +82,7 @@ class EndpointHealth:
     probing: bool = False
     probes: int = 0
     probe_errors: int = 0
+    probes_not_sent: int = 0  # refused by the guard (the configuration's fault): no verdict
     probed: bool = False  # a prober runs for it (else an ejection ends by time alone)
 
     def available(self, now: float) -> bool:
@@ -154,6 +155,11 @@ class EndpointHealth:
             self._eject(now, f"{self.probe_failures} failed probe(s) in a row (last: {kind})")
             return True
         return False
+
+    def probe_not_sent(self) -> None:
+        """A probe the sidecar refused to send (the guard): no verdict about the network either way."""
+        self.probing = False
+        self.probes_not_sent += 1
 
     # -- probes --------------------------------------------------------------------------------
 

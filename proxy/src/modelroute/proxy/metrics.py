@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .health import HealthBook
-from .keys import split_candidate, split_endpoint
+from .keys import endpoint_key, split_candidate, split_endpoint
 from .outcomes import ShadowOutcome
 from .table import CompiledTable
 from .tablestore import TableStore
@@ -59,6 +59,10 @@ TTFT_BUCKETS = (
 # The proxy's own added time: its budget is well under a millisecond, so resolve 50 µs steps.
 OVERHEAD_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+)  # fmt: skip
+# Active health probes: a connect or a GET, loopback to a far region's TLS handshake.
+PROBE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
 
 PICO = 10**12  # money is summed in integer picodollars
@@ -254,7 +258,29 @@ class PrometheusObserver:
                 registry=r,
             )
         )
+        # one sample per endpoint per probe interval (about a second): cheap at any traffic
+        self.probe_duration = _Children(
+            Histogram(
+                "modelroute_endpoint_probe_duration_seconds",
+                "How long an endpoint's active health probes took (a connect, or the GET's "
+                "status line), failed ones included (those that timed out: the timeout).",
+                ["provider", "region"],
+                buckets=PROBE_BUCKETS,
+                registry=r,
+            )
+        )
         self._warned_unpriced: set[tuple[str, str, str]] = set()
+
+    def probe_finished(self, endpoint: str, result: str, seconds: float) -> None:
+        """One active probe ended (probes.py); a probe the guard refused took no time."""
+        if result != "not_sent":
+            self.probe_duration.get(*split_endpoint(endpoint)).observe(seconds)
+
+    def endpoints_applied(self, endpoints: set[str]) -> None:
+        """A table's endpoints: the probe series of the others go (they are no longer probed)."""
+        for labels in [k for k in self.probe_duration.cache if endpoint_key(*k) not in endpoints]:
+            self.probe_duration.metric.remove(*labels)
+            del self.probe_duration.cache[labels]
 
     # -- Observer protocol ------------------------------------------------------------
 
@@ -454,6 +480,7 @@ class StateCollector(Collector):
             ejections.add_metric([provider, region], e.ejections)
             probes.add_metric([provider, region, "ok"], e.probes - e.probe_errors)
             probes.add_metric([provider, region, "failed"], e.probe_errors)
+            probes.add_metric([provider, region, "not_sent"], e.probes_not_sent)
         return [ejected, ejections, probes]
 
     def _budgets(self) -> Iterable[Metric]:

@@ -37,6 +37,7 @@ from .keys import candidate_key
 from .kube_source import KubeTableSource
 from .metrics import PrometheusObserver, StateCollector
 from .outcomes import RequestOutcome
+from .probes import PROBE_CONCURRENCY, Prober
 from .request import Endpoint
 from .responses import ResponseIds, response_id_key
 from .sources import ConfigError, RouteFilesSource, TableFileSource
@@ -71,6 +72,8 @@ class ProxyConfig:
     drain_seconds: float = 25.0
     reload_seconds: float = 1.0
     reuse_port: bool = False
+    # active health probes out at once (probes.py); each endpoint has at most one
+    probe_concurrency: int = PROBE_CONCURRENCY
     tracing: bool = True  # still only on when OTEL_* variables configure an exporter
     on_stop: Callable[[], None] | None = None  # called the moment SIGTERM/SIGINT arrives
     # signs the response ids the app sees (responses.py); made before --workers fork, so
@@ -159,6 +162,14 @@ class Proxy:
         self.follow_ups = FollowUps(
             self.store, self.pool, self.credentials, self.dispatcher.response_ids
         )
+        self.prober = Prober(
+            self.health.endpoints,
+            self.pool,
+            self.credentials,
+            concurrency=config.probe_concurrency,
+            rng=self.dispatcher.rng,
+            on_probe=self.metrics.probe_finished,
+        )
         self.started_at = time.time()
         self.draining = False
         self.store.subscribe(self._table_applied)
@@ -202,11 +213,14 @@ class Proxy:
             failover.ejection if failover else None,
             failover.failback_delay_seconds if failover else 60.0,
         )
+        endpoints = endpoints_in(table)
         self.health.endpoints.configure(
-            ((key, settings_of(provider)) for key, (provider, _) in endpoints_in(table).items()),
+            ((key, settings_of(provider)) for key, (provider, _) in endpoints.items()),
             time.monotonic(),
             self.dispatcher.rng,
         )
+        self.prober.table_applied(table)  # probes follow the endpoints the table uses
+        self.metrics.endpoints_applied(set(endpoints))
         self.health.forget_routes_except({r.name for r in table.routes})
         targets = {t.key for r in table.routes for t in r.targets}
         candidates = {
@@ -229,8 +243,10 @@ class Proxy:
         if self._kube is not None:
             await self._kube.start()
         await self.budgets.start()
+        self.prober.start()
 
     async def close(self) -> None:
+        await self.prober.stop()
         for source in (self._route_files, self._table_file, self._kube):
             if source is not None:
                 await source.stop()

@@ -26,6 +26,7 @@ below its own (import-linter holds it: ``pyproject.toml``):
 
 =====================  =============================================================
 ``providers``          the sidecar's pools: one per provider and pool shape, across reloads
+``probe``              an active health probe's one trip: a connect or one GET, then hang up
 ``connection_pool``    one provider's pool: the limit, the FIFO queue, keep-alive reuse
 ``transport``          what the sidecar asks of a pool: the ``Transport`` protocol
 ``connection``         opening one connection: resolve, check, connect, tunnel, TLS

@@ -22,6 +22,7 @@ from .egress import (
     basic_authorization,
     parse_proxy_url,
 )
+from .probe import probe
 from .transport import Transport, TransportFactory
 
 USER_AGENT = f"modelroute/{version('modelroute')}"  # the version pyproject.toml gives
@@ -91,13 +92,35 @@ class UpstreamPool:
                 connect_timeout=provider.connect_timeout_ms / 1000,
                 keepalive=KEEPALIVE_SECONDS,
                 default_headers=DEFAULT_HEADERS,
-                egress=self._egress_for(provider),
+                egress=self.egress_for(provider),
             )
             if self._current is not None and shape not in self._current:
                 found.retire()  # asked for by a request of an earlier table
         return found
 
-    def _egress_for(self, provider: CompiledProvider) -> EgressPolicy:
+    async def probe(
+        self,
+        provider: CompiledProvider,
+        base_url: str,
+        *,
+        within: float,
+        path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int | None:
+        """One active health probe of ``base_url`` on the provider's egress road (``probe.py``).
+
+        On a connection of its own, never one of the request pool's: see ``probe.py``.
+        """
+        return await probe(
+            base_url,
+            egress=self.egress_for(provider),
+            within=within,
+            path=path,
+            headers=headers,
+            default_headers=DEFAULT_HEADERS,
+        )
+
+    def egress_for(self, provider: CompiledProvider) -> EgressPolicy:
         """The environment's policy, with the provider's ``spec.egress`` on top."""
         setting = provider.egress_proxy
         if setting is None:
