@@ -30,12 +30,21 @@ from .conftest import (
     FakeFactory,
     ProxyFactory,
     ask,
-    provider_yaml,
     quantile,
     route_yaml,
     status,
     steady_load,
 )
+from .conftest import provider_yaml as _provider_yaml
+
+
+def provider_yaml(name: str, endpoints: list[tuple[str, str]]) -> str:
+    """The suite's provider, without active probes: these tests count the connects the
+    requests make (and the endpoint's own failures), which a probe's connects would join."""
+    return _provider_yaml(name, endpoints).replace(
+        "  api: openai\n", "  api: openai\n  healthCheck: {enabled: false}\n", 1
+    )
+
 
 INITIAL_DEADLINE_S = 0.25  # connectRacing.initialMs's default
 CONNECT_TIMEOUT_S = 1.0  # a ModelProvider's connectTimeoutMs default
