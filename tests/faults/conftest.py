@@ -166,9 +166,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 # resources
 
 
-def provider_yaml(name: str, endpoints: list[tuple[str, str]], models: str = MODELS) -> str:
+def provider_yaml(
+    name: str,
+    endpoints: list[tuple[str, str]],
+    models: str = MODELS,
+    *,
+    env: str = "FAKE_PROVIDER_KEY",
+    spec: str = "",
+) -> str:
     """tests/proxy's provider manifest, with this suite's two priced models by default."""
-    return _provider_yaml(name, endpoints, models)
+    return _provider_yaml(name, endpoints, models, env=env, spec=spec)
 
 
 def primary_backup_yaml(primary_url: str, backup_url: str, extra: str) -> str:

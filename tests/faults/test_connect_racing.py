@@ -41,9 +41,7 @@ from .conftest import provider_yaml as _provider_yaml
 def provider_yaml(name: str, endpoints: list[tuple[str, str]]) -> str:
     """The suite's provider, without active probes: these tests count the connects the
     requests make (and the endpoint's own failures), which a probe's connects would join."""
-    return _provider_yaml(name, endpoints).replace(
-        "  api: openai\n", "  api: openai\n  healthCheck: {enabled: false}\n", 1
-    )
+    return _provider_yaml(name, endpoints, spec="  healthCheck: {enabled: false}\n")
 
 
 INITIAL_DEADLINE_S = 0.25  # connectRacing.initialMs's default

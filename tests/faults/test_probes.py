@@ -31,7 +31,6 @@ from modelroute.devtools.fake_provider import Knobs, start_fake_provider
 from ..certs import self_signed
 from ..forward_proxy import tinyproxy
 from .conftest import (
-    MODELS,
     FakeFactory,
     ProxyFactory,
     ask,
@@ -220,20 +219,7 @@ async def targets() -> AsyncIterator[Callable[..., Awaitable[ProbeTarget]]]:
 
 
 def provider_with_check(name: str, endpoints: list[tuple[str, str]], env: str, check: str) -> str:
-    eps = "\n".join(f'    - {{region: {r}, baseURL: "{u}"}}' for r, u in endpoints)
-    return f"""
-apiVersion: modelroute.io/v1alpha1
-kind: ModelProvider
-metadata: {{name: {name}, namespace: default}}
-spec:
-  api: openai
-  endpoints:
-{eps}
-  credentials: {{env: {env}}}
-  healthCheck: {check}
-{MODELS}
----
-"""
+    return provider_yaml(name, endpoints, env=env, spec=f"  healthCheck: {check}\n")
 
 
 # -- the tests ------------------------------------------------------------------------------------

@@ -80,7 +80,15 @@ async def proxies(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
         await p.stop()
 
 
-def provider_yaml(name: str, endpoints: list[tuple[str, str]], models: str = "") -> str:
+def provider_yaml(
+    name: str,
+    endpoints: list[tuple[str, str]],
+    models: str = "",
+    *,
+    env: str = "FAKE_PROVIDER_KEY",
+    spec: str = "",
+) -> str:
+    """A ModelProvider manifest; ``spec`` adds lines to its spec (each indented two spaces)."""
     eps = "\n".join(f'    - {{region: {r}, baseURL: "{u}"}}' for r, u in endpoints)
     return f"""
 apiVersion: modelroute.io/v1alpha1
@@ -90,8 +98,8 @@ spec:
   api: openai
   endpoints:
 {eps}
-  credentials: {{env: FAKE_PROVIDER_KEY}}
-{models}
+  credentials: {{env: {env}}}
+{spec}{models}
 ---
 """
 
