@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from modelroute.proxy.compiler import CompileResult
+from modelroute.proxy.connecttimes import ConnectEstimate
 from modelroute.proxy.dispatch import policy
 from modelroute.proxy.health import HealthBook
 from modelroute.proxy.outcomes import Failure
@@ -238,3 +239,15 @@ def test_a_connect_is_raced_at_its_deadline_unless_that_is_the_timeout() -> None
     # a deadline at the connect timeout would race a connect that has failed anyway
     assert policy.connect_race_delay(racing, None, 0.2) is None
     assert policy.connect_race_delay(ConnectRacing(enabled=False), None, 1.0) is None
+
+
+def test_a_written_request_is_watched_at_the_endpoints_connect_pace() -> None:
+    """The silence watch reads the connect race's deadline, whether or not the route races."""
+    fast = ConnectEstimate()
+    fast.add(0.001)
+    far = ConnectEstimate()
+    far.add(0.2)
+    assert policy.silence_watch(ConnectRacing(), None, 1.0) == pytest.approx(0.25)
+    assert policy.silence_watch(ConnectRacing(), fast, 1.0) == pytest.approx(0.1)  # floorMs
+    assert policy.silence_watch(ConnectRacing(enabled=False), far, 1.0) == pytest.approx(0.6)
+    assert policy.silence_watch(ConnectRacing(), far, 0.5) == pytest.approx(0.5)  # the timeout

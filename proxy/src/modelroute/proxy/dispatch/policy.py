@@ -158,6 +158,21 @@ def connect_race_delay(
     return delay if delay < connect_timeout else None
 
 
+def silence_watch(
+    racing: ConnectRacing, estimate: ConnectEstimate | None, connect_timeout: float
+) -> float:
+    """How often to look whether a written request sits unacknowledged (``upstream/silence.py``).
+
+    The endpoint's usual connect time – one round trip, plus TLS – as the
+    connect race reads it (floor ``floorMs``, ``initialMs`` before data,
+    never past the connect timeout): an ACK takes a round trip, so a far
+    endpoint is looked at less often.  Whether or not the route races its
+    connects: the rescue sends nothing twice that a first-byte timeout
+    would not (docs/failover.md, "In-flight rescue").
+    """
+    return race_deadline(racing, estimate, connect_timeout)
+
+
 def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> type[errors.ModelRouteError]:
     """The error (and so status and code) when every attempt failed, from the kinds seen."""
     kinds = set(kinds)
