@@ -251,3 +251,33 @@ def test_a_written_request_is_watched_at_the_endpoints_connect_pace() -> None:
     assert policy.silence_watch(ConnectRacing(), fast, 1.0) == pytest.approx(0.1)  # floorMs
     assert policy.silence_watch(ConnectRacing(enabled=False), far, 1.0) == pytest.approx(0.6)
     assert policy.silence_watch(ConnectRacing(), far, 0.5) == pytest.approx(0.5)  # the timeout
+
+
+def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
+    setup: Setup,
+) -> None:
+    """The retry budget stops retries multiplying load; it does not charge a move (issue 14).
+
+    A region that accepts and never answers: the requests in flight there
+    each time out; once its breaker opened, their retries go where new
+    requests go anyway.  Charged, at 50 req/s and firstByteMs 3 s they spent
+    the whole budget and a third of them failed with eu-west healthy.
+    """
+    route, cands, health = setup
+    us, eu = cands
+    # us-east failing but still in rotation: a retry may multiply load, it is charged
+    assert not policy.retry_is_free(us, cands, health, route, NOW)
+    # its breaker opened (failureThreshold 1 here): the retries move load to eu-west
+    health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
+    assert policy.retry_is_free(us, cands, health, route, NOW)
+    # everything failing: no candidate in rotation, every retry charged again
+    health.breaker(route.name, EU, route.circuit_breaker).record_failure(NOW)
+    assert not policy.retry_is_free(us, cands, health, route, NOW)
+    assert not policy.retry_is_free(eu, cands, health, route, NOW)
+    # half-open is not "in rotation": it is one probe, not a healthy candidate
+    assert not policy.retry_is_free(us, cands, health, route, NOW + 11)
+    # a Retry-After hold on the only other one: nowhere healthy to move to
+    health.breakers.clear()
+    health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
+    health.hold(EU, NOW + 5)
+    assert not policy.retry_is_free(us, cands, health, route, NOW)

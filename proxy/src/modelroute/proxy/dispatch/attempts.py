@@ -344,7 +344,14 @@ class AttemptLoop(Commit):
     ) -> bool:
         """The gate before every attempt after the first: retry budget, then backoff."""
         assert last_failure is not None
-        if last_failure.kind.reached_upstream and not budget.try_spend(time.monotonic()):
+        now = time.monotonic()
+        if (
+            last_failure.kind.reached_upstream
+            and not policy.retry_is_free(
+                last_failure.candidate, self.candidates, self.d.health, self.route, now
+            )
+            and not budget.try_spend(now)
+        ):
             self._give_up_note = "retry budget exhausted"
             return False
         return await self._backoff(attempts, last_failure)
