@@ -267,6 +267,9 @@ def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
     us, eu = cands
     # us-east failing but still in rotation: a retry may multiply load, it is charged
     assert not policy.retry_is_free(us, cands, health, route, NOW)
+    # ... unless the network gave the verdict (a request nobody's TCP acknowledged): no
+    # overload to feed, and eu-west is in rotation
+    assert policy.retry_is_free(us, cands, health, route, NOW, network=True)
     # its breaker opened (failureThreshold 1 here): the retries move load to eu-west
     health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
     assert policy.retry_is_free(us, cands, health, route, NOW)
@@ -274,6 +277,7 @@ def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
     health.breaker(route.name, EU, route.circuit_breaker).record_failure(NOW)
     assert not policy.retry_is_free(us, cands, health, route, NOW)
     assert not policy.retry_is_free(eu, cands, health, route, NOW)
+    assert not policy.retry_is_free(eu, cands, health, route, NOW, network=True)
     # half-open is not "in rotation": it is one probe, not a healthy candidate
     assert not policy.retry_is_free(us, cands, health, route, NOW + 11)
     # a Retry-After hold on the only other one: nowhere healthy to move to

@@ -348,7 +348,12 @@ class AttemptLoop(Commit):
         if (
             last_failure.kind.reached_upstream
             and not policy.retry_is_free(
-                last_failure.candidate, self.candidates, self.d.health, self.route, now
+                last_failure.candidate,
+                self.candidates,
+                self.d.health,
+                self.route,
+                now,
+                network=last_failure.local_origin is not None,
             )
             and not budget.try_spend(now)
         ):

@@ -113,6 +113,8 @@ def retry_is_free(
     health: HealthBook,
     route: CompiledRoute,
     now: float,
+    *,
+    network: bool = False,
 ) -> bool:
     """Is a retry after ``failed``'s failure outside the retry budget?  Only when it moves load.
 
@@ -129,8 +131,14 @@ def retry_is_free(
     (20 % of 10 s of first attempts: 100) cannot retry them all.  While
     every candidate is failing, none is in rotation, and every retry is
     charged as before.
+
+    ``network``: the failure was the network's verdict on the path (a local
+    origin, e.g. a request the peer's TCP never acknowledged), not the
+    upstream's answer under load – no sign of an overload a retry could
+    feed – so its retry to a candidate in rotation at another endpoint is
+    free even before ``failed`` is taken out (as a connect error's always is).
     """
-    if in_rotation(failed, health, route, now):
+    if not network and in_rotation(failed, health, route, now):
         return False
     return any(
         c.key != failed.key and c.endpoint != failed.endpoint and in_rotation(c, health, route, now)
