@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from modelroute.proxy.compiler import CompileResult
+from modelroute.proxy.connecttimes import ConnectEstimate
 from modelroute.proxy.dispatch import policy
 from modelroute.proxy.health import HealthBook
 from modelroute.proxy.outcomes import Failure
@@ -238,3 +239,49 @@ def test_a_connect_is_raced_at_its_deadline_unless_that_is_the_timeout() -> None
     # a deadline at the connect timeout would race a connect that has failed anyway
     assert policy.connect_race_delay(racing, None, 0.2) is None
     assert policy.connect_race_delay(ConnectRacing(enabled=False), None, 1.0) is None
+
+
+def test_a_written_request_is_watched_at_the_endpoints_connect_pace() -> None:
+    """The silence watch reads the connect race's deadline, whether or not the route races."""
+    fast = ConnectEstimate()
+    fast.add(0.001)
+    far = ConnectEstimate()
+    far.add(0.2)
+    assert policy.silence_watch(ConnectRacing(), None, 1.0) == pytest.approx(0.25)
+    assert policy.silence_watch(ConnectRacing(), fast, 1.0) == pytest.approx(0.1)  # floorMs
+    assert policy.silence_watch(ConnectRacing(enabled=False), far, 1.0) == pytest.approx(0.6)
+    assert policy.silence_watch(ConnectRacing(), far, 0.5) == pytest.approx(0.5)  # the timeout
+
+
+def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
+    setup: Setup,
+) -> None:
+    """The retry budget stops retries multiplying load; it does not charge a move (issue 14).
+
+    A region that accepts and never answers: the requests in flight there
+    each time out; once its breaker opened, their retries go where new
+    requests go anyway.  Charged, at 50 req/s and firstByteMs 3 s they spent
+    the whole budget and a third of them failed with eu-west healthy.
+    """
+    route, cands, health = setup
+    us, eu = cands
+    # us-east failing but still in rotation: a retry may multiply load, it is charged
+    assert not policy.retry_is_free(us, cands, health, route, NOW)
+    # ... unless the network gave the verdict (a request nobody's TCP acknowledged): no
+    # overload to feed, and eu-west is in rotation
+    assert policy.retry_is_free(us, cands, health, route, NOW, network=True)
+    # its breaker opened (failureThreshold 1 here): the retries move load to eu-west
+    health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
+    assert policy.retry_is_free(us, cands, health, route, NOW)
+    # everything failing: no candidate in rotation, every retry charged again
+    health.breaker(route.name, EU, route.circuit_breaker).record_failure(NOW)
+    assert not policy.retry_is_free(us, cands, health, route, NOW)
+    assert not policy.retry_is_free(eu, cands, health, route, NOW)
+    assert not policy.retry_is_free(eu, cands, health, route, NOW, network=True)
+    # half-open is not "in rotation": it is one probe, not a healthy candidate
+    assert not policy.retry_is_free(us, cands, health, route, NOW + 11)
+    # a Retry-After hold on the only other one: nowhere healthy to move to
+    health.breakers.clear()
+    health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
+    health.hold(EU, NOW + 5)
+    assert not policy.retry_is_free(us, cands, health, route, NOW)

@@ -49,8 +49,9 @@ GOAL_CHAOS_ANSWERED = 0.90
 
 # what today's defaults give (resources/route.py, resources/provider.py): the bounds the
 # tests assert where a goal is not met yet
-FIRST_BYTE_S = 3.0  # Timeouts.firstByteMs: an open connection gone silent waits this long
-CONNECT_S = 1.0  # ModelProvider connectTimeoutMs: a new connect into a blackhole waits this
+FIRST_BYTE_S = 3.0  # Timeouts.firstByteMs: a request whose answer is lost waits this long
+CONNECT_S = 1.0  # ModelProvider connectTimeoutMs: a connect into a blackhole times out after this
+RACE_S = 0.25  # ConnectRacing.initialMs: the longest a late connect waits before it is raced
 OPEN_S = 30.0  # CircuitBreaker.openSeconds: the sick candidate is skipped this long
 SLACK_S = 1.0  # two busy cores, and a fault takes effect between two nft calls
 
@@ -140,10 +141,13 @@ def test_a_deleted_namespace_takes_its_processes_with_it(kernel: None) -> None:
 def test_blackhole_one_region(world: World, figures: list[str]) -> None:
     """us-east-1's port goes dark under load: open connections go silent, new connects hang.
 
-    Today: requests on a connection opened before the fault wait one
-    ``firstByteMs`` (3 s) before they fail over; new connects wait
-    ``connectTimeoutMs`` (1 s) until three in a row eject the endpoint and a
-    fifth failure opens the breaker; after that nothing goes to us-east-1.
+    Today: a request written into a connection opened before the fault is
+    rescued once the kernel shows its bytes unacknowledged (~0.5 s, the
+    silence watch), and that endpoint's idle connections are closed; a new
+    connect is raced by eu-west-1 at its deadline (~0.1 s).  Three such
+    failures eject the endpoint.  Not met yet: without active probes the
+    ejection ends by time (1 s, 2 s, …), and the requests that try us-east-1
+    again each lose a connect race (~0.1 s) until it is ejected again.
     """
     port = world.port(PREFERRED)
     run = world.run(8.0, [(FAULT_AT_S, "dark", lambda: world.ns.blackhole(port))])
@@ -152,27 +156,23 @@ def test_blackhole_one_region(world: World, figures: list[str]) -> None:
     last = run.last_touch(PREFERRED, dark)
     worst_s = worst(during)
     slow = [r for r in during if r.seconds > GOAL_WORST_S]
+    # what a request that still tries us-east-1 after the first second pays
+    late = [r for r in run.started(dark + GOAL_AVOID_AFTER_S) if r.touched(PREFERRED)]
     figures.append(
         f"[kernel blackhole] {len(run.records)} requests at {RATE:.0f}/s; "
         f"{judged_failures(len(failed(run.records)), len(run.records))}; "
         f"{judged('worst during the fault', worst_s, GOAL_WORST_S)}, "
         f"{len(slow)} over {GOAL_WORST_S:g} s (on connections open before the fault); "
-        f"{judged('last request on the sick region started after', last, GOAL_AVOID_AFTER_S)}"
+        f"{judged('last request on the sick region started after', last, GOAL_AVOID_AFTER_S)}; "
+        f"{len(late)} tried it after {GOAL_AVOID_AFTER_S:g} s (the ejection ended by time), "
+        f"worst of them {worst(late):.2f} s"
     )
     assert not failed(run.records), detail(failed(run.records))  # goal met
     assert last is not None, "no request noticed the blackhole"
-    # not met yet: an open connection waits firstByteMs, a new connect connectTimeoutMs
-    assert worst_s <= FIRST_BYTE_S + SLACK_S, detail(sorted(during, key=lambda r: -r.seconds))
-    assert last <= CONNECT_S + SLACK_S
-    # over 1.5 s only on the connections that were open when it went dark: a request
-    # starting later gets a new connect, which costs at most connectTimeoutMs
-    later = run.started(dark + 0.5)
-    assert worst(later) <= CONNECT_S + SLACK_S / 2, detail(sorted(later, key=lambda r: -r.seconds))
-    # and once it is known, nothing waits on us-east-1 any more
-    after = run.started(dark + last + 0.001)
-    assert after and all(r.attempts == 1 and r.region() == SECOND for r in after), detail(
-        [r for r in after if r.attempts != 1 or r.region() != SECOND]
-    )
+    assert worst_s <= GOAL_WORST_S, detail(sorted(during, key=lambda r: -r.seconds))  # goal met
+    # not met yet: after the first second, a request may still try us-east-1 when its
+    # ejection ended by time – and it loses no more than a connect race there
+    assert worst(late) <= RACE_S + SLACK_S / 2, detail(sorted(late, key=lambda r: -r.seconds))
 
 
 def test_blackhole_then_heal(world: World, figures: list[str]) -> None:
@@ -206,6 +206,7 @@ def test_blackhole_then_heal(world: World, figures: list[str]) -> None:
         f"(the breaker's openSeconds {OPEN_S:g} s holds us-east-1 out)"
     )
     assert not failed(run.records), detail(failed(run.records))
+    assert worst(run.in_flight(dark, healed)) <= GOAL_WORST_S  # goal met
     # not met yet: failback waits for the breaker's half-open probe, openSeconds after it opened
     assert back is not None and opened is not None, "no failback within the run"
     assert back <= dark + opened + OPEN_S + SLACK_S - healed
@@ -217,12 +218,15 @@ def test_blackhole_then_heal(world: World, figures: list[str]) -> None:
 def test_region_that_accepts_but_never_answers(world: World, figures: list[str]) -> None:
     """us-east-1 completes every handshake and answers nothing (``mute``).
 
-    Today: a connect succeeds, so endpoint ejection never sees a fault;
-    every request waits ``firstByteMs`` (3 s) until five timeouts open the
-    breaker, and the retries those timeouts need are charged to the retry
-    budget (20 % of the first attempts in 10 s, at least 10), which runs out: some of
-    the requests caught in the first 3 s end with 504 although eu-west-1
-    is healthy.
+    Today: a connect succeeds, but the request's bytes are never
+    acknowledged by us-east-1's TCP: the silence watch ends each attempt
+    ~0.5 s after the write (a first-byte timeout without the wait), the
+    same model in eu-west-1 answers, and three such local-origin failures
+    eject the endpoint, so later requests go straight to eu-west-1.  Only
+    the requests written in that first half second need a retry: the retry
+    budget (20 % of the first attempts in 10 s) is far from spent.  Before,
+    every request waited ``firstByteMs`` (3 s), and the ~150 retries the first
+    3 s needed spent the budget: about a third of them ended with 504.
     """
     port = world.port(PREFERRED)
     # the retry budget counts first attempts over 10 s: the fault comes once that window is
@@ -235,17 +239,15 @@ def test_region_that_accepts_but_never_answers(world: World, figures: list[str])
     bad = failed(run.records)
     figures.append(
         f"[kernel accepts-never-answers] {len(run.records)} requests; "
-        f"{judged_failures(len(bad), len(run.records))} (504, retry budget spent on "
-        f"first-byte timeouts); {judged('worst during the fault', worst(during), GOAL_WORST_S)}; "
+        f"{judged_failures(len(bad), len(run.records))}; "
+        f"{judged('worst during the fault', worst(during), GOAL_WORST_S)}; "
         f"{judged('last request on the sick region started after', last, GOAL_AVOID_AFTER_S)}"
     )
     assert last is not None
-    # not met yet: every request in the first firstByteMs waits it out; some of them fail
-    assert worst(during) <= FIRST_BYTE_S + SLACK_S
-    assert last <= FIRST_BYTE_S + SLACK_S
-    blind = [r for r in run.started(mute - 0.1, mute + FIRST_BYTE_S + SLACK_S)]
-    assert all(r in blind for r in bad), detail([r for r in bad if r not in blind])
-    assert all(r.status == 504 and "every attempt failed" in r.error for r in bad), detail(bad)
+    # the goals, met
+    assert not bad, detail(bad)
+    assert worst(during) <= GOAL_WORST_S, detail(sorted(during, key=lambda r: -r.seconds))
+    assert last <= GOAL_AVOID_AFTER_S
     after = run.started(mute + last + 0.001)
     assert after and all(r.ok and r.attempts == 1 and r.region() == SECOND for r in after)
 
@@ -253,10 +255,10 @@ def test_region_that_accepts_but_never_answers(world: World, figures: list[str])
 def test_flapping_region(world: World, figures: list[str]) -> None:
     """us-east-1 dark 5 s, healthy 5 s, dark 5 s, healthy again.
 
-    Today: the first dark phase opens the breaker for 30 s, so the flaps
-    after it are never seen by a request: rested, not oscillating (and no
-    failback in the healthy phases).  The assertions hold per dark phase,
-    so they stay true once failback is faster and the second phase is seen.
+    Each dark phase as in the blackhole: requests written into silent
+    connections are rescued at ~0.5 s, new connects raced; the endpoint is
+    ejected and, without probes, back by time, so requests race it again
+    during the phase.  The assertions hold per dark phase.
     """
     port = world.port(PREFERRED)
     faults: list[Fault] = []
@@ -265,9 +267,11 @@ def test_flapping_region(world: World, figures: list[str]) -> None:
         faults.append((FAULT_AT_S + 10 * k + 5, f"heal{k}", lambda: world.ns.heal(port)))
     run = world.run(FAULT_AT_S + 20 + 1, faults)
     phases = []
+    late: list[Rec] = []  # requests that tried us-east-1 more than 1 s into a dark phase
     for k in range(2):
         dark, healed = run.at(f"dark{k}"), run.at(f"heal{k}")
         phases.append((worst(run.in_flight(dark, healed)), run.last_touch(PREFERRED, dark, healed)))
+        late += [r for r in run.started(dark + GOAL_AVOID_AFTER_S, healed) if r.touched(PREFERRED)]
     worst_s = max(w for w, _ in phases)
     last = max((t for _, t in phases if t is not None), default=None)
     healthy_phase = run.started(run.at("heal0"), run.at("dark1"))
@@ -278,13 +282,16 @@ def test_flapping_region(world: World, figures: list[str]) -> None:
         f"{judged('worst during a dark phase', worst_s, GOAL_WORST_S)} "
         f"(phases: {', '.join(f'{w:.2f} s' for w, _ in phases)}); "
         f"{judged('last request on the sick region after a flip', last, GOAL_AVOID_AFTER_S)}; "
-        f"{back} of {len(healthy_phase)} answered from us-east-1 in the healthy phase between"
+        f"{back} of {len(healthy_phase)} answered from us-east-1 in the healthy phase between; "
+        f"{len(late)} tried it later than {GOAL_AVOID_AFTER_S:g} s into a dark phase, "
+        f"worst of them {worst(late):.2f} s"
     )
     assert not failed(run.records), detail(failed(run.records))
     assert last is not None  # the first flip is always seen
-    for worst_phase, last_phase in phases:
-        assert worst_phase <= FIRST_BYTE_S + SLACK_S
-        assert last_phase is None or last_phase <= CONNECT_S + SLACK_S
+    for worst_phase, _ in phases:
+        assert worst_phase <= GOAL_WORST_S  # goal met
+    # not met yet: the ejection ends by time; a request trying us-east-1 then loses a race
+    assert worst(late) <= RACE_S + SLACK_S / 2, detail(sorted(late, key=lambda r: -r.seconds))
 
 
 def test_every_region_down_then_one_back(world: World, figures: list[str]) -> None:
@@ -292,8 +299,8 @@ def test_every_region_down_then_one_back(world: World, figures: list[str]) -> No
 
     Today: with every candidate ejected or behind an open breaker, panic
     mode spreads the attempts, so the healed region is found at once: no
-    request that starts after the heal fails.  Until the endpoints' streaks
-    show it, some still spend a connect timeout on us-east-1 first.
+    request that starts after the heal fails, and a connect to the dead
+    region is raced rather than waited out.
     """
     us, eu = world.port(PREFERRED), world.port(SECOND)
     heal_at = FAULT_AT_S + 4.0
@@ -324,10 +331,9 @@ def test_every_region_down_then_one_back(world: World, figures: list[str]) -> No
     # recovery: nothing that starts after the heal fails (goal met), answers come at once
     assert recovery is not None and recovery - healed <= CONNECT_S + SLACK_S
     assert not failed(after), detail(failed(after))
-    # not met yet: requests keep trying the dead region first for a while (connect timeouts,
-    # up to two before the healed region: the dead one's tier-0 and a tier-1 candidate)
-    assert worst(after) <= 2 * CONNECT_S + SLACK_S, detail(sorted(after, key=lambda r: -r.seconds))
-    assert last is None or last <= 2 * CONNECT_S + SLACK_S
+    # the goals, met: a try at the dead region costs a connect race, not a connect timeout
+    assert worst(after) <= GOAL_WORST_S, detail(sorted(after, key=lambda r: -r.seconds))
+    assert last is None or last <= GOAL_AVOID_AFTER_S
 
 
 CHAOS_STEP_S = 1.5

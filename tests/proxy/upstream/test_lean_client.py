@@ -12,10 +12,10 @@ import gc
 from collections.abc import Awaitable, Callable
 
 import pytest
-from modelroute.proxy.upstream import ConnectionPool, Response
+from modelroute.proxy.upstream import ConnectionPool, PoolWait, Response
 from modelroute.proxy.upstream.origin import origin_of
 
-from .scripted import OK, Handler, Server, keep_alive
+from .scripted import OK, Handler, Server, keep_alive, read_request
 
 
 @pytest.mark.parametrize(
@@ -82,4 +82,53 @@ async def test_cancelled_in_the_iteration_its_headers_arrived_frees_the_slot_onc
     held.release()
     (await asyncio.wait_for(second, 5)).release()
     assert pool.in_use == 0
+    pool.close()
+
+
+async def test_a_slow_upstream_whose_tcp_acknowledged_is_never_called_silent(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """The silence watch (silence.py) looks every 50 ms while the answer takes 0.8 s.
+
+    The peer's TCP acknowledged the request at once: a model that is thinking
+    is not a dead path, however long it thinks, and its answer arrives.
+    """
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.8)
+            writer.write(OK)
+            await writer.drain()
+
+    server = await serve(slow)
+    pool = ConnectionPool(2, connect_timeout=5)
+    wait = PoolWait()
+    wait.silence_watch = 0.05
+    async with asyncio.timeout(5):
+        response = await pool.post(server.url, "/x", b"{}", {}, wait=wait)
+        assert response.status == 200 and await response.read() == b"{}"
+    response.release()
+    assert pool.idle == 1  # kept alive: nothing was judged dead
+    pool.close()
+
+
+async def test_drop_idle_closes_only_that_origins_kept_alive_connections(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """An origin found dead loses its idle connections; another origin's stay."""
+    sick, well = await serve(keep_alive(OK)), await serve(keep_alive(OK))
+    pool = ConnectionPool(4, connect_timeout=5)
+    async with asyncio.timeout(5):
+        answer = await pool.post(well.url, "/x", b"", {})
+        await answer.read()
+        answer.release()
+        first = await pool.post(sick.url, "/x", b"", {})
+        second = await pool.post(sick.url, "/x", b"", {})
+        for r in (first, second):
+            await r.read()
+            r.release()
+    assert pool.idle == 3
+    assert pool.drop_idle(sick.url) == 2
+    assert pool.idle == 1 and pool.has_idle(well.url) and not pool.has_idle(sick.url)
+    assert pool.drop_idle(sick.url) == 0
     pool.close()

@@ -35,6 +35,7 @@ from .upstream import (
     ConnectFailed,
     ConnectRefused,
     Disconnected,
+    PathSilent,
     PoolWait,
     RequestNotSent,
     Transport,
@@ -284,6 +285,12 @@ async def _send(
         if exc.network:
             local = ErrorKind.CONNECT_TIMEOUT if exc.timed_out else ErrorKind.CONNECT_REFUSED
         return Failed(candidate, Failure.CONNECT, str(exc)[:200], local_origin=local)
+    except PathSilent as exc:
+        # the kernel's word that the request sits unacknowledged on a dead path: an early
+        # first-byte timeout (retried as one, charged as one), and a fact about the endpoint
+        return Failed(
+            candidate, Failure.TIMEOUT, str(exc)[:200], local_origin=ErrorKind.REQUEST_UNACKED
+        )
     except RequestNotSent as exc:  # a base URL or header the client refuses to put on the wire
         # our configuration's fault, not the upstream's: its health is not in question
         return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])

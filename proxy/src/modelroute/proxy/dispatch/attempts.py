@@ -276,8 +276,12 @@ class AttemptLoop(Commit):
             return
         self._observe_connect(cand, wait)  # late, but a connect time all the same
         endpoint = health.endpoints.get(cand.endpoint)
-        if endpoint is not None and outcome.local_origin is not None:
-            endpoint.local_failure(outcome.local_origin, outcome.detail, time.monotonic())
+        if (
+            endpoint is not None
+            and outcome.local_origin is not None
+            and endpoint.local_failure(outcome.local_origin, outcome.detail, time.monotonic())
+        ):
+            self._ejected(cand)
 
     def _forget(self, task: asyncio.Task[Outcome]) -> None:
         """A task leaves the request: its connect time (if it made one) is a sample."""
@@ -317,7 +321,7 @@ class AttemptLoop(Commit):
                 attempts += 1
                 current = self._begin(cand, last_failure, hedge=False)
                 waited_from = time.perf_counter()
-                wait = PoolWait()
+                wait = self._pool_wait(cand)
                 try:
                     outcome = await self._attempt(cand, wait)
                 finally:
@@ -340,7 +344,19 @@ class AttemptLoop(Commit):
     ) -> bool:
         """The gate before every attempt after the first: retry budget, then backoff."""
         assert last_failure is not None
-        if last_failure.kind.reached_upstream and not budget.try_spend(time.monotonic()):
+        now = time.monotonic()
+        if (
+            last_failure.kind.reached_upstream
+            and not policy.retry_is_free(
+                last_failure.candidate,
+                self.candidates,
+                self.d.health,
+                self.route,
+                now,
+                network=last_failure.local_origin is not None,
+            )
+            and not budget.try_spend(now)
+        ):
             self._give_up_note = "retry budget exhausted"
             return False
         return await self._backoff(attempts, last_failure)
@@ -424,7 +440,7 @@ class AttemptLoop(Commit):
     ) -> None:
         """Start an attempt as a task, and set its connect race (if its connect may be raced)."""
         attempt = self._begin(cand, previous, hedge=hedge, reason=reason)
-        wait = PoolWait()
+        wait = self._pool_wait(cand)
         wait.on_connected = functools.partial(self._connected, wait)
         task = asyncio.ensure_future(self._attempt(cand, wait))
         self.in_flight[task] = attempt
@@ -436,6 +452,25 @@ class AttemptLoop(Commit):
         )
         if delay is not None:
             self.race_at[task] = attempt.started + delay
+
+    def _pool_wait(self, cand: Candidate) -> PoolWait:
+        """An attempt's trip through the pool, watched for silence at the endpoint's pace."""
+        wait = PoolWait()
+        wait.silence_watch = policy.silence_watch(
+            self.route.connect_racing,
+            self.d.health.connect_times.get(cand.endpoint),
+            cand.provider.connect_timeout_ms / 1000,
+        )
+        return wait
+
+    def _ejected(self, cand: Candidate) -> None:
+        """``cand``'s endpoint was just ejected: its kept-alive connections go too.
+
+        A connection kept from before the fault would be handed to the next
+        request there (panic mode, or once the ejection ends) and written into
+        the same silence; a new connect is raced instead.
+        """
+        self.d.pool.pool(cand.provider).drop_idle(cand.base_url)
 
     def _begin(
         self,
@@ -577,7 +612,8 @@ class AttemptLoop(Commit):
         endpoint = health.endpoints.get(cand.endpoint)
         if endpoint is not None:  # shared by every route and model there (endpoints.py)
             if failed.local_origin is not None:
-                endpoint.local_failure(failed.local_origin, failed.detail, now)
+                if endpoint.local_failure(failed.local_origin, failed.detail, now):
+                    self._ejected(cand)
             elif failed.status is not None:
                 endpoint.answered(now)
             elif failed.kind is Failure.TIMEOUT:  # connected, then silence: probe it now

@@ -16,7 +16,7 @@ from modelroute.resources import ConnectRacing, Hedge, Retry
 
 from .. import errors
 from ..connecttimes import ConnectEstimate, race_deadline
-from ..health import HealthBook, LatencyTracker
+from ..health import CircuitState, HealthBook, LatencyTracker
 from ..outcomes import Failure
 from ..router import Candidate, panic_rank
 from ..table import CompiledRoute
@@ -97,6 +97,55 @@ def next_candidate(
     return min(free, key=rank), index + 1
 
 
+def in_rotation(cand: Candidate, health: HealthBook, route: CompiledRoute, now: float) -> bool:
+    """Would a new request be sent to ``cand`` now: closed breaker, endpoint in, no hold?"""
+    return (
+        health.endpoints.available(cand.endpoint, now)
+        and health.breaker(route.name, cand.key, route.circuit_breaker).state_at(now)
+        is CircuitState.CLOSED
+        and health.held_until(cand.key) <= now
+    )
+
+
+def retry_is_free(
+    failed: Candidate,
+    candidates: Sequence[Candidate],
+    health: HealthBook,
+    route: CompiledRoute,
+    now: float,
+    *,
+    network: bool = False,
+) -> bool:
+    """Is a retry after ``failed``'s failure outside the retry budget?  Only when it moves load.
+
+    The budget exists so that retries cannot multiply the load on upstreams
+    that are failing.  Once ``failed`` is out of rotation (its breaker opened,
+    its endpoint ejected, a Retry-After hold) while another candidate is in
+    (and :func:`next_candidate` picks one in rotation while any is), every new
+    request already goes to that other one as a first attempt: the retries of
+    the requests that were in flight on ``failed`` move the same load the
+    same way, once each, bounded by what was in flight – nothing multiplies.
+    Charging them is what made a region that accepts and never answers fail
+    requests although the other region was healthy: at 50 req/s with
+    ``firstByteMs`` 3 s, ~150 requests are caught in flight, and the budget
+    (20 % of 10 s of first attempts: 100) cannot retry them all.  While
+    every candidate is failing, none is in rotation, and every retry is
+    charged as before.
+
+    ``network``: the failure was the network's verdict on the path (a local
+    origin, e.g. a request the peer's TCP never acknowledged), not the
+    upstream's answer under load – no sign of an overload a retry could
+    feed – so its retry to a candidate in rotation at another endpoint is
+    free even before ``failed`` is taken out (as a connect error's always is).
+    """
+    if not network and in_rotation(failed, health, route, now):
+        return False
+    return any(
+        c.key != failed.key and c.endpoint != failed.endpoint and in_rotation(c, health, route, now)
+        for c in candidates
+    )
+
+
 def backoff_delay(
     retry: Retry,
     attempts: int,
@@ -156,6 +205,21 @@ def connect_race_delay(
         return None
     delay = race_deadline(racing, estimate, connect_timeout)
     return delay if delay < connect_timeout else None
+
+
+def silence_watch(
+    racing: ConnectRacing, estimate: ConnectEstimate | None, connect_timeout: float
+) -> float:
+    """How often to look whether a written request sits unacknowledged (``upstream/silence.py``).
+
+    The endpoint's usual connect time – one round trip, plus TLS – as the
+    connect race reads it (floor ``floorMs``, ``initialMs`` before data,
+    never past the connect timeout): an ACK takes a round trip, so a far
+    endpoint is looked at less often.  Whether or not the route races its
+    connects: the rescue sends nothing twice that a first-byte timeout
+    would not (docs/failover.md, "In-flight rescue").
+    """
+    return race_deadline(racing, estimate, connect_timeout)
 
 
 def exhausted_verdict(kinds: Collection[Failure], all_held: bool) -> type[errors.ModelRouteError]:

@@ -35,6 +35,7 @@ below its own (import-linter holds it: ``pyproject.toml``):
 ``guard``              where a provider key may go: no metadata host, the allow-list
 ``body``               an answer's body as it arrives: gzip/deflate, flow control
 ``origin``             a base URL's origin, the request target, header encoding
+``silence``            is a written request unacknowledged on a dead path? (``TCP_INFO``)
 ``errors``             the one error tree (``UpstreamError`` and its kinds)
 =====================  =============================================================
 
@@ -46,7 +47,14 @@ from __future__ import annotations
 
 from .connection_pool import ConnectionPool
 from .egress import EgressConfigError, EgressPolicy
-from .errors import BadResponse, ConnectFailed, Disconnected, RequestNotSent, UpstreamError
+from .errors import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    PathSilent,
+    RequestNotSent,
+    UpstreamError,
+)
 from .guard import ConnectRefused, check_origin
 from .http11 import Response
 from .providers import UpstreamPool, forwarded_headers
@@ -66,6 +74,7 @@ __all__ = [
     "Disconnected",
     "EgressConfigError",
     "EgressPolicy",
+    "PathSilent",
     "PoolWait",
     "RequestNotSent",
     "Response",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from .connection import open_connection
 from .egress import NO_EGRESS, EgressPolicy
-from .errors import ConnectFailed, RequestNotSent
+from .errors import ConnectFailed, PathSilent, RequestNotSent
 from .http11 import HTTP11Connection, Response
 from .origin import Origin, encode_headers, origin_of, request_target
 from .transport import PoolWait
@@ -140,9 +140,16 @@ class ConnectionPool:
             wait.connected = True
             if wait.on_connected is not None:
                 wait.on_connected()
-        answer = conn.send(head + body)
+        answer = conn.send(head + body, wait.silence_watch if wait is not None else None)
         try:
             return await answer
+        except PathSilent:
+            # the path to this origin is dead: its other idle connections ride the same one,
+            # and a request handed one would be written into the silence too
+            conn.close()
+            self.release(conn)
+            self.drop_idle(base_url)
+            raise
         except BaseException:
             # cancelled in the very iteration the headers arrived: the answer exists but was
             # never handed out, so it must not give the slot back a second time when collected
@@ -198,6 +205,18 @@ class ConnectionPool:
         """
         now = time.monotonic()
         return any(self._usable(c, now) for c in self._idle.get(origin_of(base_url).peer, ()))
+
+    def drop_idle(self, base_url: str) -> int:
+        """Close the kept-alive connections to ``base_url``'s origin; how many there were.
+
+        For an origin found dead (a silent request, an ejected endpoint): a
+        connection kept from before would be handed to the next request there
+        and written into the same silence, where a new connect is raced.
+        """
+        idle = self._idle.pop(origin_of(base_url).peer, [])
+        for conn in idle:
+            conn.close()
+        return len(idle)
 
     def _usable(self, conn: HTTP11Connection, now: float) -> bool:
         return not conn.closed and now - conn.idle_since < self.keepalive and conn.open()

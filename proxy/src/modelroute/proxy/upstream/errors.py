@@ -10,6 +10,7 @@ sidecar's own errors (``errors.py``: ``UpstreamUnavailable``)::
     │   └── ConnectRefused  a host the provider key must not go to (guard.py)
     ├── ConnectFailed       no connection: DNS, refused, TLS, connect timeout – nothing was sent
     ├── Disconnected        the connection closed before the answer was complete
+    ├── PathSilent          the request was written and the peer's TCP never acknowledged it
     └── BadResponse         bytes that are not HTTP we can follow (parse error, unknown encoding)
 
 ``RequestNotSent`` is the sidecar's configuration at fault, or the app's
@@ -47,6 +48,18 @@ class ConnectFailed(UpstreamError):
 
 class Disconnected(UpstreamError):
     """The connection closed (or broke) before the whole answer arrived."""
+
+
+class PathSilent(UpstreamError):
+    """The request was written, and the peer's TCP never acknowledged it (``silence.py``).
+
+    A fact about the network path, like a connect timeout: on a two-way black
+    hole the upstream never saw the request.  ``seconds`` since it was written.
+    """
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 class BadResponse(UpstreamError):

@@ -16,8 +16,9 @@ from typing import Protocol
 
 import httptools
 
+from . import silence
 from .body import Body, content_coding
-from .errors import BadResponse, Disconnected, UpstreamError
+from .errors import BadResponse, Disconnected, PathSilent, UpstreamError
 from .origin import Origin
 
 # an answer's headers together (aiohttp capped each field at 8 KiB)
@@ -93,12 +94,24 @@ class HTTP11Connection(asyncio.Protocol):
         self._reason = b""
         self._head: asyncio.Future[Response] | None = None
         self._body: Body | None = None
+        # the silence watch (silence.py): when the request went out, how often to look
+        self._watch: asyncio.TimerHandle | None = None
+        self._written_at = 0.0
+        self._watch_every = 0.0
 
     # -- driven by the pool ----------------------------------------------------------------------
 
-    def send(self, data: bytes) -> asyncio.Future[Response]:
-        """Write one whole request; the future resolves once the answer's headers are in."""
-        self._head = asyncio.get_running_loop().create_future()
+    def send(self, data: bytes, watch: float | None = None) -> asyncio.Future[Response]:
+        """Write one whole request; the future resolves once the answer's headers are in.
+
+        ``watch`` (seconds): look at the socket's ``TCP_INFO`` that long after
+        the write and as often again, until the peer's TCP has acknowledged the
+        request or anything arrives; if it stays silent (``silence.silent``) the
+        future fails with :class:`PathSilent` and the connection is closed –
+        the answer could not come back on it anyway.
+        """
+        loop = asyncio.get_running_loop()
+        self._head = loop.create_future()
         self._active = True
         self._headers = []
         self._header_bytes = 0
@@ -106,10 +119,44 @@ class HTTP11Connection(asyncio.Protocol):
         self.complete = False
         assert self.transport is not None
         self.transport.write(data)
+        if watch is not None and watch > 0:
+            self._written_at = loop.time()
+            self._watch_every = watch
+            self._watch = loop.call_later(watch, self._look)
         return self._head
+
+    def _look(self) -> None:
+        """One look at the kernel's view of the request just written (see :meth:`send`)."""
+        self._watch = None
+        head = self._head
+        if head is None or head.done() or self.closed or self.transport is None:
+            return
+        info = silence.read(self.transport.get_extra_info("socket"))
+        if info is None or not info.outstanding:
+            return  # no TCP_INFO here, or the peer's TCP has the request: nothing to watch
+        elapsed = asyncio.get_running_loop().time() - self._written_at
+        if silence.silent(info, elapsed, self._watch_every):
+            self._keep_alive = False
+            head.set_exception(
+                PathSilent(
+                    f"the request was not acknowledged by the upstream's TCP in "
+                    f"{elapsed * 1000:.0f} ms ({info.backoff} retransmission timeouts, "
+                    "no ACK since it was written): the path is silent",
+                    elapsed,
+                )
+            )
+            self.close()
+            return
+        self._watch = asyncio.get_running_loop().call_later(self._watch_every, self._look)
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def park(self) -> None:
         """Back in the pool: bytes arriving now belong to no request."""
+        self._unwatch()
         self._active = False
         self._head = None
         self._body = None
@@ -118,6 +165,7 @@ class HTTP11Connection(asyncio.Protocol):
         return self.complete and self._keep_alive and not self.closed
 
     def close(self) -> None:
+        self._unwatch()
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -150,6 +198,8 @@ class HTTP11Connection(asyncio.Protocol):
         self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._watch is not None:  # the peer speaks: the path is not silent
+            self._unwatch()
         if not self._active:  # bytes nobody asked for: the connection can't be trusted
             self.close()
             return
@@ -167,6 +217,7 @@ class HTTP11Connection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unwatch()
         self._end_of_connection(exc)
         self.pool.forget(self)
 

@@ -48,6 +48,12 @@ class PoolWait:
     ``abandoned`` by then gets no request sent – the fresh connection is
     closed (never pooled half-used) and ``post`` raises ``ConnectFailed``
     with ``network`` false.
+
+    ``silence_watch`` (docs/failover.md, "In-flight rescue"): once the
+    request is written, the pool looks at the socket's ``TCP_INFO`` that
+    often; a request the peer's TCP never acknowledged (no ACK of any kind,
+    the kernel's retransmission timer backed off) ends ``post`` with
+    ``PathSilent``, and the origin's idle connections are closed.
     """
 
     __slots__ = (
@@ -57,6 +63,7 @@ class PoolWait:
         "connecting",
         "on_connected",
         "queued",
+        "silence_watch",
     )
 
     def __init__(self, on_connected: Callable[[], None] | None = None) -> None:
@@ -66,6 +73,9 @@ class PoolWait:
         self.connect_seconds: float | None = None  # how long making it took, once made
         self.abandoned = False  # set by the caller: send nothing, close the connection
         self.on_connected = on_connected
+        # set by the caller: look this often (seconds) whether the written request sits
+        # unacknowledged on a dead path (silence.py); ``post`` then raises PathSilent
+        self.silence_watch: float | None = None
 
     @property
     def stuck_in_queue(self) -> bool:
@@ -152,6 +162,10 @@ class Transport(Protocol):
         method: bytes = b"POST",
     ) -> UpstreamResponse:
         """Send ``method base_url+path`` and return once the answer's status and headers are in."""
+        ...
+
+    def drop_idle(self, base_url: str) -> int:
+        """Close the kept-alive connections to ``base_url``'s origin (found dead); how many."""
         ...
 
     def retire(self) -> None:
