@@ -122,6 +122,14 @@ class FakeHop:
         self.gate: asyncio.Event | None = None
         self.out = 0
         self.most_out = 0
+        self.dropped: list[str] = []  # base URLs whose idle connections were closed
+
+    def pool(self, provider: object) -> FakeHop:
+        return self
+
+    def drop_idle(self, base_url: str) -> int:
+        self.dropped.append(base_url)
+        return 0
 
     async def probe(
         self,
@@ -187,6 +195,7 @@ async def test_a_failed_probe_ejects_and_successes_in_a_row_readmit() -> None:
     us = book.get("p@us")
     assert us is not None and us.ejected and us.last_error is ErrorKind.PROBE_REFUSED
     assert not book.get("p@eu").ejected  # type: ignore[union-attr]
+    assert hop.dropped == ["http://us.example/v1"]  # its kept-alive connections go with it
     assert p.states["p@us"].result is ProbeResult.FAILED
     del hop.fail["http://us.example/v1"]  # healed
     now[0] = 1.2  # past the shortest ejection (1 s)

@@ -290,6 +290,9 @@ class Prober:
         elif verdict.result is ProbeResult.FAILED:
             if health.probe_result(False, now, verdict.kind, verdict.detail):
                 log.warning("endpoint %s ejected by probes: %s", key, verdict.detail)
+                # as a request's ejection does: a kept-alive connection from before the
+                # fault would be handed to the next request there and written into silence
+                self.pool.pool(target.provider).drop_idle(target.base_url)
         else:
             health.probe_not_sent()
         health.schedule_next(now, self.rng)
