@@ -89,10 +89,12 @@ def test_http_probe_settings_are_validated_with_the_reason() -> None:
 # -- the runtime, on a fake hop ------------------------------------------------------------------
 
 
-def table(regions: list[str], health_check: dict[str, Any] | None = None) -> CompiledTable:
+def table(
+    regions: list[str], health_check: dict[str, Any] | None = None, host: str = "{}.example"
+) -> CompiledTable:
     provider: dict[str, Any] = {
         "name": "p",
-        "endpoints": [{"region": r, "baseURL": f"http://{r}.example/v1"} for r in regions],
+        "endpoints": [{"region": r, "baseURL": f"http://{host.format(r)}/v1"} for r in regions],
         "credentials": {"env": "P_KEY"},
         "healthCheck": health_check or {},
     }
@@ -268,3 +270,28 @@ async def test_a_bug_in_a_probe_is_logged_without_a_verdict_and_the_endpoint_pro
     assert "failed unexpectedly" in caplog.text
     now[0] = 1.2
     assert p.launch_due(now[0]) == ["p@us"]
+
+
+async def test_a_probe_out_to_a_base_url_a_reload_moved_is_cancelled() -> None:
+    """Same settings, another baseURL: the endpoint's health is kept, its probe out is not.
+
+    Left running, it would go on carrying the provider's key (``sendKey``) to the old host
+    and give the endpoint a verdict about where it no longer is.
+    """
+    hop, now = FakeHop(), [0.0]
+    hop.gate = asyncio.Event()
+    p, book = prober(hop, table(["us"], {"http": {"path": "/models"}}), now)
+    now[0] = 0.2
+    assert p.launch_due(now[0]) == ["p@us"]
+    await settle()
+    assert hop.out == 1 and hop.calls[0][0] == "http://us.example/v1"
+    moved = table(["us"], {"http": {"path": "/models"}}, host="moved.example")
+    book.configure([("p@us", settings_of(moved.providers[0]))], now[0], random.Random(2))
+    p.table_applied(moved)
+    await settle()
+    assert hop.out == 0  # the probe to the old base URL was cancelled
+    assert "p@us" not in p.states
+    assert p.launch_due(now[0]) == ["p@us"]
+    hop.gate.set()
+    await settle()
+    assert hop.calls[-1][0] == "http://moved.example/v1"

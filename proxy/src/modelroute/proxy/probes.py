@@ -198,15 +198,19 @@ class Prober:
 
     def table_applied(self, table: CompiledTable) -> None:
         """Probe exactly the endpoints this table's routes (and mirrors) use, from now on."""
+        old = self._targets
         self._targets = {
             key: _Target(provider, region, provider.endpoint(region).base_url)
             for key, (provider, region) in endpoints_in(table).items()
         }
         for key, (task, health) in list(self._tasks.items()):
-            if self.book.get(key) is not health:  # gone, or its settings changed
+            # gone, its settings changed, or it moved (another baseURL, other credentials):
+            # a probe out to the old target must not go on carrying the key there, nor give
+            # the endpoint a verdict about a place it no longer is
+            if self.book.get(key) is not health or self._targets.get(key) != old.get(key):
                 task.cancel()
                 del self._tasks[key]
-        for key in [k for k in self.states if k not in self._targets]:
+        for key in [k for k in self.states if self._targets.get(k) != old.get(k)]:
             del self.states[key]
         self._wake.set()
 
