@@ -225,14 +225,17 @@ class AttemptLoop(Commit):
         return index, 0
 
     def _connected(self, winner: PoolWait) -> None:
-        """One attempt has its connection: every other one still connecting is abandoned.
+        """One attempt has its connection: every other one still without one is abandoned.
 
         Called by the pool before the winner writes a byte, so the abandoned
         ones send nothing (Happy Eyeballs across regions: one request is sent,
-        never two); they are set aside by :meth:`_set_aside_abandoned`.
+        never two); they are set aside by :meth:`_set_aside_abandoned`.  "Without
+        one" includes an attempt queued for a slot behind its provider's
+        ``maxConnections``: it would otherwise get the slot later and send the
+        request a second time.
         """
         for _, wait in self.waits.values():
-            if wait is not winner and wait.in_connect:
+            if wait is not winner and not wait.connected:
                 wait.abandoned = True
 
     def _set_aside_abandoned(self) -> None:
