@@ -26,7 +26,13 @@ from modelroute.proxy.probes import (
     verdict_of_status,
 )
 from modelroute.proxy.table import CompiledTable
-from modelroute.proxy.upstream import ConnectFailed, ConnectRefused, Disconnected, UpstreamPool
+from modelroute.proxy.upstream import (
+    BadResponse,
+    ConnectFailed,
+    ConnectRefused,
+    Disconnected,
+    UpstreamPool,
+)
 from pydantic import ValidationError
 
 from modelroute.resources import HealthCheck
@@ -295,3 +301,23 @@ async def test_a_probe_out_to_a_base_url_a_reload_moved_is_cancelled() -> None:
     hop.gate.set()
     await settle()
     assert hop.calls[-1][0] == "http://moved.example/v1"
+
+
+async def test_what_an_upstream_quotes_back_into_a_probe_failure_is_scrubbed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe's failure detail reaches /status, /explain and the log: never the key it sent."""
+    monkeypatch.setenv("P_KEY", "sk-probe-secret-123")
+    hop, now = FakeHop(), [0.0]
+    hop.fail["http://us.example/v1"] = BadResponse(
+        "the upstream sent Content-Encoding 'Bearer sk-probe-secret-123', not gzip/deflate"
+    )
+    p, book = prober(hop, table(["us"], {"http": {"path": "/models"}}), now)
+    now[0] = 0.2
+    p.launch_due(now[0])
+    await settle()
+    us = book.get("p@us")
+    assert us is not None and us.last_error is ErrorKind.PROBE_REFUSED
+    assert "sk-probe-secret-123" not in us.last_error_detail
+    assert "sk-probe-secret-123" not in p.states["p@us"].detail
+    assert "[redacted]" in p.states["p@us"].detail

@@ -38,6 +38,7 @@ from modelroute.resources import HealthCheck
 
 from .credentials import Credentials, MissingCredentials
 from .endpoints import EndpointBook, EndpointHealth, ErrorKind, endpoints_in
+from .scrub import Scrubber
 from .table import CompiledProvider, CompiledTable
 from .upstream import (
     BadResponse,
@@ -305,6 +306,18 @@ class Prober:
         if check.http is not None and check.http.send_key:
             with contextlib.suppress(MissingCredentials):  # no key: the probe goes without
                 headers = self.credentials.headers_for(target.provider.credentials)
+        verdict = await self._verdict(target, check, within, headers)
+        if not verdict.detail:
+            return verdict
+        # the detail reaches /status, /explain and the log, and can quote what the upstream
+        # answered (a Content-Encoding it sent back, say): scrubbed as a request's are
+        credentials = target.provider.credentials
+        scrub = Scrubber.for_headers(headers, credentials.header if credentials else None)
+        return Verdict(verdict.result, verdict.kind, scrub.text(verdict.detail))
+
+    async def _verdict(
+        self, target: _Target, check: HealthCheck, within: float, headers: dict[str, str]
+    ) -> Verdict:
         try:
             status = await self.pool.probe(
                 target.provider,
