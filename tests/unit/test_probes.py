@@ -321,3 +321,19 @@ async def test_what_an_upstream_quotes_back_into_a_probe_failure_is_scrubbed(
     assert "sk-probe-secret-123" not in us.last_error_detail
     assert "sk-probe-secret-123" not in p.states["p@us"].detail
     assert "[redacted]" in p.states["p@us"].detail
+
+
+async def test_a_probe_cancelled_by_a_reload_before_it_ran_leaves_the_endpoint_probed() -> None:
+    """Launched, then the endpoint moved in the same loop turn: the task never ran at all."""
+    hop, now = FakeHop(), [0.0]
+    p, book = prober(hop, table(["us"]), now)
+    now[0] = 0.2
+    assert p.launch_due(now[0]) == ["p@us"]
+    moved = table(["us"], host="moved.example")
+    book.configure([("p@us", settings_of(moved.providers[0]))], now[0], random.Random(2))
+    p.table_applied(moved)  # before the probe task had its first step
+    await settle()
+    assert hop.calls == []
+    assert p.launch_due(now[0]) == ["p@us"]  # not stuck "probing" for ever
+    await settle()
+    assert hop.calls == [("http://moved.example/v1", None, {})]

@@ -211,6 +211,9 @@ class Prober:
             if self.book.get(key) is not health or self._targets.get(key) != old.get(key):
                 task.cancel()
                 del self._tasks[key]
+                # a task cancelled before it ever ran never resets this itself; the health
+                # may be kept (the endpoint moved), and a stuck flag would mean no probe again
+                health.probing = False
         for key in [k for k in self.states if self._targets.get(k) != old.get(k)]:
             del self.states[key]
         self._wake.set()
