@@ -337,3 +337,26 @@ async def test_a_probe_cancelled_by_a_reload_before_it_ran_leaves_the_endpoint_p
     assert p.launch_due(now[0]) == ["p@us"]  # not stuck "probing" for ever
     await settle()
     assert hop.calls == [("http://moved.example/v1", None, {})]
+
+
+def test_an_endpoint_pointed_at_another_base_url_starts_afresh() -> None:
+    """A reload that fixes or replaces a region's baseURL drops the old host's ejection.
+
+    Kept, the new host would stay out for the rest of the old one's ejection (up to
+    maxEjectionMs) however healthy it is.
+    """
+    book, rng = EndpointBook(), random.Random(1)
+    before = table(["us"]).providers[0]
+    book.configure([("p@us", settings_of(before, "us"))], 0.0, rng)
+    us = book.get("p@us")
+    assert us is not None
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    assert us.ejected
+    book.configure([("p@us", settings_of(before, "us"))], 0.1, rng)
+    assert book.get("p@us") is us  # the same place: its state is kept
+    after = table(["us"], host="fixed.example").providers[0]
+    book.configure([("p@us", settings_of(after, "us"))], 0.2, rng)
+    fresh = book.get("p@us")
+    assert fresh is not us and fresh is not None and fresh.available(0.2)
