@@ -50,9 +50,12 @@ async def test_a_caller_that_gave_up_while_connecting_sends_nothing_and_pools_no
     pool = connect(4, connect_timeout=1)
     wait = PoolWait()
     task = asyncio.create_task(post(pool, server, wait=wait))
-    while not wait.in_connect:  # the connect is under way ...
+    for _ in range(10):  # a few loop steps: a slot, no idle connection, the connect begun
+        if wait.in_connect:
+            break
         await asyncio.sleep(0)
-    wait.abandoned = True  # ... when another attempt had a connection first
+    assert wait.in_connect
+    wait.abandoned = True  # another attempt had a connection first (the loop sets it then)
     with pytest.raises(ConnectFailed) as caught:
         await task
     assert not caught.value.network  # the sidecar's own choice, not the endpoint's fault
