@@ -244,6 +244,9 @@ def test_sidecar_tracing_values_reach_the_operator(render: Render, tmp_path: Pat
         ({"endpoint": "http://c:4318", "tail": {"enabled": True, "ratio": 2}}, "ratio"),
         ({"endpoint": "http://c:4318", "sampler": "sometimes"}, "sampler"),
         ({"endpoint": "collector:4318"}, "endpoint"),
+        # OTEL_RESOURCE_ATTRIBUTES is k=v,k=v: a ',' or '=' inside would split an attribute
+        ({"endpoint": "http://c:4318", "resourceAttributes": {"team": "a,b"}}, "team"),
+        ({"endpoint": "http://c:4318", "resourceAttributes": {"a=b": "c"}}, "a=b"),
     ],
 )
 def test_sidecar_tracing_values_that_would_trace_nothing_or_fail_are_refused(

@@ -30,6 +30,7 @@ from .conftest import (
     FakeFactory,
     ProxyFactory,
     ask,
+    dead_port,
     quantile,
     route_yaml,
     status,
@@ -341,3 +342,35 @@ async def test_a_region_whose_connects_hang_under_load_costs_a_deadline_not_a_ti
         f"{CONNECT_TIMEOUT_S * 1000:.0f} ms); ejected by the abandoned connects' timeouts"
     )
     assert worst < 0.5, worst
+
+
+async def test_a_racer_refused_at_once_lets_the_next_region_race_the_late_connect(
+    blackhole: int,
+    fakes: FakeFactory,
+    proxies: ProxyFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """us-east-1 swallows the connect, eu-west-1 refuses it at once, ap-south-1 is fine.
+
+    The racer to eu-west-1 fails in a millisecond and reached no upstream; the late
+    connect still runs.  The next region must race it then, not once the late connect
+    has used up its whole connect timeout (1 s).
+    """
+    ap = await fakes("ap-south-1", latency_ms=10)
+    refused = f"http://127.0.0.1:{dead_port()}/v1"
+    proxy = await proxies(
+        provider_yaml(
+            "global",
+            [
+                ("us-east-1", f"http://127.0.0.1:{blackhole}/v1"),
+                ("eu-west-1", refused),
+                ("ap-south-1", ap.url),
+            ],
+        )
+        + route_yaml("chat", ["chat"], ["{provider: global, model: chat-a}"], TIMEOUTS)
+    )
+    answer = await ask(http, proxy.base_url)
+    assert answer.complete(), answer.body[:300]
+    assert answer.target == "global/chat-a@ap-south-1"
+    assert answer.attempts == 3, answer.headers
+    assert answer.elapsed < 0.6, answer.elapsed  # not the late connect's 1 s timeout

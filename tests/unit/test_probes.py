@@ -26,7 +26,13 @@ from modelroute.proxy.probes import (
     verdict_of_status,
 )
 from modelroute.proxy.table import CompiledTable
-from modelroute.proxy.upstream import ConnectFailed, ConnectRefused, Disconnected, UpstreamPool
+from modelroute.proxy.upstream import (
+    BadResponse,
+    ConnectFailed,
+    ConnectRefused,
+    Disconnected,
+    UpstreamPool,
+)
 from pydantic import ValidationError
 
 from modelroute.resources import HealthCheck
@@ -89,10 +95,12 @@ def test_http_probe_settings_are_validated_with_the_reason() -> None:
 # -- the runtime, on a fake hop ------------------------------------------------------------------
 
 
-def table(regions: list[str], health_check: dict[str, Any] | None = None) -> CompiledTable:
+def table(
+    regions: list[str], health_check: dict[str, Any] | None = None, host: str = "{}.example"
+) -> CompiledTable:
     provider: dict[str, Any] = {
         "name": "p",
-        "endpoints": [{"region": r, "baseURL": f"http://{r}.example/v1"} for r in regions],
+        "endpoints": [{"region": r, "baseURL": f"http://{host.format(r)}/v1"} for r in regions],
         "credentials": {"env": "P_KEY"},
         "healthCheck": health_check or {},
     }
@@ -277,3 +285,87 @@ async def test_a_bug_in_a_probe_is_logged_without_a_verdict_and_the_endpoint_pro
     assert "failed unexpectedly" in caplog.text
     now[0] = 1.2
     assert p.launch_due(now[0]) == ["p@us"]
+
+
+async def test_a_probe_out_to_a_base_url_a_reload_moved_is_cancelled() -> None:
+    """Same settings, another baseURL: the endpoint's health is kept, its probe out is not.
+
+    Left running, it would go on carrying the provider's key (``sendKey``) to the old host
+    and give the endpoint a verdict about where it no longer is.
+    """
+    hop, now = FakeHop(), [0.0]
+    hop.gate = asyncio.Event()
+    p, book = prober(hop, table(["us"], {"http": {"path": "/models"}}), now)
+    now[0] = 0.2
+    assert p.launch_due(now[0]) == ["p@us"]
+    await settle()
+    assert hop.out == 1 and hop.calls[0][0] == "http://us.example/v1"
+    moved = table(["us"], {"http": {"path": "/models"}}, host="moved.example")
+    book.configure([("p@us", settings_of(moved.providers[0]))], now[0], random.Random(2))
+    p.table_applied(moved)
+    await settle()
+    assert hop.out == 0  # the probe to the old base URL was cancelled
+    assert "p@us" not in p.states
+    assert p.launch_due(now[0]) == ["p@us"]
+    hop.gate.set()
+    await settle()
+    assert hop.calls[-1][0] == "http://moved.example/v1"
+
+
+async def test_what_an_upstream_quotes_back_into_a_probe_failure_is_scrubbed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe's failure detail reaches /status, /explain and the log: never the key it sent."""
+    monkeypatch.setenv("P_KEY", "sk-probe-secret-123")
+    hop, now = FakeHop(), [0.0]
+    hop.fail["http://us.example/v1"] = BadResponse(
+        "the upstream sent Content-Encoding 'Bearer sk-probe-secret-123', not gzip/deflate"
+    )
+    p, book = prober(hop, table(["us"], {"http": {"path": "/models"}}), now)
+    now[0] = 0.2
+    p.launch_due(now[0])
+    await settle()
+    us = book.get("p@us")
+    assert us is not None and us.last_error is ErrorKind.PROBE_REFUSED
+    assert "sk-probe-secret-123" not in us.last_error_detail
+    assert "sk-probe-secret-123" not in p.states["p@us"].detail
+    assert "[redacted]" in p.states["p@us"].detail
+
+
+async def test_a_probe_cancelled_by_a_reload_before_it_ran_leaves_the_endpoint_probed() -> None:
+    """Launched, then the endpoint moved in the same loop turn: the task never ran at all."""
+    hop, now = FakeHop(), [0.0]
+    p, book = prober(hop, table(["us"]), now)
+    now[0] = 0.2
+    assert p.launch_due(now[0]) == ["p@us"]
+    moved = table(["us"], host="moved.example")
+    book.configure([("p@us", settings_of(moved.providers[0]))], now[0], random.Random(2))
+    p.table_applied(moved)  # before the probe task had its first step
+    await settle()
+    assert hop.calls == []
+    assert p.launch_due(now[0]) == ["p@us"]  # not stuck "probing" for ever
+    await settle()
+    assert hop.calls == [("http://moved.example/v1", None, {})]
+
+
+def test_an_endpoint_pointed_at_another_base_url_starts_afresh() -> None:
+    """A reload that fixes or replaces a region's baseURL drops the old host's ejection.
+
+    Kept, the new host would stay out for the rest of the old one's ejection (up to
+    maxEjectionMs) however healthy it is.
+    """
+    book, rng = EndpointBook(), random.Random(1)
+    before = table(["us"]).providers[0]
+    book.configure([("p@us", settings_of(before, "us"))], 0.0, rng)
+    us = book.get("p@us")
+    assert us is not None
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    us.local_failure(ErrorKind.CONNECT_REFUSED, "refused", 0.0)
+    assert us.ejected
+    book.configure([("p@us", settings_of(before, "us"))], 0.1, rng)
+    assert book.get("p@us") is us  # the same place: its state is kept
+    after = table(["us"], host="fixed.example").providers[0]
+    book.configure([("p@us", settings_of(after, "us"))], 0.2, rng)
+    fresh = book.get("p@us")
+    assert fresh is not us and fresh is not None and fresh.available(0.2)

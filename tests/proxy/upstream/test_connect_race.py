@@ -50,6 +50,11 @@ async def test_a_caller_that_gave_up_while_connecting_sends_nothing_and_pools_no
     pool = connect(4, connect_timeout=1)
     wait = PoolWait()
     task = asyncio.create_task(post(pool, server, wait=wait))
+    for _ in range(10):  # a few loop steps: a slot, no idle connection, the connect begun
+        if wait.in_connect:
+            break
+        await asyncio.sleep(0)
+    assert wait.in_connect
     wait.abandoned = True  # another attempt had a connection first (the loop sets it then)
     with pytest.raises(ConnectFailed) as caught:
         await task
@@ -59,4 +64,35 @@ async def test_a_caller_that_gave_up_while_connecting_sends_nothing_and_pools_no
     assert seen == [] and server.connections == 1  # connected, and not a byte sent
     assert pool.in_use == 0 and pool.idle == 0 and not pool.has_idle(server.url)
     assert await post(pool, server) == (200, b"{}")  # the slot came back
+    pool.close()
+
+
+async def test_a_caller_that_gave_up_while_queued_for_a_slot_connects_to_nothing(
+    connect: TransportFactory,
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """Abandoned while every connection was busy: once a slot frees, nothing is connected or sent.
+
+    The race's other attempt already sent the request; this one must not send it again
+    when the provider's ``maxConnections`` frees up, nor open a connection to throw away.
+    """
+    seen: list[bytes] = []
+    server = await serve(keep_alive(OK, seen))
+    pool = connect(1, connect_timeout=1)
+    busy = await pool.post(server.url, "/chat/completions", b"{}", {})  # holds the one slot
+    wait = PoolWait()
+    task = asyncio.create_task(post(pool, server, wait=wait))
+    await asyncio.sleep(0.05)
+    assert wait.queued and not wait.connecting and pool.queued == 1
+    wait.abandoned = True
+    await busy.read()
+    busy.release()  # the slot passes to the queued caller, which gave up meanwhile
+    with pytest.raises(ConnectFailed) as caught:
+        await task
+    assert not caught.value.network
+    assert not wait.connecting and wait.connect_seconds is None  # no connect was made for it
+    assert len(seen) == 1 and server.connections == 1  # only the first request, ever
+    assert pool.in_use == 0 and pool.idle == 1  # the kept-alive connection was not thrown away
+    assert await post(pool, server) == (200, b"{}")  # the slot came back
+    assert server.connections == 1
     pool.close()

@@ -59,6 +59,9 @@ class ErrorKind(StrEnum):
 class EndpointSettings:
     outlier: OutlierDetection
     check: HealthCheck
+    # part of "the same endpoint": a reload that points the region elsewhere (a base URL
+    # fixed, a host replaced) starts afresh instead of keeping the old host's ejection
+    base_url: str = ""
 
 
 @dataclass(slots=True)
@@ -217,8 +220,10 @@ def endpoints_in(table: CompiledTable) -> dict[str, tuple[CompiledProvider, str]
     return out
 
 
-def settings_of(provider: CompiledProvider) -> EndpointSettings:
-    return EndpointSettings(provider.outlier_detection, provider.health_check)
+def settings_of(provider: CompiledProvider, region: str | None = None) -> EndpointSettings:
+    """The endpoint's settings; with ``region``, its base URL too (what the sidecar applies)."""
+    base_url = provider.endpoint(region).base_url if region is not None else ""
+    return EndpointSettings(provider.outlier_detection, provider.health_check, base_url)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from modelroute.resources import HealthCheck
 
 from .credentials import Credentials, MissingCredentials
 from .endpoints import EndpointBook, EndpointHealth, ErrorKind, endpoints_in
+from .scrub import Scrubber
 from .table import CompiledProvider, CompiledTable
 from .upstream import (
     BadResponse,
@@ -198,15 +199,22 @@ class Prober:
 
     def table_applied(self, table: CompiledTable) -> None:
         """Probe exactly the endpoints this table's routes (and mirrors) use, from now on."""
+        old = self._targets
         self._targets = {
             key: _Target(provider, region, provider.endpoint(region).base_url)
             for key, (provider, region) in endpoints_in(table).items()
         }
         for key, (task, health) in list(self._tasks.items()):
-            if self.book.get(key) is not health:  # gone, or its settings changed
+            # gone, its settings changed, or it moved (another baseURL, other credentials):
+            # a probe out to the old target must not go on carrying the key there, nor give
+            # the endpoint a verdict about a place it no longer is
+            if self.book.get(key) is not health or self._targets.get(key) != old.get(key):
                 task.cancel()
                 del self._tasks[key]
-        for key in [k for k in self.states if k not in self._targets]:
+                # a task cancelled before it ever ran never resets this itself; the health
+                # may be kept (the endpoint moved), and a stuck flag would mean no probe again
+                health.probing = False
+        for key in [k for k in self.states if self._targets.get(k) != old.get(k)]:
             del self.states[key]
         self._wake.set()
 
@@ -304,6 +312,18 @@ class Prober:
         if check.http is not None and check.http.send_key:
             with contextlib.suppress(MissingCredentials):  # no key: the probe goes without
                 headers = self.credentials.headers_for(target.provider.credentials)
+        verdict = await self._verdict(target, check, within, headers)
+        if not verdict.detail:
+            return verdict
+        # the detail reaches /status, /explain and the log, and can quote what the upstream
+        # answered (a Content-Encoding it sent back, say): scrubbed as a request's are
+        credentials = target.provider.credentials
+        scrub = Scrubber.for_headers(headers, credentials.header if credentials else None)
+        return Verdict(verdict.result, verdict.kind, scrub.text(verdict.detail))
+
+    async def _verdict(
+        self, target: _Target, check: HealthCheck, within: float, headers: dict[str, str]
+    ) -> Verdict:
         try:
             status = await self.pool.probe(
                 target.provider,

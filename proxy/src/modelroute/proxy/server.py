@@ -215,7 +215,7 @@ class Proxy:
         )
         endpoints = endpoints_in(table)
         self.health.endpoints.configure(
-            ((key, settings_of(provider)) for key, (provider, _) in endpoints.items()),
+            ((key, settings_of(provider, region)) for key, (provider, region) in endpoints.items()),
             time.monotonic(),
             self.dispatcher.rng,
         )

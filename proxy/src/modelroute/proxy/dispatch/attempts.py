@@ -148,6 +148,8 @@ class AttemptLoop(Commit):
                     if self._settle_failure(attempt, outcome, retry_on):
                         await self._cancel_rest(AttemptEnd.CANCELLED)
                         return self._passthrough(outcome)
+                    if not outcome.kind.reached_upstream:
+                        self._race_again()
         finally:
             await self._cancel_rest(AttemptEnd.CANCELLED)
         raise self._exhausted(attempts)
@@ -187,11 +189,28 @@ class AttemptLoop(Commit):
         if late_cand is None or wait is None or not wait.in_connect or wait.abandoned:
             return index, 0  # it connected (or queued for a slot) in the meantime
         self._connect_late(late_cand)
-        cand, new_index = self._next_candidate(self.candidates, index, avoid=self._busy_endpoints())
+        # nor to an endpoint that already refused this request's connect
+        refused = {f.candidate.endpoint for f in self.failures if f.local_origin is not None}
+        cand, new_index = self._next_candidate(
+            self.candidates, index, avoid=self._busy_endpoints() | refused
+        )
         if cand is None or self.d.health.held_until(cand.key) > time.monotonic():
             return index, 0  # no other endpoint to race: the connect has its full timeout
         self._start(cand, None, hedge=False, reason="connect_race")
         return new_index, 1
+
+    def _race_again(self) -> None:
+        """A racer failed without reaching an upstream: race the late connects again, now.
+
+        Otherwise a racer refused in a millisecond leaves the request waiting on the
+        late connect's full timeout, with a healthy region next in the plan.  Only
+        after such failures: one that reached an upstream is a retry, and retries
+        pass the retry budget and backoff (nothing new starts until the loop is idle).
+        """
+        now = time.perf_counter()
+        for task, (_, wait) in self.waits.items():
+            if task in self.in_flight and wait.in_connect and not wait.abandoned:
+                self.race_at[task] = min(self.race_at.get(task, now), now)
 
     def _connect_late(self, cand: Candidate) -> None:
         """A connect to ``cand``'s endpoint is late: suspicion, not a verdict.
@@ -225,14 +244,17 @@ class AttemptLoop(Commit):
         return index, 0
 
     def _connected(self, winner: PoolWait) -> None:
-        """One attempt has its connection: every other one still connecting is abandoned.
+        """One attempt has its connection: every other one still without one is abandoned.
 
         Called by the pool before the winner writes a byte, so the abandoned
         ones send nothing (Happy Eyeballs across regions: one request is sent,
-        never two); they are set aside by :meth:`_set_aside_abandoned`.
+        never two); they are set aside by :meth:`_set_aside_abandoned`.  "Without
+        one" includes an attempt queued for a slot behind its provider's
+        ``maxConnections``: it would otherwise get the slot later and send the
+        request a second time.
         """
         for _, wait in self.waits.values():
-            if wait is not winner and wait.in_connect:
+            if wait is not winner and not wait.connected:
                 wait.abandoned = True
 
     def _set_aside_abandoned(self) -> None:

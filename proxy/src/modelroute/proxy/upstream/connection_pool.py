@@ -181,6 +181,10 @@ class ConnectionPool:
         else:
             self._busy += 1
         try:
+            if wait is not None and wait.abandoned:  # gave up while queued: connect nothing
+                raise ConnectFailed(
+                    "abandoned: another attempt had a connection first", network=False
+                )
             conn = self._take_idle(origin)
             if conn is not None:
                 return conn

@@ -47,7 +47,8 @@ class PoolWait:
     is in hand, *before* a byte of the request is written; a caller that set
     ``abandoned`` by then gets no request sent – the fresh connection is
     closed (never pooled half-used) and ``post`` raises ``ConnectFailed``
-    with ``network`` false.
+    with ``network`` false.  One that set it while still queued for a slot
+    gets no connection made at all (the slot passes on at once).
 
     ``silence_watch`` (docs/failover.md, "In-flight rescue"): once the
     request is written, the pool looks at the socket's ``TCP_INFO`` that
