@@ -3,6 +3,7 @@
     dispatcher  parse → features → route (classify if asked) → budget → plan
     attempts    → attempts (backoff, Retry-After, breakers, regions, retry budget, hedging)
     policy        (which candidate next, how long to wait: pure, clock passed in)
+    one_attempt   → each attempt: its pool trip, body and headers, health feedback
     commit      → commit to the first upstream whose first byte arrived
                 → stream or send it to the client → usage, cost, observers, shadow copy
 

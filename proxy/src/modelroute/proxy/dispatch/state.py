@@ -8,9 +8,12 @@ httpx layers ``send`` over ``_send_handling_redirects`` over
 
 * :mod:`.commit` (:class:`~.commit.Commit`) – sending or streaming the
   chosen answer to the client, and accounting for it;
+* :mod:`.one_attempt` (:class:`~.one_attempt.OneAttempt`) – what each
+  upstream attempt does: its pool trip, what it sends, and the health
+  feedback of its verdict;
 * :mod:`.attempts` (:class:`~.attempts.AttemptLoop`) – the attempt loop over
-  the plan's candidates, one upstream attempt each, and their health feedback;
-  what to try next and how long to wait is :mod:`.policy`'s (pure).
+  the plan's candidates: their order, hedges and connect races, backoff and
+  holds; what to try next and how long to wait is :mod:`.policy`'s (pure).
 
 :class:`Services` names what those layers use of the long-lived
 :class:`~.dispatcher.Dispatcher`, so none of them imports it.
