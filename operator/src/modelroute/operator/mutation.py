@@ -112,7 +112,7 @@ async def inject_sidecar(
         warnings.append(f"{why}; admitted without the modelroute sidecar (failurePolicy Ignore)")
         return
     labels, annotations = found or ({}, {})
-    counted.count_injection(decide(body, labels))
+    decision = decide(body, labels)
     ops = build_patch(
         dict(body),
         namespace_labels=labels,
@@ -120,5 +120,6 @@ async def inject_sidecar(
         server_version=parse_version(os.environ.get("MODELROUTE_KUBE_VERSION", "v1.29.0")),
         settings=settings_from_env(),
     )
+    counted.count_injection(decision)  # once the patch exists: a build that raised injected nothing
     if ops:
         patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))
