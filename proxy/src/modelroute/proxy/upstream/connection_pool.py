@@ -131,12 +131,6 @@ class ConnectionPool:
             wait.queued = self.full()
         conn = await self._acquire(origin, wait)
         if wait is not None:
-            if wait.abandoned:  # another attempt won the connect race: nothing is sent
-                conn.close()
-                self.release(conn)
-                raise ConnectFailed(
-                    "abandoned: another attempt had a connection first", network=False
-                )
             wait.connected = True
             if wait.on_connected is not None:
                 wait.on_connected()
@@ -182,9 +176,7 @@ class ConnectionPool:
             self._busy += 1
         try:
             if wait is not None and wait.abandoned:  # gave up while queued: connect nothing
-                raise ConnectFailed(
-                    "abandoned: another attempt had a connection first", network=False
-                )
+                raise _abandoned()
             conn = self._take_idle(origin)
             if conn is not None:
                 return conn
@@ -194,6 +186,9 @@ class ConnectionPool:
             started = time.perf_counter()
             conn = await self._connect(origin)
             wait.connect_seconds = time.perf_counter() - started
+            if wait.abandoned:  # another attempt won the connect race meanwhile: nothing is sent
+                conn.close()
+                raise _abandoned()
             return conn
         except BaseException:
             self._free_slot()
@@ -297,3 +292,8 @@ class ConnectionPool:
                 waiter.set_exception(
                     ConnectFailed("the sidecar closed its upstream connections", network=False)
                 )
+
+
+def _abandoned() -> ConnectFailed:
+    """The end of an attempt another one beat to a connection (connect racing): nothing sent."""
+    return ConnectFailed("abandoned: another attempt had a connection first", network=False)
