@@ -277,13 +277,9 @@ class AttemptLoop(OneAttempt):
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
         self._release_probe(cand.key, breaker)
         region = health.region(cand.target.provider, cand.region)
-        if task.cancelled():
-            if region is not None:
-                region.release()
-            return
         if region is not None:
             region.release()
-        if task.exception() is not None:  # a bug, not a verdict (the loop logs it)
+        if task.cancelled() or task.exception() is not None:  # no verdict (a bug is logged)
             return
         outcome = task.result()
         if isinstance(outcome, Ready):  # cannot happen (nothing was sent); close it all the same
