@@ -17,7 +17,7 @@ of namespaces, and the Prometheus target labels already say which replica.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -112,6 +112,16 @@ class OperatorMetrics:
 
     def count_reconcile(self, kind: Kind, result: Result) -> None:
         self.reconciles.labels(kind, result).inc()
+
+    @contextlib.contextmanager
+    def reconciling(self, kind: Kind) -> Iterator[None]:
+        """Count the work in the block as one reconcile of ``kind``: ok, or error if it raised."""
+        try:
+            yield
+        except Exception:
+            self.count_reconcile(kind, Result.ERROR)
+            raise
+        self.count_reconcile(kind, Result.OK)
 
     def count_table_applied(self) -> None:
         self.tables_applied.inc()

@@ -32,7 +32,7 @@ from modelroute.resources.egress_rules import ALLOWED_HOSTS_ANNOTATION
 from . import admission, conditions, manifests, objects, probe, rollout
 from .kube import API_FAILURES, ApiError, KubeApi, core, custom, rbac
 from .manifests import HASH_ANNOTATION, OPERATOR_PODS_RBAC, SIDECAR_RBAC, TABLE_CONFIGMAP
-from .metrics import Kind, OperatorMetrics, Result, Review
+from .metrics import Kind, OperatorMetrics, Review
 
 log = logging.getLogger("modelroute.operator")
 
@@ -133,13 +133,8 @@ class Service:
         """Compile and write one namespace's table, RBAC and route statuses; returns the hash."""
         lock = self._locks.setdefault(ns, asyncio.Lock())
         async with lock:
-            try:
-                found = await self._reconcile_namespace(ns)
-            except Exception:
-                self.metrics.count_reconcile(Kind.NAMESPACE, Result.ERROR)
-                raise
-            self.metrics.count_reconcile(Kind.NAMESPACE, Result.OK)
-            return found
+            with self.metrics.reconciling(Kind.NAMESPACE):
+                return await self._reconcile_namespace(ns)
 
     async def _reconcile_namespace(self, ns: str) -> str | None:
         nsobj = await self.namespace(ns)
@@ -339,13 +334,8 @@ class Service:
 
     async def rollout_step(self, name: str) -> float | None:
         """Advance one FailoverPolicy's rollout; returns when to call again (None: idle)."""
-        try:
-            delay = await self._rollout_step(name)
-        except Exception:
-            self.metrics.count_reconcile(Kind.FAILOVER_POLICY, Result.ERROR)
-            raise
-        self.metrics.count_reconcile(Kind.FAILOVER_POLICY, Result.OK)
-        return delay
+        with self.metrics.reconciling(Kind.FAILOVER_POLICY):
+            return await self._rollout_step(name)
 
     def rollout_stopped(self, name: str) -> None:
         """This replica no longer drives the policy (deleted, or peering paused the daemon).
