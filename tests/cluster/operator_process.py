@@ -37,6 +37,11 @@ def _wait_port(port: int, timeout: float) -> bool:
     return False
 
 
+# what kopf logs when peering pauses a replica for a higher-priority one, and when it resumes
+PEERING_PAUSED = "Pausing operations in favour of"
+PEERING_RESUMED = "Resuming operations"
+
+
 @dataclass
 class OperatorProcess:
     cp: ControlPlane
@@ -155,3 +160,13 @@ class OperatorProcess:
 
     def tail(self, lines: int = 60) -> str:
         return log_tail(self.log, lines)
+
+    # kopf's peering, as this replica's log tells it
+    def has_paused(self) -> bool:
+        """Has peering paused this replica in favour of another (at any time)?"""
+        return PEERING_PAUSED in self.log.read_text(errors="replace")
+
+    def resumed_since_pause(self) -> bool:
+        """Did this replica resume after it was last paused?"""
+        text = self.log.read_text(errors="replace")
+        return text.rfind(PEERING_RESUMED) > text.rfind(PEERING_PAUSED)

@@ -42,7 +42,7 @@ def test_one_replica_reconciles_and_stopping_it_hands_over(
     ).start()
     try:
         eventually(
-            lambda: "Pausing operations in favour of" in a.log.read_text(errors="replace"),
+            a.has_paused,
             within=20,
             what="A pausing in favour of B",
         )
@@ -58,10 +58,7 @@ def test_one_replica_reconciles_and_stopping_it_hands_over(
     finally:
         b.stop()  # SIGTERM, as for a deleted Pod: kopf takes B out of the peering
     eventually(
-        lambda: (
-            a.log.read_text(errors="replace").rfind("Resuming operations")
-            > a.log.read_text(errors="replace").rfind("Pausing operations in favour of")
-        ),
+        a.resumed_since_pause,
         within=20,
         what="A resuming",
     )

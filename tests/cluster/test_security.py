@@ -264,7 +264,7 @@ def test_every_pod_is_injected_whichever_peering_replica_the_api_server_asks(
         cp.route_service(RELEASE_NS, WEBHOOK_SERVICE, relay_a.port)
         cp.route_service(RELEASE_NS, WEBHOOK_SERVICE, relay_b.port, slice_name=second)
         eventually(
-            lambda: "Pausing operations in favour of" in a.log.read_text(errors="replace"),
+            a.has_paused,
             within=20,
             what="A pausing in favour of B",
         )
@@ -282,10 +282,7 @@ def test_every_pod_is_injected_whichever_peering_replica_the_api_server_asks(
         cp.api("DELETE", f"{slices}/{second}")
         b.stop()  # SIGTERM: kopf takes B out of the peering and A resumes
     eventually(
-        lambda: (
-            a.log.read_text(errors="replace").rfind("Resuming operations")
-            > a.log.read_text(errors="replace").rfind("Pausing operations in favour of")
-        ),
+        a.resumed_since_pause,
         within=20,
         what="A resuming",
     )
