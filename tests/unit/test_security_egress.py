@@ -99,3 +99,14 @@ def test_sidecar_enforces_the_namespace_allow_list(monkeypatch: pytest.MonkeyPat
     check_origin("api.deepseek.com")
     with pytest.raises(ConnectRefused, match="metadata"):
         check_origin("metadata.google.internal")
+
+
+def test_a_changed_allow_list_is_judged_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-host verdict is cached (every attempt asks), but never across allow-lists."""
+    monkeypatch.delenv("MODELROUTE_ALLOWED_PROVIDER_HOSTS", raising=False)
+    check_origin("10.1.2.3")  # no allow-list: any host that is not metadata
+    monkeypatch.setenv("MODELROUTE_ALLOWED_PROVIDER_HOSTS", "api.deepseek.com")
+    with pytest.raises(ConnectRefused, match="allowed-provider-hosts"):
+        check_origin("10.1.2.3")
+    monkeypatch.setenv("MODELROUTE_ALLOWED_PROVIDER_HOSTS", "10.0.0.0/8")
+    check_origin("10.1.2.3")

@@ -39,14 +39,26 @@ def _allowed(text: str) -> AllowedHosts:
 
 def check_origin(host: str) -> None:
     """Refuse (nothing is sent) a metadata host or one outside the namespace's allow-list."""
+    why = _refusal(host, os.environ.get(ALLOWED_HOSTS_ENV, ""))
+    if why:
+        raise ConnectRefused(why)
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(host: str, allowed_text: str) -> str | None:
+    """Why a key must not go to ``host`` under this allow-list, or None.
+
+    Every attempt asks, and a handful of provider hosts serve them all: the
+    verdict (an address parsed, the allow-list matched) is worked out once per
+    host and allow-list.  The allow-list text is part of the key, so a changed
+    environment is judged afresh.
+    """
     why = forbidden_host(host)
     if why:
-        raise ConnectRefused(f"not connecting to {host}: {why}")
-    allowed = _allowed(os.environ.get(ALLOWED_HOSTS_ENV, ""))
-    if not host_allowed(host, allowed):
-        raise ConnectRefused(
-            f"not connecting to {host}: not in the namespace's {ALLOWED_HOSTS_ANNOTATION}"
-        )
+        return f"not connecting to {host}: {why}"
+    if not host_allowed(host, _allowed(allowed_text)):
+        return f"not connecting to {host}: not in the namespace's {ALLOWED_HOSTS_ANNOTATION}"
+    return None
 
 
 def check_resolved(host: str, addresses: Sequence[tuple[object, ...]]) -> None:
