@@ -39,12 +39,12 @@ def usage_details(usage: Mapping[str, Any]) -> tuple[int | None, int | None]:
     cached = reasoning = None
     for key in ("input_tokens_details", "prompt_tokens_details"):
         details = usage.get(key)
-        if isinstance(details, Mapping):
+        if isinstance(details, dict):  # a JSON object (dict, not the slower ABC check: per answer)
             cached = _count(details.get("cached_tokens"))
             break
     for key in ("output_tokens_details", "completion_tokens_details"):
         details = usage.get(key)
-        if isinstance(details, Mapping):
+        if isinstance(details, dict):
             reasoning = _count(details.get("reasoning_tokens"))
             break
     return cached, reasoning

@@ -24,11 +24,9 @@ class Origin(NamedTuple):
     host_header: bytes
     path_prefix: str
     query: str  # "" or "?..." kept from the base URL (e.g. Azure's ?api-version=)
-
-    @property
-    def peer(self) -> tuple[str, int, bool]:
-        """What a connection is to: Azure's per-deployment base URLs on one host share them."""
-        return (self.host, self.port, self.tls)
+    # what a connection is to: Azure's per-deployment base URLs on one host share them
+    # ((host, port, tls); a field, not a property, as the pool keys on it several times a request)
+    peer: tuple[str, int, bool]
 
 
 @functools.lru_cache(maxsize=256)
@@ -57,7 +55,7 @@ def origin_of(base_url: str) -> Origin:
     except UnicodeEncodeError as exc:
         raise RequestNotSent(str(exc)) from exc
     query = f"?{parts.query}" if parts.query else ""
-    return Origin(host, port, tls, host_header, parts.path.rstrip("/"), query)
+    return Origin(host, port, tls, host_header, parts.path.rstrip("/"), query, (host, port, tls))
 
 
 def request_target(origin: Origin, path: str) -> bytes:
