@@ -352,6 +352,19 @@ def test_unpriced_model_is_a_warning_not_a_zero(compile_text: Compile) -> None:
     assert result.table.routes[0].targets[0].output_usd_per_mtok is None
 
 
+def test_racing_that_can_never_fire_is_a_warning(compile_text: Compile) -> None:
+    """A floor at or above the connect timeout: "racing on" would do nothing, silently."""
+    short = PROVIDER.replace("  endpoints:", "  connectTimeoutMs: 100\n  endpoints:")
+    (warning,) = compile_text(short + GENERAL).problems
+    assert warning.severity is Severity.WARNING and warning.field == "spec.connectRacing.floorMs"
+    assert "gateway" in warning.message and "never raced" in warning.message
+    assert compile_text(PROVIDER + GENERAL).problems == []  # 100 ms floor, 1 s connect timeout
+    raced = GENERAL.replace("  models:", "  connectRacing: {floorMs: 50}\n  models:")
+    assert compile_text(short + raced).problems == []
+    off = GENERAL.replace("  models:", "  connectRacing: {enabled: false}\n  models:")
+    assert compile_text(short + off).problems == []
+
+
 def test_missing_capability_for_requires(compile_text: Compile) -> None:
     text = PROVIDER + route(
         "  models: [mm]\n  requires: [vision]\n  targets:\n"

@@ -10,13 +10,14 @@ problems say why, with the field to fix.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelroute.resources import (
     BUILTIN_BY_NAME,
     CatalogueModel,
+    ConnectRacing,
     FailoverPolicy,
     HealthCheck,
     ModelProvider,
@@ -333,6 +334,7 @@ class _Compiler:
                 )
         if not outcome.ready:
             return None, outcome
+        outcome.problems.extend(self.unraced(where, spec.connect_racing, targets))
         compiled = CompiledRoute(
             name=route.metadata.name,
             namespace=route.metadata.namespace,
@@ -356,6 +358,34 @@ class _Compiler:
             record_content=spec.record_content,
         )
         return compiled, outcome
+
+    def unraced(
+        self, where: str, racing: ConnectRacing, targets: Sequence[CompiledTarget]
+    ) -> list[Problem]:
+        """A warning per provider whose connects the route's racing can never race.
+
+        The race deadline is clamped to ``[floorMs, connectTimeoutMs)``: with the
+        floor at or above the connect timeout the connect fails before the race
+        would start, so "racing on" would quietly do nothing for that provider.
+        """
+        if not racing.enabled:
+            return []
+        out = []
+        for name in dict.fromkeys(t.provider for t in targets):
+            timeout = self.providers[name].spec.connect_timeout_ms
+            if racing.floor_ms >= timeout:
+                out.append(
+                    Problem(
+                        where,
+                        "spec.connectRacing.floorMs",
+                        f"floorMs ({racing.floor_ms} ms; 100 by default) is not below ModelProvider {name}'s "
+                        f"connectTimeoutMs ({timeout} ms): its connects are never raced; "
+                        f"lower floorMs or raise connectTimeoutMs",
+                        Reason.INVALID_SPEC,
+                        Severity.WARNING,
+                    )
+                )
+        return out
 
 
 def compile_table(
