@@ -39,6 +39,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check src proxy operator tests bench
+	$(BIN)/ruff format --check src proxy operator tests bench
 	$(BIN)/lint-imports
 
 typecheck: install

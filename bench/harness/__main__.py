@@ -18,7 +18,9 @@ from .summary import budget, summarise, tracing_budget
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="bench/harness", description="modelroute side-by-side benchmark")
+    p = argparse.ArgumentParser(
+        prog="bench/harness", description="modelroute side-by-side benchmark"
+    )
     p.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "3")))
     p.add_argument("--warmup", type=float, default=2.0)

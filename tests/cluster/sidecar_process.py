@@ -57,7 +57,11 @@ class SidecarProcess:
         for arg in args:
             flag, eq, value = arg.partition("=")
             if not eq and flag in (
-                "--listen", "--admin", "--explain", "--table-file", "--secrets-dir"
+                "--listen",
+                "--admin",
+                "--explain",
+                "--table-file",
+                "--secrets-dir",
             ):
                 value = next(args)
             if flag == "--listen":

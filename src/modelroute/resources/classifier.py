@@ -87,6 +87,7 @@ _DEFAULT_HEADER_RULES = (
     ),
 )
 
+
 class ReasoningRules(SpecModel):
     """How ``reasoning`` is scored: keyword weights, maths notation, numbered-constraint puzzles.
 
@@ -96,7 +97,9 @@ class ReasoningRules(SpecModel):
     $3.00/M model; a strong phrase, or weak cues backed by notation, is.
     """
 
-    strong: tuple[str, ...] = Field(default=DEFAULTS.strong, description="Phrases worth `strongWeight`.")
+    strong: tuple[str, ...] = Field(
+        default=DEFAULTS.strong, description="Phrases worth `strongWeight`."
+    )
     weak: tuple[str, ...] = Field(
         default=DEFAULTS.weak, description="Words worth `weakWeight` (whole words)."
     )
@@ -131,7 +134,9 @@ class ReasoningRules(SpecModel):
     )
     puzzle_min_constraints: int = Field(default=2, ge=1, alias="puzzleMinConstraints")
     puzzle_cues: tuple[str, ...] = Field(
-        default=DEFAULTS.puzzle_cues, alias="puzzleCues", description="Constraint cues of logic puzzles."
+        default=DEFAULTS.puzzle_cues,
+        alias="puzzleCues",
+        description="Constraint cues of logic puzzles.",
     )
     puzzle_weight: int = Field(default=3, ge=0, le=100, alias="puzzleWeight")
     code_penalty: int = Field(
@@ -158,7 +163,9 @@ class LightRules(SpecModel):
         alias="maxTokens",
         description="Estimated tokens (system + last user turn) up to which a prompt is short.",
     )
-    keywords: tuple[str, ...] = Field(default=DEFAULTS.light, description="At least one must occur.")
+    keywords: tuple[str, ...] = Field(
+        default=DEFAULTS.light, description="At least one must occur."
+    )
     exclude: tuple[str, ...] = Field(
         default=DEFAULTS.light_exclude,
         description="Generation work, short to ask but not light to do (write code, explain).",
