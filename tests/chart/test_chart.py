@@ -210,6 +210,8 @@ def test_sidecar_tracing_values_reach_the_operator(render: Render, tmp_path: Pat
         "MODELROUTE_SIDECAR_TRACES_TAIL_RATIO": "0.02",
         "MODELROUTE_SIDECAR_OTEL_SERVICE_NAME": "modelroute-sidecar",
         "MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=ml-platform",
+        "MODELROUTE_SIDECAR_OTEL_HEADERS_SECRET": "otel-collector-auth",
+        "MODELROUTE_SIDECAR_OTEL_HEADERS_KEY": "headers",
     }
     head = tmp_path / "head.yaml"
     head.write_text(
@@ -247,6 +249,8 @@ def test_sidecar_tracing_values_reach_the_operator(render: Render, tmp_path: Pat
         # OTEL_RESOURCE_ATTRIBUTES is k=v,k=v: a ',' or '=' inside would split an attribute
         ({"endpoint": "http://c:4318", "resourceAttributes": {"team": "a,b"}}, "team"),
         ({"endpoint": "http://c:4318", "resourceAttributes": {"a=b": "c"}}, "a=b"),
+        # a Secret name Kubernetes would refuse: the pods would never start
+        ({"endpoint": "http://c:4318", "headersSecret": {"name": "Otel_Auth"}}, "headersSecret"),
     ],
 )
 def test_sidecar_tracing_values_that_would_trace_nothing_or_fail_are_refused(

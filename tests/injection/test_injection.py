@@ -386,6 +386,38 @@ def test_chart_tracing_values_become_the_sidecars_otel_environment() -> None:
     assert tail_ratio_from_env(env) == 0.02
 
 
+def test_collector_credentials_reach_the_sidecar_only_through_a_secret_ref() -> None:
+    """``sidecar.tracing.headersSecret``: OTEL_EXPORTER_OTLP_HEADERS by reference, never a value.
+
+    Optional, so a namespace that lacks the Secret still starts its pods (the app
+    must not stop because a collector's key is missing).
+    """
+    base = {"MODELROUTE_SIDECAR_OTEL_ENDPOINT": "https://c:4318"}
+    _, pod = mutate_with(admission_review(app_spec()), settings_from_env(base))
+    [sidecar] = pod["spec"]["initContainers"]
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in {v["name"] for v in sidecar["env"]}
+    secret = {**base, "MODELROUTE_SIDECAR_OTEL_HEADERS_SECRET": "otel-auth"}
+    _, pod = mutate_with(admission_review(app_spec()), settings_from_env(secret))
+    [sidecar] = pod["spec"]["initContainers"]
+    [var] = [v for v in sidecar["env"] if v["name"] == "OTEL_EXPORTER_OTLP_HEADERS"]
+    assert var == {
+        "name": "OTEL_EXPORTER_OTLP_HEADERS",
+        "valueFrom": {"secretKeyRef": {"name": "otel-auth", "key": "headers", "optional": True}},
+    }
+    keyed = {**secret, "MODELROUTE_SIDECAR_OTEL_HEADERS_KEY": "otlp-headers"}
+    _, pod = mutate_with(admission_review(app_spec()), settings_from_env(keyed))
+    [sidecar] = pod["spec"]["initContainers"]
+    [var] = [v for v in sidecar["env"] if v["name"] == "OTEL_EXPORTER_OTLP_HEADERS"]
+    assert var["valueFrom"]["secretKeyRef"]["key"] == "otlp-headers"
+    # no endpoint, no tracing: a headers Secret alone writes nothing
+    _, pod = mutate_with(
+        admission_review(app_spec()),
+        settings_from_env({"MODELROUTE_SIDECAR_OTEL_HEADERS_SECRET": "otel-auth"}),
+    )
+    [sidecar] = pod["spec"]["initContainers"]
+    assert not [v for v in sidecar["env"] if v["name"].startswith("OTEL_")]
+
+
 def test_head_sampler_is_written_only_without_a_tail_ratio() -> None:
     head = {
         "MODELROUTE_SIDECAR_OTEL_ENDPOINT": "http://c:4318",

@@ -70,6 +70,10 @@ class TracingSettings:
     tail_ratio: str = ""  # MODELROUTE_TRACES_TAIL_RATIO: tail decisions instead of the sampler
     service_name: str = ""  # OTEL_SERVICE_NAME; "" keeps the sidecar's "modelroute"
     resource_attributes: str = ""  # OTEL_RESOURCE_ATTRIBUTES (k=v,...), after the pod's own
+    # OTEL_EXPORTER_OTLP_HEADERS from this Secret's key in the pod's namespace (a collector's
+    # credentials): through secretKeyRef, so the value is never in the pod spec or the operator
+    headers_secret: str = ""
+    headers_key: str = "headers"
 
     @property
     def enabled(self) -> bool:
@@ -246,7 +250,15 @@ def tracing_env(tracing: TracingSettings) -> list[dict[str, Any]]:
         "OTEL_TRACES_SAMPLER_ARG": "" if tracing.tail_ratio else tracing.sampler_arg,
         TAIL_RATIO_ENV: tracing.tail_ratio,
     }
-    return [{"name": name, "value": value} for name, value in values.items() if value]
+    env: list[dict[str, Any]] = [
+        {"name": name, "value": value} for name, value in values.items() if value
+    ]
+    if tracing.headers_secret:
+        # optional: a namespace without the Secret still starts its pods; their spans go
+        # without the headers (and the collector may refuse them) rather than the app not at all
+        ref = {"name": tracing.headers_secret, "key": tracing.headers_key, "optional": True}
+        env.append({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def redis_ca_volume(settings: InjectionSettings) -> dict[str, Any]:

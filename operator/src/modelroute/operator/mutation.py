@@ -82,6 +82,8 @@ def tracing_from_env(env: Mapping[str, str]) -> TracingSettings:
         tail_ratio=env.get("MODELROUTE_SIDECAR_TRACES_TAIL_RATIO", ""),
         service_name=env.get("MODELROUTE_SIDECAR_OTEL_SERVICE_NAME", ""),
         resource_attributes=env.get("MODELROUTE_SIDECAR_OTEL_RESOURCE_ATTRIBUTES", ""),
+        headers_secret=env.get("MODELROUTE_SIDECAR_OTEL_HEADERS_SECRET", "").strip(),
+        headers_key=env.get("MODELROUTE_SIDECAR_OTEL_HEADERS_KEY") or defaults.headers_key,
     )
 
 
