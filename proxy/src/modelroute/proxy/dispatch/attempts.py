@@ -43,9 +43,12 @@ class AttemptLoop(OneAttempt):
         max_attempts = route.retry.max_attempts
         retry_on = route.retry_kinds
         hedge_delay = self._hedge_delay(candidates[0])
-        if hedge_delay is None and not self._may_race(candidates[0]):
-            return await self._run_sequential(budget, max_attempts, retry_on)
-        return await self._run_concurrent(budget, max_attempts, retry_on, hedge_delay)
+        try:
+            if hedge_delay is None and not self._may_race(candidates[0]):
+                return await self._run_sequential(budget, max_attempts, retry_on)
+            return await self._run_concurrent(budget, max_attempts, retry_on, hedge_delay)
+        finally:
+            self._release_all_claims()
 
     def _may_race(self, first: Candidate) -> bool:
         """Could the first attempt's connect be raced?  Only if it has one to make.
@@ -274,11 +277,7 @@ class AttemptLoop(OneAttempt):
         """An abandoned connect ended: its verdict (a full timeout, a refusal) for the endpoint."""
         self.d.background.discard(task)
         health = self.d.health
-        breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
-        self._release_probe(cand.key, breaker)
-        region = health.region(cand.target.provider, cand.region)
-        if region is not None:
-            region.release()
+        self._release_claims(cand)
         if task.cancelled() or task.exception() is not None:  # no verdict (a bug is logged)
             return
         outcome = task.result()
@@ -480,6 +479,7 @@ class AttemptLoop(OneAttempt):
                 continue
             if isinstance(outcome, Ready):  # finished just as we cancelled: close it
                 outcome.response.release()
+                self._release_claims(outcome.candidate)  # no verdict, and no probe kept
             elif result == AttemptEnd.HEDGE_LOST:
                 self._hedge_lost(attempt)
             self._end_attempt(attempt, result)

@@ -18,7 +18,7 @@ import orjson
 from ..attempt import Failed, Outcome, Ready, run_attempt
 from ..credentials import MissingCredentials
 from ..events import AttemptRecord
-from ..health import Breaker, CircuitState
+from ..health import CircuitState
 from ..outcomes import AttemptEnd, Failure
 from ..router import Candidate
 from ..table import CompiledTarget
@@ -93,14 +93,12 @@ class OneAttempt(Commit):
         if breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.acquire(now):
             self.probes.add(cand.key)  # this attempt is the one half-open probe
         region = health.region(cand.target.provider, cand.region)
-        if region is not None:
-            region.acquire(now)
+        if region is not None and region.ejected_at is not None and region.acquire(now):
+            self.region_claims.add((cand.target.provider, cand.region))  # the failback probe
         try:
             headers = self._upstream_headers(cand)
         except MissingCredentials as exc:
-            self._release_probe(cand.key, breaker)
-            if region is not None:
-                region.release()
+            self._release_claims(cand)
             return Failed(
                 cand, Failure.CREDENTIALS, f"no key for provider {cand.provider.name}: {exc}"
             )
@@ -121,16 +119,38 @@ class OneAttempt(Commit):
                 wait=wait,
             )
         except asyncio.CancelledError:
-            self._release_probe(cand.key, breaker)
-            if region is not None:
-                region.release()
+            self._release_claims(cand)
             raise
 
-    def _release_probe(self, key: str, breaker: Breaker) -> None:
-        """Give back a half-open probe this request claimed (never another request's)."""
-        if key in self.probes:
-            self.probes.discard(key)
-            breaker.release()
+    def _release_claims(self, cand: Candidate) -> None:
+        """Give back the probes this request claimed for ``cand`` (never another request's).
+
+        A breaker's half-open probe and a region's failback probe are each one
+        request at a time: one claimed and never given back would keep the
+        candidate (or the whole region) out of rotation for good.
+        """
+        health = self.d.health
+        if cand.key in self.probes:
+            self.probes.discard(cand.key)
+            health.breaker(self.route.name, cand.key, self.route.circuit_breaker).release()
+        claim = (cand.target.provider, cand.region)
+        if claim in self.region_claims:
+            self.region_claims.discard(claim)
+            region = health.region(*claim)
+            if region is not None:
+                region.release()
+
+    def _release_all_claims(self) -> None:
+        """At the request's end: whatever probe it still holds goes back (a safety net)."""
+        health = self.d.health
+        for key in self.probes:
+            health.breaker(self.route.name, key, self.route.circuit_breaker).release()
+        self.probes.clear()
+        for claim in self.region_claims:
+            region = health.region(*claim)
+            if region is not None:
+                region.release()
+        self.region_claims.clear()
 
     def _payload(self, target: CompiledTarget) -> bytes:
         body = dict(self.body)
@@ -161,6 +181,7 @@ class OneAttempt(Commit):
         breaker.record_success(now, probe=probe)
         health.hedge_won(cand.key)
         region = health.region(cand.target.provider, cand.region)
+        self.region_claims.discard((cand.target.provider, cand.region))  # its verdict is in
         if region is not None:
             region.record(True, ready.ttfb, now)
         endpoint = health.endpoints.get(cand.endpoint)
@@ -182,14 +203,13 @@ class OneAttempt(Commit):
         region = health.region(cand.target.provider, cand.region)
         if failed.kind.upstream_unhealthy:
             self.probes.discard(cand.key)
+            self.region_claims.discard((cand.target.provider, cand.region))
             breaker.record_failure(now)
             health.failed(cand.key, now, slow=failed.kind is Failure.TIMEOUT)
             if region is not None:
                 region.record(False, None, now)
         else:
-            self._release_probe(cand.key, breaker)
-            if region is not None:
-                region.release()
+            self._release_claims(cand)
         endpoint = health.endpoints.get(cand.endpoint)
         if endpoint is not None:  # shared by every route and model there (endpoints.py)
             if failed.local_origin is not None:

@@ -114,6 +114,8 @@ class RequestRun:
         self.candidates: list[Candidate] = []
         self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds
+        # (provider, region)s whose failback probe (RegionHealth.acquire) this request holds
+        self.region_claims: set[tuple[str, str]] = set()
         self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
             # ask the upstream for usage on our own account; strip it from what the client sees
