@@ -114,6 +114,9 @@ class RequestRun:
         self.candidates: list[Candidate] = []
         self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds
+        # candidates sent while a gate kept them out (panic mode): which ones, see
+        # OneAttempt._gates_out; an answer there is that gate's verdict
+        self.sent_out: dict[str, tuple[bool, bool, bool]] = {}
         self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
             # ask the upstream for usage on our own account; strip it from what the client sees
