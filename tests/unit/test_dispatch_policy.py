@@ -285,3 +285,32 @@ def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
     health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
     health.hold(EU, NOW + 5)
     assert not policy.retry_is_free(us, cands, health, route, NOW)
+
+
+def test_endpoints_behind_one_origin_share_a_path(setup: Setup) -> None:
+    """Two providers (or regions) at one scheme://host:port: one network path, one verdict."""
+    _, cands, _ = setup
+    us, eu = cands
+    assert policy.origin_of("HTTP://127.0.0.1:1/v1") == "http://127.0.0.1:1"
+    twin = Candidate(
+        us.target, us.provider, us.region, "http://127.0.0.1:1/other", us.key + "-twin",
+        endpoint="other@us-east",
+    )  # fmt: skip
+    assert policy.same_path(us, [us, eu, twin]) == {"gw@us-east", "other@us-east"}
+    assert policy.same_path(eu, [us, eu, twin]) == {"gw@eu-west"}
+
+
+def test_the_reserve_offers_the_best_candidate_off_the_failed_path(setup: Setup) -> None:
+    """Candidates the plan dropped for their health, in panic's order, never a held one."""
+    route, cands, health = setup
+    us, eu = cands
+    assert policy.from_reserve([us, eu], {"gw@us-east"}, health, route, NOW) is eu
+    assert policy.from_reserve([us, eu], {"gw@us-east", "gw@eu-west"}, health, route, NOW) is None
+    health.hold(EU, NOW + 5)  # a Retry-After is honoured even here
+    assert policy.from_reserve([us, eu], {"gw@us-east"}, health, route, NOW) is None
+    health.holds.clear()
+    # untried first, then panic order (the least recently failed)
+    health.failed(US, NOW - 1, slow=True)
+    health.failed(EU, NOW - 5, slow=True)
+    assert policy.from_reserve([us, eu], (), health, route, NOW) is eu
+    assert policy.from_reserve([us, eu], (), health, route, NOW, tried=[eu]) is us

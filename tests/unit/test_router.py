@@ -327,6 +327,13 @@ def test_no_panic_while_one_candidate_is_healthy(planner: Callable[[str], Planne
     pl.health.hold("gw/qwen3-32b@us-east", NOW + 60)
     p = pl()
     assert not p.panic and keys(p) == ["gw/qwen3-32b@eu-west"]
+    # the ones dropped for their health are kept aside, in plan order, for a request whose
+    # candidates' one network path fails it (dispatch/attempts.py)
+    assert [c.key for c in p.reserve] == [
+        "gw/deepseek-v4-flash@us-east",
+        "gw/deepseek-v4-flash@eu-west",
+        "gw/qwen3-32b@us-east",
+    ]
 
 
 def test_panic_puts_a_candidate_answered_since_its_failure_first(
@@ -352,7 +359,7 @@ def test_panic_puts_a_candidate_answered_since_its_failure_first(
     east.last_error_at, east.last_error = NOW - 1, ErrorKind.PROBE_TIMEOUT
     pl.health.answered(b_eu)
     p = pl()
-    assert p.panic
+    assert p.panic and not p.reserve
     assert keys(p) == [b_eu, a_eu, a_us, b_us]  # us-east's probe failure is the freshest news
     east.answered(NOW - 0.5)  # and a request answered at us-east since that probe
     assert keys(pl()) == [b_eu, a_us, a_eu, b_us]  # each by its own last failure again

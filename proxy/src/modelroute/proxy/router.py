@@ -96,6 +96,10 @@ class Plan:
     candidates: list[Candidate] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     panic: bool = False
+    # outside panic: the candidates dropped for their health, in plan order – what a
+    # request may still try when every candidate left shares a network path that just
+    # failed it (dispatch/attempts.py, ``_elsewhere``)
+    reserve: list[Candidate] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +381,9 @@ def plan(
             else:
                 result.dropped.append(reason)
                 reserve.append(cand)
-    if not result.candidates and reserve:
+    if result.candidates:
+        result.reserve = reserve
+    elif reserve:
         result.panic = True
         ranked = sorted(reserve, key=lambda c: panic_rank(c, route, health, now))
         result.candidates = [

@@ -9,8 +9,10 @@ socket or a sleep (tests/unit/test_dispatch_policy.py).  The loop in
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from modelroute.resources import ConnectRacing, Hedge, Retry
 
@@ -95,6 +97,53 @@ def next_candidate(
         return wait, c.endpoint in tried_endpoints, c.key in tried_keys, probing, slow, failed_at
 
     return min(free, key=rank), index + 1
+
+
+@functools.lru_cache(maxsize=1024)
+def origin_of(base_url: str) -> str:
+    """``scheme://host:port`` of a base URL: where its connections go, whoever's endpoint it is."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def same_path(sick: Candidate, pool: Iterable[Candidate]) -> set[str]:
+    """The endpoints in ``pool`` whose connections go where ``sick``'s do (one origin).
+
+    Two providers' endpoints (or a provider's two regions) behind one
+    origin share one network path: a connect that is late there, or a
+    request the path swallowed, says the same of every one of them.
+    """
+    origin = origin_of(sick.base_url)
+    return {c.endpoint for c in pool if origin_of(c.base_url) == origin}
+
+
+def from_reserve(
+    reserve: Sequence[Candidate],
+    avoid: Collection[str],
+    health: HealthBook,
+    route: CompiledRoute,
+    now: float,
+    tried: Sequence[Candidate] = (),
+) -> Candidate | None:
+    """The best of the candidates the plan dropped for their health, outside ``avoid``.
+
+    Asked only when every candidate in rotation sits on a network path that
+    has just failed this request (``same_path``): then a candidate taken out
+    earlier – a breaker opened by a fault that has since passed, say – is a
+    better bet than that path, as in panic mode, and in panic's order
+    (:func:`~modelroute.proxy.router.panic_rank`, untried first).  A
+    Retry-After hold is honoured: a held candidate is never chosen here.
+    """
+    tried_keys = {c.key for c in tried}
+    free = [c for c in reserve if c.endpoint not in avoid and health.held_until(c.key) <= now]
+    if not free:
+        return None
+
+    def rank(c: Candidate) -> tuple[bool, float, bool, bool, float]:
+        wait, probing, slow, failed_at = panic_rank(c, route, health, now)
+        return c.key in tried_keys, wait, probing, slow, failed_at
+
+    return min(free, key=rank)
 
 
 def in_rotation(cand: Candidate, health: HealthBook, route: CompiledRoute, now: float) -> bool:

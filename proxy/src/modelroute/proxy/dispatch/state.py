@@ -112,6 +112,7 @@ class RequestRun:
             asyncio.Task[Outcome], float
         ] = {}  # perf_counter: still connecting → race
         self.candidates: list[Candidate] = []
+        self.reserve: list[Candidate] = []  # the plan's health-dropped candidates (Plan.reserve)
         self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds
         # candidates sent while a gate kept them out (panic mode): which ones, see
