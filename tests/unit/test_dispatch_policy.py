@@ -277,7 +277,6 @@ def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
     health.breaker(route.name, EU, route.circuit_breaker).record_failure(NOW)
     assert not policy.retry_is_free(us, cands, health, route, NOW)
     assert not policy.retry_is_free(eu, cands, health, route, NOW)
-    assert not policy.retry_is_free(eu, cands, health, route, NOW, network=True)
     # half-open is not "in rotation": it is one probe, not a healthy candidate
     assert not policy.retry_is_free(us, cands, health, route, NOW + 11)
     # a Retry-After hold on the only other one: nowhere healthy to move to
@@ -314,3 +313,28 @@ def test_the_reserve_offers_the_best_candidate_off_the_failed_path(setup: Setup)
     health.failed(EU, NOW - 5, slow=True)
     assert policy.from_reserve([us, eu], (), health, route, NOW) is eu
     assert policy.from_reserve([us, eu], (), health, route, NOW, tried=[eu]) is us
+
+
+def test_a_retry_leaving_a_path_the_network_condemned_is_free_wherever_it_goes(
+    setup: Setup,
+) -> None:
+    """The request never reached an upstream: a retry at another origin multiplies nothing.
+
+    Even with every candidate out (the kernel chaos run: us-east-1 went
+    silent while eu-west-1's breakers were still open from an earlier fault,
+    and the requests caught there failed after one attempt, the budget spent).
+    """
+    route, cands, health = setup
+    us, eu = cands
+    for key in (US, EU):
+        health.breaker(route.name, key, route.circuit_breaker).record_failure(NOW)
+    assert policy.retry_is_free(eu, cands, health, route, NOW, network=True)
+    # the other origin only in the plan's reserve (dropped for its health): free as well
+    assert policy.retry_is_free(us, [us], health, route, NOW, network=True, reserve=[eu])
+    # nowhere else but behind a Retry-After, or no other origin at all: charged
+    health.hold(EU, NOW + 5)
+    assert not policy.retry_is_free(us, [us], health, route, NOW, network=True, reserve=[eu])
+    assert not policy.retry_is_free(us, [us], health, route, NOW, network=True)
+    # not the network's verdict (an answer, a timeout after the ACK): the old rule
+    health.holds.clear()
+    assert not policy.retry_is_free(us, cands, health, route, NOW)

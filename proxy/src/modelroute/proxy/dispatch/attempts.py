@@ -362,6 +362,7 @@ class AttemptLoop(OneAttempt):
                 self.route,
                 now,
                 network=last_failure.local_origin is not None,
+                reserve=self.reserve,
             )
             and not budget.try_spend(now)
         ):

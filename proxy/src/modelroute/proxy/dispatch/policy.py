@@ -164,6 +164,7 @@ def retry_is_free(
     now: float,
     *,
     network: bool = False,
+    reserve: Sequence[Candidate] = (),
 ) -> bool:
     """Is a retry after ``failed``'s failure outside the retry budget?  Only when it moves load.
 
@@ -186,8 +187,25 @@ def retry_is_free(
     upstream's answer under load – no sign of an overload a retry could
     feed – so its retry to a candidate in rotation at another endpoint is
     free even before ``failed`` is taken out (as a connect error's always is).
+    It is free, too, whenever some candidate – in the plan or its
+    ``reserve`` (:attr:`~modelroute.proxy.router.Plan.reserve`), not held by
+    a Retry-After – sits at another origin, in rotation or not: the retry
+    leaves the condemned path (``attempts._elsewhere``), and the request it
+    repeats never reached an upstream, so nothing is multiplied wherever it
+    lands.  Charged, the kernel chaos run still lost the requests caught on
+    a path the moment it went silent, each after its one attempt, whenever
+    the other region's candidates were out from an earlier fault and the
+    budget was spent by it.  Behind a single origin such a retry would
+    only meet the same path again, and is charged as before.
     """
-    if not network and in_rotation(failed, health, route, now):
+    if network:
+        origin = origin_of(failed.base_url)
+        if any(
+            origin_of(c.base_url) != origin and health.held_until(c.key) <= now
+            for c in (*candidates, *reserve)
+        ):
+            return True
+    elif in_rotation(failed, health, route, now):
         return False
     return any(
         c.key != failed.key and c.endpoint != failed.endpoint and in_rotation(c, health, route, now)
