@@ -277,11 +277,64 @@ def test_a_retry_that_only_moves_load_off_a_candidate_taken_out_is_not_charged(
     health.breaker(route.name, EU, route.circuit_breaker).record_failure(NOW)
     assert not policy.retry_is_free(us, cands, health, route, NOW)
     assert not policy.retry_is_free(eu, cands, health, route, NOW)
-    assert not policy.retry_is_free(eu, cands, health, route, NOW, network=True)
     # half-open is not "in rotation": it is one probe, not a healthy candidate
     assert not policy.retry_is_free(us, cands, health, route, NOW + 11)
     # a Retry-After hold on the only other one: nowhere healthy to move to
     health.breakers.clear()
     health.breaker(route.name, US, route.circuit_breaker).record_failure(NOW)
     health.hold(EU, NOW + 5)
+    assert not policy.retry_is_free(us, cands, health, route, NOW)
+
+
+def test_endpoints_behind_one_origin_share_a_path(setup: Setup) -> None:
+    """Two providers (or regions) at one scheme://host:port: one network path, one verdict."""
+    _, cands, _ = setup
+    us, eu = cands
+    assert policy.origin_of("HTTP://127.0.0.1:1/v1") == "http://127.0.0.1:1"
+    twin = Candidate(
+        us.target, us.provider, us.region, "http://127.0.0.1:1/other", us.key + "-twin",
+        endpoint="other@us-east",
+    )  # fmt: skip
+    assert policy.same_path(us, [us, eu, twin]) == {"gw@us-east", "other@us-east"}
+    assert policy.same_path(eu, [us, eu, twin]) == {"gw@eu-west"}
+
+
+def test_the_reserve_offers_the_best_candidate_off_the_failed_path(setup: Setup) -> None:
+    """Candidates the plan dropped for their health, in panic's order, never a held one."""
+    route, cands, health = setup
+    us, eu = cands
+    assert policy.from_reserve([us, eu], {"gw@us-east"}, health, route, NOW) is eu
+    assert policy.from_reserve([us, eu], {"gw@us-east", "gw@eu-west"}, health, route, NOW) is None
+    health.hold(EU, NOW + 5)  # a Retry-After is honoured even here
+    assert policy.from_reserve([us, eu], {"gw@us-east"}, health, route, NOW) is None
+    health.holds.clear()
+    # untried first, then panic order (the least recently failed)
+    health.failed(US, NOW - 1, slow=True)
+    health.failed(EU, NOW - 5, slow=True)
+    assert policy.from_reserve([us, eu], (), health, route, NOW) is eu
+    assert policy.from_reserve([us, eu], (), health, route, NOW, tried=[eu]) is us
+
+
+def test_a_retry_leaving_a_path_the_network_condemned_is_free_wherever_it_goes(
+    setup: Setup,
+) -> None:
+    """The request never reached an upstream: a retry at another origin multiplies nothing.
+
+    Even with every candidate out (the kernel chaos run: us-east-1 went
+    silent while eu-west-1's breakers were still open from an earlier fault,
+    and the requests caught there failed after one attempt, the budget spent).
+    """
+    route, cands, health = setup
+    us, eu = cands
+    for key in (US, EU):
+        health.breaker(route.name, key, route.circuit_breaker).record_failure(NOW)
+    assert policy.retry_is_free(eu, cands, health, route, NOW, network=True)
+    # the other origin only in the plan's reserve (dropped for its health): free as well
+    assert policy.retry_is_free(us, [us], health, route, NOW, network=True, reserve=[eu])
+    # nowhere else but behind a Retry-After, or no other origin at all: charged
+    health.hold(EU, NOW + 5)
+    assert not policy.retry_is_free(us, [us], health, route, NOW, network=True, reserve=[eu])
+    assert not policy.retry_is_free(us, [us], health, route, NOW, network=True)
+    # not the network's verdict (an answer, a timeout after the ACK): the old rule
+    health.holds.clear()
     assert not policy.retry_is_free(us, cands, health, route, NOW)

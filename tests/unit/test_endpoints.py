@@ -119,6 +119,33 @@ def test_a_panic_request_that_fails_restarts_the_probe_streak() -> None:
     assert not e.available(2.0)
 
 
+def test_an_answer_while_ejected_counts_as_a_probe_success() -> None:
+    """A request panic sent to the ejected endpoint was answered: one of healthyThreshold."""
+    e = endpoint()
+    e.probe_result(False, 0.0, ErrorKind.PROBE_TIMEOUT)
+    e.answered_while_out(0.5)  # before the minimum ejection (1 s): counted, still out
+    assert not e.available(0.5) and e.probe_successes == 1
+    e.answered_while_out(1.2)
+    assert e.available(1.2) and not e.ejected and e.returned_at == 1.2
+    e.answered(2.0)  # a plain answer in rotation counts nothing towards a return
+    assert e.probe_successes == 2 and e.last_answered_at == 2.0
+
+
+def test_a_failed_probe_older_than_an_answer_judges_nothing() -> None:
+    """A probe sent into the dark times out after the path healed and a request was answered."""
+    e = endpoint()
+    e.probe_result(False, 0.0, ErrorKind.PROBE_TIMEOUT)
+    e.probe_result(True, 1.0)
+    e.answered_while_out(1.3)
+    assert e.available(1.3)
+    # started at 1.1, before the answer: stale, neither ejects nor restarts a streak
+    assert not e.probe_result(False, 1.4, ErrorKind.PROBE_TIMEOUT, "no connect", started=1.1)
+    assert e.available(1.4) and e.consecutive == 0 and e.last_error_at == 0.0
+    # one started after the answer is evidence as ever
+    assert e.probe_result(False, 2.0, ErrorKind.PROBE_TIMEOUT, "no connect", started=1.5)
+    assert not e.available(2.0)
+
+
 def test_probe_schedule_is_jittered_downward_only() -> None:
     e = endpoint()
     rng = random.Random(7)

@@ -115,6 +115,27 @@ def test_only_the_probe_closes_a_half_open_breaker() -> None:
     assert b.state_at(5.2) is CircuitState.CLOSED
 
 
+def test_an_answer_to_a_request_sent_while_open_closes_the_breaker() -> None:
+    """Panic mode sent a request behind the open breaker; its answer is the probe's verdict.
+
+    Waiting ``openSeconds`` instead kept a healed region out for the whole
+    kernel chaos run, every request in panic (issue 14).
+    """
+    b = Breaker(CircuitBreaker(failure_threshold=1, window_seconds=10, open_seconds=30))
+    b.record_failure(0.0)
+    b.answered_while_out(2.0)
+    assert b.state_at(2.0) is CircuitState.CLOSED and b.available(2.0)
+    b.record_failure(3.0)  # counts afresh: the old failures are gone with the trip
+    assert b.state_at(3.0) is CircuitState.OPEN
+    # half-open, the probe out with another request: closed all the same, and the
+    # probe's own verdict later leaves the breaker usable
+    assert b.acquire(33.0)
+    b.answered_while_out(33.1)
+    assert b.available(33.1)
+    b.record_success(33.2, probe=True)
+    assert b.state_at(33.2) is CircuitState.CLOSED and not b.probe_in_flight
+
+
 def test_success_while_closed_keeps_counting_failures() -> None:
     """Failures in the window count even with successes between (a flapping upstream)."""
     b = Breaker(CircuitBreaker(failure_threshold=3, window_seconds=10, open_seconds=5))
@@ -287,6 +308,18 @@ def test_failback_only_after_the_delay_and_a_successful_probe() -> None:
     assert r.available(ejected + 122)
 
 
+def test_an_answer_panic_got_from_an_ejected_region_fails_it_back() -> None:
+    """No waiting ``failbackDelaySeconds`` while the region answers the requests panic sends it."""
+    r = region(min_requests=4, delay=60)
+    for i in range(4):
+        r.record(False, None, 100.0 + i * 0.1)
+    assert r.ejected_at is not None and not r.acquire(101.0)
+    r.answered_while_out(101.0)
+    assert r.available(101.0) and r.ejected_at is None and not r.probe_in_flight
+    r.record(False, None, 101.5)  # the window started afresh
+    assert r.available(101.5)
+
+
 def test_late_success_does_not_fail_back_early() -> None:
     r = region(min_requests=4, delay=60)
     for i in range(4):
@@ -346,3 +379,12 @@ def test_prune_keeps_only_what_the_current_table_has() -> None:
     assert list(book.breakers) == [("route", keep)]
     assert list(book.latency) == ["p/a"]
     assert book.holds == {}  # the kept one's hold had expired, the other's target is gone
+
+
+def test_an_answer_wipes_the_candidates_last_failure_for_panic_order() -> None:
+    book = HealthBook()
+    book.failed("p/m@us", 5.0, slow=True)
+    assert book.last_failure("p/m@us") == (5.0, True)
+    book.answered("p/m@us")
+    book.answered("p/m@eu")  # never failed: nothing to forget
+    assert book.last_failure("p/m@us") == (float("-inf"), False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from modelroute.proxy.compiler import CompileResult
+from modelroute.proxy.endpoints import EndpointHealth, EndpointSettings, ErrorKind
 from modelroute.proxy.errors import UnknownModel
 from modelroute.proxy.health import HealthBook
 from modelroute.proxy.keys import candidate_key
@@ -29,7 +30,7 @@ from modelroute.proxy.router import (
 )
 from modelroute.proxy.table import CompiledTable, CompiledTarget
 
-from modelroute.resources import Ejection
+from modelroute.resources import Ejection, HealthCheck, OutlierDetection
 
 Compile = Callable[[str], CompileResult]
 NOW = 1_000.0
@@ -326,6 +327,42 @@ def test_no_panic_while_one_candidate_is_healthy(planner: Callable[[str], Planne
     pl.health.hold("gw/qwen3-32b@us-east", NOW + 60)
     p = pl()
     assert not p.panic and keys(p) == ["gw/qwen3-32b@eu-west"]
+    # the ones dropped for their health are kept aside, in plan order, for a request whose
+    # candidates' one network path fails it (dispatch/attempts.py)
+    assert [c.key for c in p.reserve] == [
+        "gw/deepseek-v4-flash@us-east",
+        "gw/deepseek-v4-flash@eu-west",
+        "gw/qwen3-32b@us-east",
+    ]
+
+
+def test_panic_puts_a_candidate_answered_since_its_failure_first(
+    planner: Callable[[str], Planner],
+) -> None:
+    """A healed region answering panic's requests beats one whose last word was a failure.
+
+    Even when its endpoint's last probe failed later: the answer came after it.
+    """
+    pl = planner(TWO_TIERS + "  circuitBreaker: {failureThreshold: 1, openSeconds: 60}\n")
+    a_us, a_eu, b_us, b_eu = (
+        candidate_key("gw", m, r)
+        for m in ("deepseek-v4-flash", "qwen3-32b")
+        for r in ("us-east", "eu-west")
+    )
+    for key, at in ((a_us, 1.0), (a_eu, 2.0), (b_us, 3.0), (b_eu, 4.0)):
+        pl.health.breaker("r", key, pl.route.circuit_breaker).record_failure(NOW - 10 + at)
+        pl.health.failed(key, NOW - 10 + at, slow=True)
+    east = pl.health.endpoints.endpoints["gw@us-east"] = EndpointHealth(
+        EndpointSettings(OutlierDetection(), HealthCheck())
+    )
+    # a failed probe there, lately (not ejecting: the breakers keep it out here)
+    east.last_error_at, east.last_error = NOW - 1, ErrorKind.PROBE_TIMEOUT
+    pl.health.answered(b_eu)
+    p = pl()
+    assert p.panic and not p.reserve
+    assert keys(p) == [b_eu, a_eu, a_us, b_us]  # us-east's probe failure is the freshest news
+    east.answered(NOW - 0.5)  # and a request answered at us-east since that probe
+    assert keys(pl()) == [b_eu, a_us, a_eu, b_us]  # each by its own last failure again
 
 
 # -- ordering --------------------------------------------------------------------------------

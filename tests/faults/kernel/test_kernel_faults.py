@@ -44,9 +44,10 @@ GOAL_WORST_S = 1.5
 GOAL_AVOID_AFTER_S = 1.0
 GOAL_FAILBACK_S = 3.0
 GOAL_CHAOS_ANSWERED = 0.90
-# the chaos share measured 89.7–99.4 % over six runs on a shared 2-core box: the figures
-# line judges it against the goal; the assertion holds the floor it has never gone below
-CHAOS_FLOOR = 0.85
+# the chaos share, measured 99.1–99.6 % over six runs on a shared 2-core box once a healed
+# candidate's answers bring it back and a retry leaves a path the network condemned (before:
+# 84.0 % and 92.3 % in two runs today, 89.7–99.4 % in six earlier): the goal itself is held
+CHAOS_FLOOR = GOAL_CHAOS_ANSWERED
 
 # what today's defaults give (resources/route.py, resources/provider.py): the bounds of
 # what no goal covers (panic mode, chaos)
@@ -402,4 +403,4 @@ def test_chaos_kernel_faults(world: World, figures: list[str]) -> None:
     assert not bad, detail(bad)
     # a request may meet a mute region on every attempt: maxAttempts (3) × firstByteMs
     assert worst(run.records) <= 3 * FIRST_BYTE_S + SLACK_S
-    assert answered >= CHAOS_FLOOR, f"{answered:.1%} answered"  # the goal (90 %) is not always met
+    assert answered >= CHAOS_FLOOR, f"{answered:.1%} answered"

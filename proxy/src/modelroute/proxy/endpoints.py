@@ -82,6 +82,7 @@ class EndpointHealth:
     last_error: ErrorKind | None = None
     last_error_detail: str = ""
     last_error_at: float | None = None
+    last_answered_at: float | None = None  # the last answer a request had here (any status)
     next_probe_at: float = 0.0
     probing: bool = False
     probes: int = 0
@@ -127,16 +128,49 @@ class EndpointHealth:
 
     def answered(self, now: float) -> None:
         """An upstream answered a request (any status): the connect streak ends."""
+        self.last_answered_at = now
         self.settle(now)
         if not self.ejected:
             self.consecutive = 0
 
+    def answered_while_out(self, now: float) -> None:
+        """A request panic mode sent here while ejected was answered: one probe success.
+
+        An answer proves the path at least as well as a connect probe (which a
+        server that accepts and never answers passes), so it counts towards
+        ``healthyThreshold`` like one; the minimum ejection time still holds.
+        Without it a healed endpoint that answered every request panic sent it
+        stayed out until the probes' own count came round – with every request
+        meanwhile in panic, its retries charged to the budget.
+        """
+        self.answered(now)
+        if self.ejected:
+            self.probe_successes += 1
+            self.settle(now)
+
     def probe_result(
-        self, ok: bool, now: float, kind: ErrorKind | None = None, detail: str = ""
+        self,
+        ok: bool,
+        now: float,
+        kind: ErrorKind | None = None,
+        detail: str = "",
+        started: float | None = None,
     ) -> bool:
-        """A probe ended; True if this ejected the endpoint."""
+        """A probe ended; True if this ejected the endpoint.
+
+        A failed probe that ``started`` before a request was answered here is
+        stale: the answer is the newer evidence (a probe sent into the dark
+        times out after the path healed), so it is counted but judges nothing.
+        """
         self.probing = False
         self.probes += 1
+        if (
+            not ok
+            and started is not None
+            and self.last_answered_at is not None
+            and self.last_answered_at >= started
+        ):
+            return False
         if ok:
             self.probe_failures = 0
             self.probe_successes += 1

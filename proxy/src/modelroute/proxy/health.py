@@ -101,6 +101,23 @@ class Breaker:
             self.failures.clear()
         self.probe_in_flight = False
 
+    def answered_while_out(self, now: float) -> None:
+        """A request sent here while the breaker kept the candidate out was answered: close.
+
+        Only panic mode sends there (every candidate was out, ``router.plan``),
+        so the request went where the half-open probe would have gone, after
+        the breaker opened; its answer is the verdict the probe would bring,
+        only sooner.  Waiting ``openSeconds`` for the probe instead kept a
+        healed region out of rotation long after it answered again: every
+        request stayed in panic, its retries charged to the budget
+        (``policy.retry_is_free``), and after a both-regions-sick moment the
+        kernel chaos run lost whole steps to "retry budget exhausted" while
+        one region was healthy.  A probe another request holds ends as it will.
+        """
+        if self.state_at(now) is not CircuitState.CLOSED:
+            self.state = CircuitState.CLOSED
+            self.failures.clear()
+
     def record_failure(self, now: float) -> None:
         self.probe_in_flight = False
         if self.state_at(now) is CircuitState.HALF_OPEN:
@@ -310,6 +327,20 @@ class RegionHealth:
             if p99 is not None and p99 * 1000 >= self.ejection.p99_latency_ms:
                 self._eject(now, f"p99 {p99 * 1000:.0f} ms ≥ {self.ejection.p99_latency_ms} ms")
 
+    def answered_while_out(self, now: float) -> None:
+        """A request panic mode sent to this ejected region was answered: back in rotation.
+
+        The same verdict as the failback probe's success (see
+        :meth:`Breaker.answered_while_out`), only without waiting
+        ``failbackDelaySeconds`` for it while the region is answering.
+        """
+        if self.ejected_at is not None:
+            self.ejected_at = None
+            self.ejected_reason = ""
+            self.probe_in_flight = False
+            self.counts.reset()
+            self.latency = LatencyTracker(self.ejection.window_seconds)
+
     def _eject(self, now: float, reason: str) -> None:
         self.ejected_at = now
         self.ejected_reason = reason
@@ -375,7 +406,8 @@ class HealthBook:
         self.budgets: dict[str, RetryBudget] = {}
         self.hedge_losses: dict[str, int] = {}  # candidate → hedges lost since its last answer
         # candidate → (when it last failed, whether that failure was slow: a timeout), the
-        # order panic mode tries unhealthy candidates in (router.panic_rank)
+        # order panic mode tries unhealthy candidates in (router.panic_rank); an answer
+        # since removes the entry (``answered``)
         self.last_failures: dict[str, tuple[float, bool]] = {}
         self._ejection: Ejection | None = None
         self._failback = 60.0
@@ -445,6 +477,10 @@ class HealthBook:
     def failed(self, candidate: str, now: float, *, slow: bool) -> None:
         """Note a candidate's failure: when, and whether it cost a whole timeout to learn."""
         self.last_failures[candidate] = (now, slow)
+
+    def answered(self, candidate: str) -> None:
+        """The candidate answered: it has no failure since, as far as panic mode's order goes."""
+        self.last_failures.pop(candidate, None)
 
     def last_failure(self, candidate: str) -> tuple[float, bool]:
         """(when, slow) of the candidate's last failure; (-inf, False) if it never failed."""

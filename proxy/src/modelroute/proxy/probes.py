@@ -296,7 +296,7 @@ class Prober:
         if verdict.result is ProbeResult.OK:
             health.probe_result(True, now)
         elif verdict.result is ProbeResult.FAILED:
-            if health.probe_result(False, now, verdict.kind, verdict.detail):
+            if health.probe_result(False, now, verdict.kind, verdict.detail, started):
                 log.warning("endpoint %s ejected by probes: %s", key, verdict.detail)
                 # as a request's ejection does: a kept-alive connection from before the
                 # fault would be handed to the next request there and written into silence

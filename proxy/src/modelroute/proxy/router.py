@@ -96,6 +96,10 @@ class Plan:
     candidates: list[Candidate] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     panic: bool = False
+    # outside panic: the candidates dropped for their health, in plan order – what a
+    # request may still try when every candidate left shares a network path that just
+    # failed it (dispatch/attempts.py, ``_elsewhere``)
+    reserve: list[Candidate] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +381,9 @@ def plan(
             else:
                 result.dropped.append(reason)
                 reserve.append(cand)
-    if not result.candidates and reserve:
+    if result.candidates:
+        result.reserve = reserve
+    elif reserve:
         result.panic = True
         ranked = sorted(reserve, key=lambda c: panic_rank(c, route, health, now))
         result.candidates = [
@@ -408,7 +414,9 @@ def panic_rank(
     3. a candidate whose last failure was fast (refused, a 5xx) before one
        whose last failure was a timeout: a refusal costs a millisecond to
        retry, a black hole the whole ``firstByteMs``;
-    4. the least recently failed: it has had the longest to recover.
+    4. the least recently failed: it has had the longest to recover; one
+       answered since its last failure counts as never failed (a healed
+       region that answers panic's requests is the best bet there is).
 
     Plan order breaks ties (the sort is stable).
     """
@@ -417,10 +425,12 @@ def panic_rank(
     probing = breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.probe_in_flight
     failed_at, slow = health.last_failure(cand.key)
     endpoint = health.endpoints.get(cand.endpoint)
-    # a later probe failure, or another model's failed connect, there: the fresher evidence
-    if endpoint is not None and (endpoint.last_error_at or -math.inf) > failed_at:
-        assert endpoint.last_error_at is not None
-        failed_at, slow = endpoint.last_error_at, endpoint.last_error_slow
+    # a later probe failure, or another model's failed connect, there: the fresher evidence,
+    # unless a request was answered there since (then the failure is the older news)
+    if endpoint is not None:
+        error_at = endpoint.last_error_at or -math.inf
+        if error_at > failed_at and error_at > (endpoint.last_answered_at or -math.inf):
+            failed_at, slow = error_at, endpoint.last_error_slow
     return hold, probing, slow, failed_at
 
 

@@ -40,6 +40,7 @@ class AttemptLoop(OneAttempt):
         budget = health.retry_budget(route.name, route.retry.budget_ratio)
         budget.record_first(time.monotonic())
         candidates = self.candidates = the_plan.candidates
+        self.reserve = the_plan.reserve
         max_attempts = route.retry.max_attempts
         retry_on = route.retry_kinds
         hedge_delay = self._hedge_delay(candidates[0])
@@ -70,7 +71,6 @@ class AttemptLoop(OneAttempt):
         hedge_delay: float | None,
     ) -> web.StreamResponse:
         """Attempts that may overlap: a hedge after ``hedge_delay``, a racer after a late connect."""
-        candidates = self.candidates
         hedges_left = self.route.hedge.max_hedges if self.route.hedge and hedge_delay else 0
         next_index = 0
         attempts = 0
@@ -83,7 +83,7 @@ class AttemptLoop(OneAttempt):
                         break
                     if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
                         break
-                    cand, next_index = self._next_candidate(candidates, next_index)
+                    cand, next_index = self._next_after(last_failure, next_index)
                     if cand is None or not await self._wait_for_hold(cand):
                         break
                     attempts += 1
@@ -187,9 +187,7 @@ class AttemptLoop(OneAttempt):
         self._connect_late(late_cand)
         # nor to an endpoint that already refused this request's connect
         refused = {f.candidate.endpoint for f in self.failures if f.local_origin is not None}
-        cand, new_index = self._next_candidate(
-            self.candidates, index, avoid=self._busy_endpoints() | refused
-        )
+        cand, new_index = self._elsewhere(late_cand, index, self._busy_endpoints() | refused)
         if cand is None or self.d.health.held_until(cand.key) > time.monotonic():
             return index, 0  # no other endpoint to race: the connect has its full timeout
         self._start(cand, None, hedge=False, reason="connect_race")
@@ -314,7 +312,6 @@ class AttemptLoop(OneAttempt):
         attempt is pure overhead on every request.  Failure handling, backoff,
         holds and the retry budget are the very same methods as above.
         """
-        candidates = self.candidates
         next_index = 0
         attempts = 0
         last_failure: Failed | None = None
@@ -323,7 +320,7 @@ class AttemptLoop(OneAttempt):
             while attempts < max_attempts:
                 if attempts > 0 and not await self._may_retry(budget, attempts, last_failure):
                     break
-                cand, next_index = self._next_candidate(candidates, next_index)
+                cand, next_index = self._next_after(last_failure, next_index)
                 if cand is None or not await self._wait_for_hold(cand):
                     break
                 if time.perf_counter() >= self.deadline:
@@ -364,6 +361,7 @@ class AttemptLoop(OneAttempt):
                 self.route,
                 now,
                 network=last_failure.local_origin is not None,
+                reserve=self.reserve,
             )
             and not budget.try_spend(now)
         ):
@@ -394,6 +392,44 @@ class AttemptLoop(OneAttempt):
             self.tried,
             avoid or (),
         )
+
+    def _next_after(self, failure: Failed | None, index: int) -> tuple[Candidate | None, int]:
+        """The next attempt's candidate: away from the path that failed, after a network verdict.
+
+        A refused or timed-out connect, or a request the peer's TCP never
+        acknowledged, condemns the network path – every endpoint behind that
+        origin – not the one model: the retry goes elsewhere (:meth:`_elsewhere`).
+        Any other failure is the upstream's, and the plan's order stands.
+        """
+        if failure is None or failure.local_origin is None:
+            return self._next_candidate(self.candidates, index)
+        return self._elsewhere(failure.candidate, index, set())
+
+    def _elsewhere(
+        self, sick: Candidate, index: int, avoid: set[str]
+    ) -> tuple[Candidate | None, int]:
+        """A candidate off ``sick``'s network path: in the plan, else from its reserve.
+
+        In the plan first (in rotation before out, :func:`.policy.next_candidate`);
+        when every candidate in the plan is behind that same origin – the other
+        region's all taken out, by breakers that opened in a fault that has
+        since passed – the best of the plan's reserve (:func:`.policy.from_reserve`),
+        as panic mode would: the kernel chaos run lost every request for a
+        second to three attempts inside one dark region while the other region,
+        healed but behind open breakers, was never tried.  With no candidate
+        anywhere else, the plan's next one outside ``avoid`` (another endpoint
+        at the same origin), as before.
+        """
+        away = avoid | policy.same_path(sick, [*self.candidates, *self.reserve])
+        cand, new_index = self._next_candidate(self.candidates, index, avoid=away)
+        if cand is not None:
+            return cand, new_index
+        spare = policy.from_reserve(
+            self.reserve, away, self.d.health, self.route, time.monotonic(), self.tried
+        )
+        if spare is not None:
+            return spare, index
+        return self._next_candidate(self.candidates, index, avoid=avoid or None)
 
     async def _backoff(self, attempts: int, failure: Failed) -> bool:
         """Full-jitter exponential backoff, at least as long as a Retry-After for the only choice."""

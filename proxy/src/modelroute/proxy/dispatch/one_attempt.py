@@ -18,7 +18,7 @@ import orjson
 from ..attempt import Failed, Outcome, Ready, run_attempt
 from ..credentials import MissingCredentials
 from ..events import AttemptRecord
-from ..health import CircuitState
+from ..health import Breaker, CircuitState
 from ..outcomes import AttemptEnd, Failure
 from ..router import Candidate
 from ..table import CompiledTarget
@@ -93,8 +93,14 @@ class OneAttempt(Commit):
         if breaker.state_at(now) is CircuitState.HALF_OPEN and breaker.acquire(now):
             self.probes.add(cand.key)  # this attempt is the one half-open probe
         region = health.region(cand.target.provider, cand.region)
-        if region is not None and region.ejected_at is not None and region.acquire(now):
-            self.region_claims.add((cand.target.provider, cand.region))  # the failback probe
+        region_out = False
+        if region is not None:
+            ejected = region.ejected_at is not None
+            if not region.acquire(now):
+                region_out = True  # ejected, and the failback probe is another request's
+            elif ejected:
+                self.region_claims.add((cand.target.provider, cand.region))  # the failback probe
+        self._gates_out(cand, breaker, region_out, now)
         try:
             headers = self._upstream_headers(cand)
         except MissingCredentials as exc:
@@ -152,6 +158,38 @@ class OneAttempt(Commit):
                 region.release()
         self.region_claims.clear()
 
+    def _gates_out(self, cand: Candidate, breaker: Breaker, region_out: bool, now: float) -> None:
+        """Note which gates keep ``cand`` out as it is sent (panic mode sends there anyway).
+
+        Its breaker open (and the half-open probe not this request's), its region
+        ejected (the failback probe not this request's), its endpoint ejected:
+        an answer to this attempt is then the verdict each of them waits for
+        (:meth:`_answered_while_out`).  Noted at send time, so a request sent
+        before a breaker opened that answers afterwards closes nothing.
+        """
+        breaker_out = cand.key not in self.probes and not breaker.available(now)
+        endpoint = self.d.health.endpoints.get(cand.endpoint)
+        endpoint_out = endpoint is not None and not endpoint.available(now)
+        if breaker_out or region_out or endpoint_out:
+            self.sent_out[cand.key] = (breaker_out, region_out, endpoint_out)
+
+    def _answered_while_out(self, cand: Candidate, breaker: Breaker, now: float) -> bool:
+        """``cand`` answered an attempt sent while out: back in rotation by each gate's rule.
+
+        Returns whether its endpoint was out (its answer then counts as a probe
+        success there, :meth:`~..endpoints.EndpointHealth.answered_while_out`).
+        """
+        out = self.sent_out.pop(cand.key, None)
+        if out is None:
+            return False
+        breaker_out, region_out, endpoint_out = out
+        if breaker_out:
+            breaker.answered_while_out(now)
+        region = self.d.health.region(cand.target.provider, cand.region)
+        if region_out and region is not None:
+            region.answered_while_out(now)
+        return endpoint_out
+
     def _payload(self, target: CompiledTarget) -> bytes:
         body = dict(self.body)
         body["model"] = target.upstream_model
@@ -179,14 +217,19 @@ class OneAttempt(Commit):
         self.probes.discard(cand.key)
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
         breaker.record_success(now, probe=probe)
+        endpoint_out = self._answered_while_out(cand, breaker, now)
         health.hedge_won(cand.key)
+        health.answered(cand.key)
         region = health.region(cand.target.provider, cand.region)
         self.region_claims.discard((cand.target.provider, cand.region))  # its verdict is in
         if region is not None:
             region.record(True, ready.ttfb, now)
         endpoint = health.endpoints.get(cand.endpoint)
         if endpoint is not None:
-            endpoint.answered(now)
+            if endpoint_out:
+                endpoint.answered_while_out(now)
+            else:
+                endpoint.answered(now)
         health.target_ttft(cand.target_key).add(ready.ttfb, now)
         if not self.features.stream:
             health.target_latency(cand.target_key).add(ready.ttfb, now)
@@ -199,6 +242,7 @@ class OneAttempt(Commit):
         now = time.monotonic()
         health = self.d.health
         cand = failed.candidate
+        self.sent_out.pop(cand.key, None)
         breaker = health.breaker(self.route.name, cand.key, self.route.circuit_breaker)
         region = health.region(cand.target.provider, cand.region)
         if failed.kind.upstream_unhealthy:

@@ -9,8 +9,10 @@ socket or a sleep (tests/unit/test_dispatch_policy.py).  The loop in
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from modelroute.resources import ConnectRacing, Hedge, Retry
 
@@ -97,6 +99,53 @@ def next_candidate(
     return min(free, key=rank), index + 1
 
 
+@functools.lru_cache(maxsize=1024)
+def origin_of(base_url: str) -> str:
+    """``scheme://host:port`` of a base URL: where its connections go, whoever's endpoint it is."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def same_path(sick: Candidate, pool: Iterable[Candidate]) -> set[str]:
+    """The endpoints in ``pool`` whose connections go where ``sick``'s do (one origin).
+
+    Two providers' endpoints (or a provider's two regions) behind one
+    origin share one network path: a connect that is late there, or a
+    request the path swallowed, says the same of every one of them.
+    """
+    origin = origin_of(sick.base_url)
+    return {c.endpoint for c in pool if origin_of(c.base_url) == origin}
+
+
+def from_reserve(
+    reserve: Sequence[Candidate],
+    avoid: Collection[str],
+    health: HealthBook,
+    route: CompiledRoute,
+    now: float,
+    tried: Sequence[Candidate] = (),
+) -> Candidate | None:
+    """The best of the candidates the plan dropped for their health, outside ``avoid``.
+
+    Asked only when every candidate in rotation sits on a network path that
+    has just failed this request (``same_path``): then a candidate taken out
+    earlier – a breaker opened by a fault that has since passed, say – is a
+    better bet than that path, as in panic mode, and in panic's order
+    (:func:`~modelroute.proxy.router.panic_rank`, untried first).  A
+    Retry-After hold is honoured: a held candidate is never chosen here.
+    """
+    tried_keys = {c.key for c in tried}
+    free = [c for c in reserve if c.endpoint not in avoid and health.held_until(c.key) <= now]
+    if not free:
+        return None
+
+    def rank(c: Candidate) -> tuple[bool, float, bool, bool, float]:
+        wait, probing, slow, failed_at = panic_rank(c, route, health, now)
+        return c.key in tried_keys, wait, probing, slow, failed_at
+
+    return min(free, key=rank)
+
+
 def in_rotation(cand: Candidate, health: HealthBook, route: CompiledRoute, now: float) -> bool:
     """Would a new request be sent to ``cand`` now: closed breaker, endpoint in, no hold?"""
     return (
@@ -115,6 +164,7 @@ def retry_is_free(
     now: float,
     *,
     network: bool = False,
+    reserve: Sequence[Candidate] = (),
 ) -> bool:
     """Is a retry after ``failed``'s failure outside the retry budget?  Only when it moves load.
 
@@ -137,8 +187,25 @@ def retry_is_free(
     upstream's answer under load – no sign of an overload a retry could
     feed – so its retry to a candidate in rotation at another endpoint is
     free even before ``failed`` is taken out (as a connect error's always is).
+    It is free, too, whenever some candidate – in the plan or its
+    ``reserve`` (:attr:`~modelroute.proxy.router.Plan.reserve`), not held by
+    a Retry-After – sits at another origin, in rotation or not: the retry
+    leaves the condemned path (``attempts._elsewhere``), and the request it
+    repeats never reached an upstream, so nothing is multiplied wherever it
+    lands.  Charged, the kernel chaos run still lost the requests caught on
+    a path the moment it went silent, each after its one attempt, whenever
+    the other region's candidates were out from an earlier fault and the
+    budget was spent by it.  Behind a single origin such a retry would
+    only meet the same path again, and is charged as before.
     """
-    if not network and in_rotation(failed, health, route, now):
+    if network:
+        origin = origin_of(failed.base_url)
+        if any(
+            origin_of(c.base_url) != origin and health.held_until(c.key) <= now
+            for c in (*candidates, *reserve)
+        ):
+            return True
+    elif in_rotation(failed, health, route, now):
         return False
     return any(
         c.key != failed.key and c.endpoint != failed.endpoint and in_rotation(c, health, route, now)

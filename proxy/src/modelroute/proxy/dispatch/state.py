@@ -112,10 +112,14 @@ class RequestRun:
             asyncio.Task[Outcome], float
         ] = {}  # perf_counter: still connecting → race
         self.candidates: list[Candidate] = []
+        self.reserve: list[Candidate] = []  # the plan's health-dropped candidates (Plan.reserve)
         self.tried: list[Candidate] = []  # every candidate attempted, in order (hedges too)
         self.probes: set[str] = set()  # candidates whose half-open probe this request holds
         # (provider, region)s whose failback probe (RegionHealth.acquire) this request holds
         self.region_claims: set[tuple[str, str]] = set()
+        # candidates sent while a gate kept them out (panic mode): which ones, see
+        # OneAttempt._gates_out; an answer there is that gate's verdict
+        self.sent_out: dict[str, tuple[bool, bool, bool]] = {}
         self.path = features.endpoint.path
         if features.stream and not features.client_wants_usage:
             # ask the upstream for usage on our own account; strip it from what the client sees
