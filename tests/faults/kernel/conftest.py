@@ -313,8 +313,8 @@ def kernel() -> Iterator[None]:
 
 
 @pytest.fixture
-def world(kernel: None, tmp_path: Path, provider_key: str) -> Iterator[World]:
-    """A namespace with the two regions' fakes and the proxy running; all of it gone afterwards."""
+def world_env(kernel: None, provider_key: str) -> dict[str, str]:
+    """The environment of every process in the namespace: no tracing, no proxy, the fake's key."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -322,8 +322,14 @@ def world(kernel: None, tmp_path: Path, provider_key: str) -> Iterator[World]:
         and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     }
     env["FAKE_PROVIDER_KEY"] = provider_key
+    return env
+
+
+@pytest.fixture
+def world(world_env: dict[str, str], tmp_path: Path) -> Iterator[World]:
+    """A namespace with the two regions' fakes and the proxy running; all of it gone afterwards."""
     ns = NetNS.create()
-    w = World(ns, tmp_path, env)
+    w = World(ns, tmp_path, world_env)
     try:
         w.start()
         yield w

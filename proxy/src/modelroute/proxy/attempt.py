@@ -35,6 +35,7 @@ from .upstream import (
     ConnectFailed,
     ConnectRefused,
     Disconnected,
+    PathDied,
     PathSilent,
     PoolWait,
     RequestNotSent,
@@ -291,6 +292,10 @@ async def _send(
         return Failed(
             candidate, Failure.TIMEOUT, str(exc)[:200], local_origin=ErrorKind.REQUEST_UNACKED
         )
+    except PathDied as exc:
+        # acknowledged, then the path went dark (keepalive probes unanswered): the upstream
+        # may have the request, so a first-byte timeout that came early – and a network fact
+        return Failed(candidate, Failure.TIMEOUT, str(exc)[:200], local_origin=ErrorKind.PATH_DIED)
     except RequestNotSent as exc:  # a base URL or header the client refuses to put on the wire
         # our configuration's fault, not the upstream's: its health is not in question
         return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])

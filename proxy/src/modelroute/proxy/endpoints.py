@@ -50,6 +50,7 @@ class ErrorKind(StrEnum):
     CONNECT_REFUSED = "connect_refused"  # refused, reset, unreachable, DNS, TLS
     CONNECT_TIMEOUT = "connect_timeout"  # a request's connect that did not complete in time
     REQUEST_UNACKED = "request_unacked"  # a written request the peer's TCP never acknowledged
+    PATH_DIED = "path_died"  # keepalive probes unanswered while an acknowledged request waited
     PROBE_TIMEOUT = "probe_timeout"
     PROBE_REFUSED = "probe_refused"  # the probe's connect (or TLS) failed at once
     PROBE_STATUS = "probe_status"  # the HTTP probe was answered with a 5xx

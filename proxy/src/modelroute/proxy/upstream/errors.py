@@ -62,5 +62,18 @@ class PathSilent(UpstreamError):
         self.seconds = seconds
 
 
+class PathDied(UpstreamError):
+    """The path went dark after the request was acknowledged (``tcp_keepalive.py``).
+
+    The kernel's keepalive probes went unanswered while the answer was awaited.
+    Unlike :class:`PathSilent` the upstream may have the request, so it is a
+    timeout that came early, never "not sent".  ``seconds`` since it was written.
+    """
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class BadResponse(UpstreamError):
     """The upstream's bytes are not an HTTP answer this client can follow."""

@@ -16,9 +16,9 @@ from typing import Protocol
 
 import httptools
 
-from . import silence
+from . import silence, tcp_keepalive
 from .body import Body, content_coding
-from .errors import BadResponse, Disconnected, PathSilent, UpstreamError
+from .errors import BadResponse, Disconnected, PathDied, PathSilent, UpstreamError
 from .origin import Origin
 
 # an answer's headers together (aiohttp capped each field at 8 KiB)
@@ -119,8 +119,8 @@ class HTTP11Connection(asyncio.Protocol):
         self.complete = False
         assert self.transport is not None
         self.transport.write(data)
+        self._written_at = loop.time()
         if watch is not None and watch > 0:
-            self._written_at = loop.time()
             self._watch_every = watch
             self._watch = loop.call_later(watch, self._look)
         return self._head
@@ -196,6 +196,7 @@ class HTTP11Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = typing.cast(asyncio.Transport, transport)
+        tcp_keepalive.arm(transport.get_extra_info("socket"))
 
     def data_received(self, data: bytes) -> None:
         if self._watch is not None:  # the peer speaks: the path is not silent
@@ -229,6 +230,17 @@ class HTTP11Connection(asyncio.Protocol):
         if body is not None and not self._framed:  # no length given: the close ends the body
             self.complete = True
             body.feed_eof()
+            return
+        if tcp_keepalive.died_silent(exc):
+            silent = asyncio.get_running_loop().time() - self._written_at
+            why = (
+                f"the path to the upstream went silent {silent * 1000:.0f} ms after the request "
+                f"was written: the kernel's keepalive probes went unanswered"
+            )
+            if self._head is not None and not self._head.done():
+                self._head.set_exception(PathDied(why, silent))
+                return
+            self._fail(Disconnected(f"{why} (mid-answer)"))
             return
         why = f": {exc}" if exc is not None else ""
         self._fail(Disconnected(f"the upstream closed the connection mid-answer{why}"))
