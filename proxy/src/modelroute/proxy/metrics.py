@@ -29,9 +29,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.registry import Collector
@@ -39,6 +38,7 @@ from prometheus_client.registry import Collector
 from .events import AttemptRecord, RequestRecord, ShadowRecord
 from .health import HealthBook
 from .keys import endpoint_key, split_candidate, split_endpoint
+from .loop_metrics import LoopCounter, LoopHistogram
 from .outcomes import ShadowOutcome
 from .table import CompiledTable
 from .tablestore import TableStore
@@ -70,24 +70,6 @@ PICO = 10**12  # money is summed in integer picodollars
 
 # ---------------------------------------------------------------------------------------
 # small building blocks
-
-M = TypeVar("M", Counter, Histogram)
-
-
-class _Children(Generic[M]):
-    """``metric.labels(...)`` resolved once per label tuple (it takes a lock and builds a key)."""
-
-    __slots__ = ("cache", "metric")
-
-    def __init__(self, metric: M) -> None:
-        self.metric: M = metric
-        self.cache: dict[tuple[str, ...], M] = {}
-
-    def get(self, *labels: str) -> M:
-        child = self.cache.get(labels)
-        if child is None:
-            child = self.cache[labels] = self.metric.labels(*labels)
-        return child
 
 
 class MoneyCounter(Collector):
@@ -129,75 +111,59 @@ class PrometheusObserver:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = _Children(
-            Counter(
-                "modelroute_requests_total",
-                "Requests by the route and the target (model, provider, region) that served them.",
-                ["route", "model", "provider", "region", "outcome"],
-                registry=r,
-            )
+        self.requests = LoopCounter(
+            "modelroute_requests_total",
+            "Requests by the route and the target (model, provider, region) that served them.",
+            ["route", "model", "provider", "region", "outcome"],
+            registry=r,
         )
-        self.duration = _Children(
-            Histogram(
-                "modelroute_request_duration_seconds",
-                "Whole request time as the app sees it (streams: until the last byte), by the "
-                "model that served (per A/B arm; none when nothing did).",
-                ["route", "model", "outcome"],
-                buckets=DURATION_BUCKETS,
-                registry=r,
-            )
+        self.duration = LoopHistogram(
+            "modelroute_request_duration_seconds",
+            "Whole request time as the app sees it (streams: until the last byte), by the "
+            "model that served (per A/B arm; none when nothing did).",
+            ["route", "model", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
-        self.ttft = _Children(
-            Histogram(
-                "modelroute_time_to_first_token_seconds",
-                "Time until the first byte of the answer went to the app, by the model that served.",
-                ["route", "model"],
-                buckets=TTFT_BUCKETS,
-                registry=r,
-            )
+        self.ttft = LoopHistogram(
+            "modelroute_time_to_first_token_seconds",
+            "Time until the first byte of the answer went to the app, by the model that served.",
+            ["route", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
         )
-        self.attempts = _Children(
-            Counter(
-                "modelroute_upstream_attempts_total",
-                "Upstream attempts by result (ok, connect, timeout, 429, 5xx, ...).",
-                ["route", "model", "provider", "region", "result"],
-                registry=r,
-            )
+        self.attempts = LoopCounter(
+            "modelroute_upstream_attempts_total",
+            "Upstream attempts by result (ok, connect, timeout, 429, 5xx, ...).",
+            ["route", "model", "provider", "region", "result"],
+            registry=r,
         )
-        self.fallbacks = _Children(
-            Counter(
-                "modelroute_fallbacks_total",
-                "Requests served by another candidate than the first one tried, and why.",
-                ["route", "from_model", "to_model", "reason"],
-                registry=r,
-            )
+        self.fallbacks = LoopCounter(
+            "modelroute_fallbacks_total",
+            "Requests served by another candidate than the first one tried, and why.",
+            ["route", "from_model", "to_model", "reason"],
+            registry=r,
         )
-        self.tokens = _Children(
-            Counter(
-                "modelroute_tokens_total",
-                "Tokens reported by the upstream that served, or estimated for streams that ended "
-                "without usage (type: input or output).",
-                ["route", "model", "provider", "type"],
-                registry=r,
-            )
+        self.tokens = LoopCounter(
+            "modelroute_tokens_total",
+            "Tokens reported by the upstream that served, or estimated for streams that ended "
+            "without usage (type: input or output).",
+            ["route", "model", "provider", "type"],
+            registry=r,
         )
-        self.token_details = _Children(
-            Counter(
-                "modelroute_token_details_total",
-                "Parts of modelroute_tokens_total the upstream itemised (type: cached_input, "
-                "within input; reasoning, within output). Never add them to the totals.",
-                ["route", "model", "provider", "type"],
-                registry=r,
-            )
+        self.token_details = LoopCounter(
+            "modelroute_token_details_total",
+            "Parts of modelroute_tokens_total the upstream itemised (type: cached_input, "
+            "within input; reasoning, within output). Never add them to the totals.",
+            ["route", "model", "provider", "type"],
+            registry=r,
         )
-        self.estimated_tokens = _Children(
-            Counter(
-                "modelroute_estimated_tokens_total",
-                "Tokens of streams that ended without usage (cut or abandoned), estimated by the "
-                "proxy; also in modelroute_tokens_total and charged in cost.",
-                ["route", "model", "provider", "type"],
-                registry=r,
-            )
+        self.estimated_tokens = LoopCounter(
+            "modelroute_estimated_tokens_total",
+            "Tokens of streams that ended without usage (cut or abandoned), estimated by the "
+            "proxy; also in modelroute_tokens_total and charged in cost.",
+            ["route", "model", "provider", "type"],
+            registry=r,
         )
         self.cost = MoneyCounter(
             "modelroute_cost_usd_total",
@@ -205,44 +171,37 @@ class PrometheusObserver:
             ("route", "model", "provider"),
         )
         r.register(self.cost)
-        self.unpriced = _Children(
-            Counter(
-                "modelroute_unpriced_tokens_total",
-                "Tokens the route table has no price for: not counted as $0 in cost.",
-                ["route", "model", "provider", "type"],
-                registry=r,
-            )
-        )
-        self.overhead = Histogram(
-            "modelroute_overhead_seconds",
-            "The proxy's own added time per request (total minus time waiting on upstreams).",
-            buckets=OVERHEAD_BUCKETS,
+        self.unpriced = LoopCounter(
+            "modelroute_unpriced_tokens_total",
+            "Tokens the route table has no price for: not counted as $0 in cost.",
+            ["route", "model", "provider", "type"],
             registry=r,
         )
-        self.classified = _Children(
-            Counter(
-                "modelroute_classified_total",
-                "Requests for model 'auto' by the category the classifier chose.",
-                ["category"],
-                registry=r,
-            )
+        self.overhead = LoopHistogram(
+            "modelroute_overhead_seconds",
+            "The proxy's own added time per request (total minus time waiting on upstreams).",
+            (),
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        ).get()
+        self.classified = LoopCounter(
+            "modelroute_classified_total",
+            "Requests for model 'auto' by the category the classifier chose.",
+            ["category"],
+            registry=r,
         )
-        self.shadow_requests = _Children(
-            Counter(
-                "modelroute_shadow_requests_total",
-                "Mirrored (shadow) requests by outcome; the app never sees these answers.",
-                ["route", "model", "provider", "outcome"],
-                registry=r,
-            )
+        self.shadow_requests = LoopCounter(
+            "modelroute_shadow_requests_total",
+            "Mirrored (shadow) requests by outcome; the app never sees these answers.",
+            ["route", "model", "provider", "outcome"],
+            registry=r,
         )
-        self.shadow_duration = _Children(
-            Histogram(
-                "modelroute_shadow_duration_seconds",
-                "Duration of mirrored (shadow) requests.",
-                ["route", "model"],
-                buckets=DURATION_BUCKETS,
-                registry=r,
-            )
+        self.shadow_duration = LoopHistogram(
+            "modelroute_shadow_duration_seconds",
+            "Duration of mirrored (shadow) requests.",
+            ["route", "model"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.shadow_cost = MoneyCounter(
             "modelroute_shadow_cost_usd_total",
@@ -250,24 +209,20 @@ class PrometheusObserver:
             ("route", "model", "provider"),
         )
         r.register(self.shadow_cost)
-        self.shadow_tokens = _Children(
-            Counter(
-                "modelroute_shadow_tokens_total",
-                "Tokens of mirrored (shadow) requests (type: input or output).",
-                ["route", "model", "provider", "type"],
-                registry=r,
-            )
+        self.shadow_tokens = LoopCounter(
+            "modelroute_shadow_tokens_total",
+            "Tokens of mirrored (shadow) requests (type: input or output).",
+            ["route", "model", "provider", "type"],
+            registry=r,
         )
         # one sample per endpoint per probe interval (about a second): cheap at any traffic
-        self.probe_duration = _Children(
-            Histogram(
-                "modelroute_endpoint_probe_duration_seconds",
-                "How long an endpoint's active health probes took (a connect, or the GET's "
-                "status line), failed ones included (those that timed out: the timeout).",
-                ["provider", "region"],
-                buckets=PROBE_BUCKETS,
-                registry=r,
-            )
+        self.probe_duration = LoopHistogram(
+            "modelroute_endpoint_probe_duration_seconds",
+            "How long an endpoint's active health probes took (a connect, or the GET's "
+            "status line), failed ones included (those that timed out: the timeout).",
+            ["provider", "region"],
+            buckets=PROBE_BUCKETS,
+            registry=r,
         )
         self._warned_unpriced: set[tuple[str, str, str]] = set()
 
@@ -278,9 +233,10 @@ class PrometheusObserver:
 
     def endpoints_applied(self, endpoints: set[str]) -> None:
         """A table's endpoints: the probe series of the others go (they are no longer probed)."""
-        for labels in [k for k in self.probe_duration.cache if endpoint_key(*k) not in endpoints]:
-            self.probe_duration.metric.remove(*labels)
-            del self.probe_duration.cache[labels]
+        for labels in [
+            k for k in self.probe_duration.children if endpoint_key(*k) not in endpoints
+        ]:
+            self.probe_duration.remove(*labels)
 
     # -- Observer protocol ------------------------------------------------------------
 
