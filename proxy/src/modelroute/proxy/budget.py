@@ -125,8 +125,8 @@ def _usd_limit(x: float) -> str:
 class BudgetState(NamedTuple):
     """A route's budget in the current window, as the dispatcher and ``/status`` see it.
 
-    A NamedTuple rather than a frozen dataclass: one is built per request, and
-    this is about four times cheaper to build.
+    A NamedTuple rather than a frozen dataclass: about four times cheaper to
+    build.  Requests under budget don't build one (``BudgetBook.exhausted``).
     """
 
     route: str
@@ -173,6 +173,14 @@ class _Counter:
         return max(self.shared + self.pending, self.local)
 
 
+class _Hot(NamedTuple):
+    """A route's counters for the current windows: the one its limit applies to, and all."""
+
+    limiting: _Counter
+    limit: float
+    counters: tuple[_Counter, ...]
+
+
 class BudgetBook:
     """Spend per route and calendar window; per pod, or shared through Redis.
 
@@ -215,6 +223,9 @@ class BudgetBook:
         self._routes: dict[str, CompiledRoute] = {}  # what remaining()/states() report
         self._observed = False  # once observe() names the routes, requests don't add any
         self._alerted: set[tuple[str, str]] = set()
+        # route name → (the route, the windows it was worked out for, its counters): what
+        # the per-request check and charge read, rebuilt when either changes (_hot)
+        self._hot: dict[str, tuple[CompiledRoute, dict[Window, WindowSpan], _Hot | None]] = {}
         # The three current windows, valid while hour_start <= now < hour_end (day and
         # month boundaries fall on hour boundaries in UTC).
         self._spans: dict[Window, WindowSpan] = {}
@@ -251,18 +262,50 @@ class BudgetBook:
             exhausted=spent >= limit,
         )
 
+    def exhausted(self, route: CompiledRoute) -> BudgetState | None:
+        """The route's state if its budget is spent, else None: the check every request makes.
+
+        The same verdict as ``state(route).exhausted``; the state is only built
+        when it is, so a request under budget pays two lookups and a compare.
+        """
+        hot = self._hot_counters(route)
+        if hot is None or hot.limiting.spent() < hot.limit:
+            return None
+        return self.state(route)
+
     def spend(self, route: CompiledRoute, usd: float) -> None:
         """Add ``usd`` to the route's current windows.  No-op without a budget or for usd <= 0."""
         if route.budget is None or not (usd > 0 and math.isfinite(usd)):
             return
-        if not self._observed:
-            self._routes[route.name] = route
+        hot = self._hot_counters(route)
+        if hot is None:
+            return
         shared = self.redis_url is not None
-        for span in self._current(self.clock()).values():
-            c = self._counter(route.name, span)
+        for c in hot.counters:
             c.local += usd
             if shared:
                 c.pending += usd
+
+    def _hot_counters(self, route: CompiledRoute) -> _Hot | None:
+        """The route's counters in the current windows, worked out once per route and hour.
+
+        Valid while the route object and the window spans are the ones they were
+        found for: a new table or the next hour (whose ``_current`` builds new
+        spans and prunes the old counters) finds them again.
+        """
+        spans = self._current(self.clock())
+        found = self._hot.get(route.name)
+        if found is not None and found[0] is route and found[1] is spans:
+            return found[2]
+        if not self._observed:
+            self._routes[route.name] = route
+        bw = budget_window(route)
+        hot = None
+        if bw is not None:
+            counters = tuple(self._counter(route.name, span) for span in spans.values())
+            hot = _Hot(self._counter(route.name, spans[bw[0]]), bw[1], counters)
+        self._hot[route.name] = (route, spans, hot)
+        return hot
 
     def alert_due(self, route: CompiledRoute) -> bool:
         """True exactly once per route and window: the first call that finds the budget exhausted.
@@ -292,6 +335,7 @@ class BudgetBook:
         """
         self._routes = {r.name: r for r in routes if r.budget is not None}
         self._observed = True
+        self._hot.clear()  # routes of the old table are found again (or never)
         spans = self._current(self.clock())
         for r in self._routes.values():
             bw = budget_window(r)

@@ -153,22 +153,32 @@ class LatencyTracker:
     every ``window / 2`` seconds the older is dropped.  Quantiles are read from
     both merged, cached for the second (recomputed if the sample count has since
     doubled), so reading is cheap on the hot path.
+
+    Samples are queued and fed to the sketch in batches (before a quantile is
+    worked out, a rotation, or every ``_BATCH``): the sketch's ``add`` runs
+    once per request otherwise, cache-cold, at several times what it costs in a
+    tight loop (~2.5 µs against ~0.35 µs measured in the sidecar).  Counts
+    include the queued samples, so nothing reads fewer than were added.
     """
 
     __slots__ = (
         "_cache",
         "_cache_at",
         "_current",
+        "_pending",
         "_previous",
         "_rotated_at",
         "count_total",
         "window",
     )
 
+    _BATCH = 64
+
     def __init__(self, window: float = 60.0) -> None:
         self.window = window
         self._current = DDSketch(relative_accuracy=0.01)
         self._previous = DDSketch(relative_accuracy=0.01)
+        self._pending: list[float] = []  # samples not yet in ``_current``
         self._rotated_at = -math.inf
         self._cache: dict[float, tuple[float | None, float]] = {}  # q → (value, samples then)
         self._cache_at = -1.0
@@ -176,6 +186,7 @@ class LatencyTracker:
 
     def _rotate(self, now: float) -> None:
         if now - self._rotated_at >= self.window / 2:
+            self._flush()  # the queued samples belong to the window they arrived in
             if now - self._rotated_at >= self.window:
                 self._previous = DDSketch(relative_accuracy=0.01)
             else:
@@ -184,14 +195,25 @@ class LatencyTracker:
             self._rotated_at = now
             self._cache.clear()
 
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending:
+            add = self._current.add
+            for seconds in pending:
+                add(seconds)
+            pending.clear()
+
     def add(self, seconds: float, now: float) -> None:
         self._rotate(now)
-        self._current.add(max(seconds, 1e-6))
+        pending = self._pending
+        pending.append(max(seconds, 1e-6))
+        if len(pending) >= self._BATCH:
+            self._flush()
         self.count_total += 1
 
     def count(self, now: float) -> float:
         self._rotate(now)
-        return float(self._current.count + self._previous.count)
+        return float(self._current.count + self._previous.count + len(self._pending))
 
     def quantile(self, q: float, now: float, min_samples: int = 1) -> float | None:
         """The q-quantile in seconds, or None with fewer than ``min_samples`` in the window."""
@@ -200,7 +222,7 @@ class LatencyTracker:
         if whole_second != self._cache_at:
             self._cache.clear()
             self._cache_at = whole_second
-        samples = float(self._current.count + self._previous.count)
+        samples = float(self._current.count + self._previous.count + len(self._pending))
         cached = self._cache.get(q)
         # reuse within the second unless the window has since doubled: a value read from
         # the first few samples (or from none) must not stand for the many that followed
@@ -210,6 +232,7 @@ class LatencyTracker:
             if samples == 0:
                 value = None
             else:
+                self._flush()
                 merged = DDSketch(relative_accuracy=0.01)
                 merged.merge(self._current)
                 if self._previous.count:

@@ -217,8 +217,8 @@ class Dispatcher:
 
         cheapest_first = False
         if self.budgets is not None and route.budget is not None:
-            state = self.budgets.state(route)
-            if state is not None and state.exhausted:
+            state = self.budgets.exhausted(route)
+            if state is not None:
                 action = state.action
                 record.budget_action = action
                 if action == "reject":
