@@ -210,6 +210,43 @@ async def test_a_key_in_a_mid_stream_error_event_is_scrubbed(
     _assert_clean(said, KEY)
 
 
+async def test_a_key_echoed_in_a_whole_answer_is_replaced_and_the_answer_kept(
+    proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]]
+) -> None:
+    """A 2xx answer (not a stream) that quotes the key we sent: the key goes, the words stay.
+
+    Streams and Responses follow-ups had this; a whole chat answer went out as it came.
+    A key-shaped token we never sent is the model's own text and stays, as in a stream.
+    """
+
+    async def handler(request: web.Request) -> web.Response:
+        text = f"Your key is {_sent_key(request)}; an example key looks like {FOREIGN}."
+        return web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
+            }
+        )
+
+    url = await upstream(handler)
+    proxy, exporter = await _traced(proxies, _provider(url) + ROUTE)
+    status, said = await _everything_said(proxy, exporter, CHAT)
+    assert status == 200
+    answer = said.split("\n---\n")[0]
+    content = json.loads(answer)["choices"][0]["message"]["content"]
+    assert content == f"Your key is [redacted]; an example key looks like {FOREIGN}."
+    assert KEY not in said
+
+
 async def test_a_key_echoed_by_a_responses_follow_up_is_scrubbed(
     proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]]
 ) -> None:

@@ -62,6 +62,12 @@ class Commit(RequestRun):
         record = self.record
         doc = ready.document
         assert doc is not None
+        # a key this attempt sent, echoed in the answer, is replaced, as in a stream (scrub.py)
+        body = ready.scrub.sent(ready.first)
+        if body is not ready.first:  # rare: what is recorded of the answer must not carry it
+            with contextlib.suppress(orjson.JSONDecodeError):
+                rescanned = orjson.loads(body)
+                doc = rescanned if isinstance(rescanned, dict) else doc
         attempt.result = AttemptEnd.OK
         attempt.duration = time.perf_counter() - attempt.started
         usage = doc.get("usage")
@@ -74,7 +80,6 @@ class Commit(RequestRun):
             for c in doc.get("choices") or ()
             if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
         ]
-        body = ready.first
         if self.features.endpoint is Endpoint.RESPONSES:
             if isinstance(doc.get("status"), str):
                 reasons.append(doc["status"])
