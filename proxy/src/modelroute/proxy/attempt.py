@@ -19,6 +19,7 @@ not a success – otherwise one stuck region would hold the request until
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -119,6 +120,12 @@ def _looks_like_sse(chunk: bytes) -> bool:
     return head.startswith((b"data:", b":", b"event:", b"id:", b"retry:"))
 
 
+@functools.lru_cache(maxsize=256)
+def _host_of(base_url: str) -> str:
+    """The host a base URL names (a table has a handful: parsed once each)."""
+    return urlsplit(base_url).hostname or ""
+
+
 async def run_attempt(
     pool: Transport,
     candidate: Candidate,
@@ -145,7 +152,7 @@ async def run_attempt(
     credentials = candidate.provider.credentials
     scrub = Scrubber.for_headers(headers, credentials.header if credentials else None)
     try:  # metadata hosts and the namespace's allow-list: the key is not sent there
-        check_origin(urlsplit(base_url).hostname or "")
+        check_origin(_host_of(base_url))
     except ConnectRefused as exc:
         return Failed(candidate, Failure.NOT_SENT, f"request not sent: {exc}"[:200])
     outcome = await _send(

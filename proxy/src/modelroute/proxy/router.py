@@ -280,7 +280,7 @@ class _RouteShape:
     decided in :func:`plan` each time.
     """
 
-    __slots__ = ("by_target", "candidates", "route", "table", "targets", "tier_notes")
+    __slots__ = ("by_target", "candidates", "route", "table", "targets", "tier_notes", "tiers")
 
     def __init__(self, route: CompiledRoute, table: CompiledTable) -> None:
         self.route = route
@@ -288,6 +288,7 @@ class _RouteShape:
         self.targets = tuple(_TargetShape(t, table) for t in route.targets)
         self.by_target = {id(s.target): s for s in self.targets}
         self.tier_notes = {t.tier: f"tier {t.tier}" for t in route.targets}
+        self.tiers = _by_tier(list(route.targets))  # when every target is eligible (most requests)
         self.candidates: dict[tuple[int, str, str], Candidate] = {}
 
     def candidate(
@@ -306,6 +307,13 @@ class _RouteShape:
 
 
 _MEMO_LIMIT = 256
+
+
+def _by_tier(targets: list[CompiledTarget]) -> list[tuple[int, list[CompiledTarget]]]:
+    """Targets grouped by tier, lowest first, each group in route order."""
+    return [
+        (tier, [t for t in targets if t.tier == tier]) for tier in sorted({t.tier for t in targets})
+    ]
 
 
 def _shape(route: CompiledRoute, table: CompiledTable) -> _RouteShape:
@@ -347,10 +355,9 @@ def plan(
         for t in sorted(eligible, key=lambda t: (price_key(t), t.tier)):
             ordered.append((t, _DOWNGRADE_NOTE))
     else:
-        tiers = sorted({t.tier for t in eligible})
         budget = route.latency_budget_ms
-        for tier in tiers:
-            in_tier = [t for t in eligible if t.tier == tier]
+        tiers = shape.tiers if len(eligible) == len(shape.targets) else _by_tier(eligible)
+        for tier, in_tier in tiers:
             if len(in_tier) > 1:
                 in_tier = weighted_order(in_tier, rng, sticky)
             fast: list[tuple[CompiledTarget, str]] = []

@@ -25,6 +25,7 @@ puts it there.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -65,16 +66,9 @@ class Scrubber:
         ``key_header`` is the provider's ``credentials.header``; ``Authorization``
         values count with and without their ``Bearer`` scheme.
         """
-        wanted = {*_ALWAYS_SECRET, *((key_header.lower(),) if key_header else ())}
-        secrets: list[str] = []
-        for name, value in headers.items():
-            if name.lower() not in wanted:
-                continue
-            secrets.append(value)
-            scheme, _sep, token = value.partition(" ")
-            if token and scheme.lower() in ("bearer", "basic", "token"):
-                secrets.append(token.strip())
-        return cls(secrets)
+        wanted = _wanted(key_header.lower() if key_header else None)
+        values = tuple(value for name, value in headers.items() if name.lower() in wanted)
+        return _scrubber_for(values) if values else NO_SECRETS
 
     def text(self, text: str) -> str:
         """Upstream words for a person: every secret and key-shaped token replaced."""
@@ -110,3 +104,25 @@ class Scrubber:
 
 
 NO_SECRETS = Scrubber()
+
+
+@functools.cache
+def _wanted(key_header: str | None) -> frozenset[str]:
+    return frozenset((*_ALWAYS_SECRET, *((key_header,) if key_header else ())))
+
+
+@functools.lru_cache(maxsize=256)
+def _scrubber_for(values: tuple[str, ...]) -> Scrubber:
+    """The scrubber for these credential header values, made once per set of values.
+
+    Every attempt to a provider sends the same key, so the sort and encode of
+    its secrets is done once, not per attempt; a rotated key is a new entry.
+    Kept in this process only, as the headers themselves are.
+    """
+    secrets: list[str] = []
+    for value in values:
+        secrets.append(value)
+        scheme, _sep, token = value.partition(" ")
+        if token and scheme.lower() in ("bearer", "basic", "token"):
+            secrets.append(token.strip())
+    return Scrubber(secrets)
