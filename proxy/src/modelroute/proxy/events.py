@@ -9,8 +9,9 @@ OpenTelemetry: those live in their own modules behind :class:`Observer`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from modelroute.resources import BudgetAction
 
@@ -125,46 +126,85 @@ class Observer(Protocol):
     def shadow_finished(self, record: ShadowRecord) -> None: ...
 
 
+_IDLE = "__modelroute_idle_hook__"
+_HOOKS = (
+    "request_started",
+    "attempt_started",
+    "attempt_finished",
+    "request_finished",
+    "shadow_finished",
+)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def idle_hook(hook: F) -> F:
+    """Marks an observer's hook that does nothing, so :class:`Observers` never calls it.
+
+    Each request fires four hooks at every observer; most observers use one or
+    two, and a call into an empty method (inside a ``try``) is still a call.
+    """
+    setattr(hook, _IDLE, True)
+    return hook
+
+
 class Observers:
-    """Fan-out to every observer; an observer that raises is logged, never propagated."""
+    """Fan-out to every observer; an observer that raises is logged, never propagated.
+
+    Each hook keeps the list of observers that use it (those not marked
+    :func:`idle_hook`), rebuilt when one is added.
+    """
 
     def __init__(self, observers: list[Observer] | None = None) -> None:
         self.observers: list[Observer] = list(observers or [])
+        self._using: dict[str, list[tuple[Observer, Callable[..., None]]]] = {}
+        self._index()
 
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)
+        self._index()
+
+    def _index(self) -> None:
+        self._using = {
+            hook: [
+                (o, method)
+                for o in self.observers
+                if not getattr(method := getattr(o, hook), _IDLE, False)
+            ]
+            for hook in _HOOKS
+        }
 
     def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
-        for o in self.observers:
+        for o, hook in self._using["request_started"]:
             try:
-                o.request_started(record, headers)
+                hook(record, headers)
             except Exception:
                 log.exception("observer %r failed in request_started", o)
 
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
-        for o in self.observers:
+        for o, hook in self._using["attempt_started"]:
             try:
-                o.attempt_started(record, attempt)
+                hook(record, attempt)
             except Exception:
                 log.exception("observer %r failed in attempt_started", o)
 
     def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
-        for o in self.observers:
+        for o, hook in self._using["attempt_finished"]:
             try:
-                o.attempt_finished(record, attempt)
+                hook(record, attempt)
             except Exception:
                 log.exception("observer %r failed in attempt_finished", o)
 
     def request_finished(self, record: RequestRecord) -> None:
-        for o in self.observers:
+        for o, hook in self._using["request_finished"]:
             try:
-                o.request_finished(record)
+                hook(record)
             except Exception:
                 log.exception("observer %r failed in request_finished", o)
 
     def shadow_finished(self, record: ShadowRecord) -> None:
-        for o in self.observers:
+        for o, hook in self._using["shadow_finished"]:
             try:
-                o.shadow_finished(record)
+                hook(record)
             except Exception:
                 log.exception("observer %r failed in shadow_finished", o)

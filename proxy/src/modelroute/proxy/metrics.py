@@ -35,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 
-from .events import AttemptRecord, RequestRecord, ShadowRecord
+from .events import AttemptRecord, RequestRecord, ShadowRecord, idle_hook
 from .health import HealthBook
 from .keys import endpoint_key, split_candidate, split_endpoint
 from .loop_metrics import LoopCounter, LoopHistogram
@@ -240,12 +240,15 @@ class PrometheusObserver:
 
     # -- Observer protocol ------------------------------------------------------------
 
+    @idle_hook
     def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
         pass
 
+    @idle_hook
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         pass
 
+    @idle_hook
     def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         pass
 

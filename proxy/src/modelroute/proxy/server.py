@@ -30,7 +30,7 @@ from .budget import BudgetBook
 from .credentials import DEFAULT_SECRETS_DIR, Credentials
 from .dispatch import RESPONSE_STARTED, Dispatcher
 from .endpoints import endpoints_in, settings_of
-from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord
+from .events import AttemptRecord, Observers, RequestRecord, ShadowRecord, idle_hook
 from .followups import FollowUps
 from .health import HealthBook, RollingCounts
 from .keys import candidate_key
@@ -105,12 +105,15 @@ class _Health:
         self.requests = 0
         self.errors = 0
 
+    @idle_hook
     def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
         pass
 
+    @idle_hook
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         pass
 
+    @idle_hook
     def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         pass
 
@@ -120,6 +123,7 @@ class _Health:
         self.errors += failed
         self.recent.add(not failed, time.monotonic())
 
+    @idle_hook
     def shadow_finished(self, record: ShadowRecord) -> None:
         pass
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import tracing_attributes as attrs
-from .events import AttemptRecord, RequestRecord, ShadowRecord
+from .events import AttemptRecord, RequestRecord, ShadowRecord, idle_hook
 from .tail_sampling import TailSampler
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ class TracingObserver:
                 record.span = {k: headers[k] for k in self._carrier_fields if k in headers}
                 return
 
+    @idle_hook
     def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
         pass  # its start is attempt.started; the span is built when the request ends
 
@@ -227,6 +228,7 @@ class TracingObserver:
             for span in spans:
                 processor.on_end(span)
 
+    @idle_hook
     def shadow_finished(self, record: ShadowRecord) -> None:
         pass  # shadows are measured in metrics; they are not part of the app's trace
 

@@ -1,0 +1,108 @@
+"""The observer fan-out calls the hooks observers use, and only those; a failing one is contained."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from modelroute.proxy.events import (
+    AttemptRecord,
+    Observers,
+    RequestRecord,
+    ShadowRecord,
+    idle_hook,
+)
+from modelroute.proxy.request import Endpoint
+
+
+class Counting:
+    """Uses request_finished only; its other hooks would fail the test if called."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+
+    @idle_hook
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        raise AssertionError("an idle hook was called")
+
+    @idle_hook
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        raise AssertionError("an idle hook was called")
+
+    @idle_hook
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        raise AssertionError("an idle hook was called")
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self.finished += 1
+
+    @idle_hook
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        raise AssertionError("an idle hook was called")
+
+
+class Everything:
+    """Unmarked: every hook is called; request_finished fails."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def request_started(self, record: RequestRecord, headers: dict[str, str]) -> None:
+        self.calls.append("request_started")
+
+    def attempt_started(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        self.calls.append("attempt_started")
+
+    def attempt_finished(self, record: RequestRecord, attempt: AttemptRecord) -> None:
+        self.calls.append("attempt_finished")
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self.calls.append("request_finished")
+        raise RuntimeError("observer bug")
+
+    def shadow_finished(self, record: ShadowRecord) -> None:
+        self.calls.append("shadow_finished")
+
+
+def _one_request(observers: Observers) -> None:
+    record = RequestRecord(
+        endpoint=Endpoint.CHAT,
+        operation="chat",
+        requested_model="m",
+        stream=False,
+        started=0.0,
+        wall_started=0.0,
+    )
+    attempt = AttemptRecord(
+        number=1,
+        provider="p",
+        model="m",
+        upstream_model="m",
+        region="r",
+        server_address="http://127.0.0.1:1",
+        started=0.0,
+    )
+    observers.request_started(record, {})
+    observers.attempt_started(record, attempt)
+    observers.attempt_finished(record, attempt)
+    observers.request_finished(record)
+    observers.shadow_finished(ShadowRecord(route="x", provider="p", model="m", region="r"))
+
+
+def test_idle_hooks_are_never_called_and_the_used_ones_are(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counting, everything = Counting(), Everything()
+    observers = Observers([counting])
+    observers.add(everything)  # added later: indexed too
+    with caplog.at_level(logging.ERROR, logger="modelroute.events"):
+        _one_request(observers)
+    assert counting.finished == 1
+    assert everything.calls == [
+        "request_started",
+        "attempt_started",
+        "attempt_finished",
+        "request_finished",
+        "shadow_finished",
+    ]
+    assert "failed in request_finished" in caplog.text  # logged, not raised
