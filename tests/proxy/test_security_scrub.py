@@ -247,6 +247,54 @@ async def test_a_key_echoed_in_a_whole_answer_is_replaced_and_the_answer_kept(
     assert KEY not in said
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_recorded_answer_that_echoes_the_key_reaches_the_span_without_it(
+    proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]], stream: bool
+) -> None:
+    """``recordContent`` puts the answer on the span: not the key the answer quoted."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        text = f"Your key is {_sent_key(request)}."
+        if not (await request.json()).get("stream"):
+            return web.json_response(
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece, finish in ((text[:9], None), (text[9:], "stop")):
+            chunk = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
+            }
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    url = await upstream(handler)
+    route = route_yaml("chat", ["chat"], ["{provider: echo, model: m}"], "  recordContent: true")
+    routes = _provider(url) + route
+    proxy, exporter = await _traced(proxies, routes)
+    status, said = await _everything_said(proxy, exporter, {**CHAT, "stream": stream})
+    assert status == 200
+    spans = said.split("\n---\n")[2]
+    assert "Your key is [redacted]." in spans  # the answer is on the span, its key is not
+    assert KEY not in said
+
+
 async def test_a_key_echoed_by_a_responses_follow_up_is_scrubbed(
     proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]]
 ) -> None:

@@ -92,6 +92,13 @@ class Scrubber:
                 data = data.replace(secret, _REDACTED_B)
         return data
 
+    def sent_text(self, text: str) -> str:
+        """:meth:`sent` for text already decoded (a streamed answer recorded for its span)."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
     def stream(self, data: bytes) -> bytes:
         """Forwarded stream bytes (whole events): the values we sent, always; key-shaped
         tokens only inside an error event, so an answer that talks about ``sk-`` keys

@@ -119,6 +119,7 @@ class Commit(RequestRun):
     async def _pipe_stream(self, attempt: AttemptRecord, ready: Ready) -> web.StreamResponse:
         record = self.record
         upstream = ready.response
+        self.stream_scrub = ready.scrub  # the recorded answer is scrubbed as the bytes are
         scanner: SSEScanner | responses.ResponsesScanner
         if self.features.endpoint is Endpoint.RESPONSES:  # typed events; their ids wrapped
             scanner = responses.ResponsesScanner(
@@ -259,7 +260,7 @@ class Commit(RequestRun):
         record.response_model = facts.model
         record.finish_reasons = tuple(facts.finish_reasons)
         if record.record_content and facts.content:
-            text = "".join(facts.content)
+            text = self.stream_scrub.sent_text("".join(facts.content))
             if facts.content_chars > len(text):
                 text += f"… [{facts.content_chars - len(text)} more characters not recorded]"
             record.extra["completion"] = [{"role": "assistant", "content": text}]

@@ -36,6 +36,7 @@ from ..mirror import Mirror
 from ..request import RequestFeatures
 from ..responses import ResponseIds
 from ..router import Candidate
+from ..scrub import NO_SECRETS, Scrubber
 from ..table import CompiledRoute, CompiledTable
 from ..upstream import PoolWait, UpstreamPool
 
@@ -133,6 +134,7 @@ class RequestRun:
             self.body = body
 
     _give_up_note = ""  # why the loop stopped early, for the final error's message
+    stream_scrub: Scrubber = NO_SECRETS  # the streaming attempt's: what it sent stays out
     pin_note = ""  # a Responses follow-up: why it was tried in one place only
     all_held = False  # the request ended because every candidate is under a Retry-After hold
 
