@@ -34,6 +34,10 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 
 _CACHE_LIMIT = 8192  # encoded attributes remembered; cleared when full (values that vary)
+# the fast path's span attributes: per key (at most _KEYS_LIMIT), the type its values have
+# and their encodings (at most _VALUES_LIMIT each)
+_KEYS_LIMIT = 128
+_VALUES_LIMIT = 512
 
 # the ids of a span, without and with a parent: trace_id (1, 16 bytes), span_id (2, 8 bytes)
 # and parent_span_id (4, 8 bytes) with their tags and lengths; the trace id goes in as two
@@ -150,6 +154,23 @@ def any_value(value: Any) -> bytes:
     raise TypeError(f"attribute value {value!r} of type {type(value).__name__} is not OTLP")
 
 
+def _cacheable(value: Any) -> bool:
+    """May ``value``'s encoding be remembered under ``value`` (with its type)?
+
+    Only where equal values of one type encode alike: strings and integers, floats but
+    zeros (0.0 == -0.0, whose sign bit differs), tuples of strings; not a tuple of numbers
+    ((1,) == (True,)), nor anything unhashable.
+    """
+    cls = value.__class__
+    if cls is str or cls is int or cls is bool or isinstance(value, (str, int)):
+        return True
+    if cls is float:
+        return bool(value != 0.0)
+    if cls is tuple:
+        return all(v.__class__ is str for v in value)
+    return False
+
+
 def key_value(key: str, value: Any) -> bytes:
     return _string(T1, key) + _field(T2, any_value(value))
 
@@ -165,6 +186,8 @@ class Encoder:
         self._strings: dict[str, bytes] = {}
         self._headers: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._alive: list[tuple[Any, Any]] = []
+        # span attributes for _fast_span: key -> (the type of its values, value -> KeyValue)
+        self._by_key: dict[str, tuple[type, dict[Any, bytes]]] = {}
         # per span class: may its fields be read directly (see _learn)?
         self._plain: dict[type, bool] = {}
         # status and flags fields of a span, per Status object (local parent / remote one)
@@ -179,12 +202,11 @@ class Encoder:
         cache = self._attributes
         out = []
         for key, value in attributes.items():
-            try:
-                cache_key = (tag, key, value.__class__, value)  # 1 and True must not meet
-                hit = cache.get(cache_key)
-            except TypeError:  # an unhashable value (a list): encoded every time
+            if not _cacheable(value):  # encoded every time
                 out.append(_field(tag, key_value(key, value)))
                 continue
+            cache_key = (tag, key, value.__class__, value)  # 1 and True must not meet
+            hit = cache.get(cache_key)
             if hit is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
@@ -358,11 +380,42 @@ class Encoder:
             if status is None:
                 return None
             tail = self._tail(status, remote)
-        if attributes:
-            return b"".join(
-                (ids, name_field, kind_times, *self._attrs(_SPAN_ATTR, attributes), tail)
-            )
-        return b"".join((ids, name_field, kind_times, tail))
+        if not attributes:
+            return b"".join((ids, name_field, kind_times, tail))
+        out = [ids, name_field, kind_times]
+        append = out.append
+        by_key = self._by_key
+        for key, value in attributes.items():
+            entry = by_key.get(key)
+            if entry is not None and value.__class__ is entry[0]:
+                hit = entry[1].get(value)
+                if hit is not None:
+                    append(hit)
+                    continue
+            append(self._span_attr(key, value))
+        append(tail)
+        return b"".join(out)
+
+    def _span_attr(self, key: str, value: Any) -> bytes:
+        """A span attribute :meth:`_fast_span` had not cached: encoded, and remembered."""
+        cls = value.__class__
+        by_key = self._by_key
+        entry = by_key.get(key)
+        if entry is not None and entry[0] is not cls:
+            # a second type for this key (1 and True are equal keys): the general cache
+            return self._attrs(_SPAN_ATTR, {key: value})[0]
+        encoded = _field(_SPAN_ATTR, key_value(key, value))
+        if not _cacheable(value):
+            return encoded
+        if entry is None:
+            if len(by_key) >= _KEYS_LIMIT:
+                by_key.clear()
+            entry = by_key[key] = (cls, {})
+        values = entry[1]
+        if len(values) >= _VALUES_LIMIT:  # a value that varies (tokens): only it is forgotten
+            values.clear()
+        values[value] = encoded
+        return encoded
 
     def _tail(self, status: Any, remote: int) -> bytes:
         """A span's status (15) and flags (16) fields, remembered for ``status``."""
