@@ -112,6 +112,11 @@ class TracingObserver:
         self._not_sampled = TraceFlags(TraceFlags.DEFAULT)
         self._flags = TraceFlags
         self._random_flag = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+        # the flags with the random-trace-id bit, one object per value: the same flags,
+        # without a new TraceFlags (an object the garbage collector tracks) per span
+        self._randomised = {
+            int(f): TraceFlags(f | self._random_flag) for f in (self._sampled, self._not_sampled)
+        }
         ids = getattr(tracer_provider, "id_generator", None)
         if ids is None:
             from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -193,7 +198,7 @@ class TracingObserver:
         else:
             random_id = bool(getattr(parent_sc.trace_flags, "random_trace_id", False))
         if random_id and self._random_flag:
-            flags = self._flags(flags | self._random_flag)
+            flags = self._randomised.get(flags) or self._flags(flags | self._random_flag)
         span_context, span_id = self._span_context, self._span_id
         server_sc = span_context(trace_id, span_id(), False, flags, state)
         start_ns = int(record.wall_started * 1e9)
@@ -236,7 +241,9 @@ class TracingObserver:
                 a_attrs = dict(result.attributes) if result.attributes else {}
                 a_flags = self._sampled if result.decision is self._keep else self._not_sampled
                 if random_id and self._random_flag:
-                    a_flags = self._flags(a_flags | self._random_flag)
+                    a_flags = self._randomised.get(a_flags) or self._flags(
+                        a_flags | self._random_flag
+                    )
                 a_state = self._no_state if result.trace_state is None else result.trace_state
             error = attempt_end(record, attempt, a_attrs)
             a_start_ns = start_ns + int((attempt.started - started) * 1e9)
