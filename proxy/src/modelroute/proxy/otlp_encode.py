@@ -53,6 +53,8 @@ def varint(n: int) -> bytes:
     """Unsigned LEB128; negative int64 values as their 64-bit two's complement (10 bytes)."""
     if 0 <= n < 0x80:
         return _SMALL[n]
+    if 0 < n < 0x4000:  # two bytes: token counts, ports, most lengths
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     if n < 0:
         if n < -(1 << 63):
             raise TypeError(f"integer attribute {n} does not fit in int64")
@@ -187,7 +189,9 @@ class Encoder:
         self._headers: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self._alive: list[tuple[Any, Any]] = []
         # span attributes for _fast_span: key -> (the type of its values, value -> KeyValue)
-        self._by_key: dict[str, tuple[type, dict[Any, bytes]]] = {}
+        # (and the key's own encoding, with the tag of the value that follows)
+        self._by_key: dict[str, tuple[type, dict[Any, bytes], bytes]] = {}
+        self._empty_state: Any = None  # the last empty TraceState seen (they are immutable)
         # per span class: may its fields be read directly (see _learn)?
         self._plain: dict[type, bool] = {}
         # status and flags fields of a span, per Status object (local parent / remote one)
@@ -350,15 +354,22 @@ class Encoder:
         if not start or not end or ctx.__class__ is not SpanContext:
             return None
         trace_id = ctx[0]
-        state = ctx[4]
+        state: TraceState | None = ctx[4]
+        if state is self._empty_state:
+            state = None
+        elif state is not None and not state:
+            # spans share a few empty trace states (the invalid context's, the observer's):
+            # remembered, so the next is known empty without TraceState.__len__ (a Python call)
+            self._empty_state = state
+            state = None
         if parent is None:
             remote = 0
             ids = _IDS(0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1])
-            if state:
+            if state is not None:
                 ids += _string(T3, ",".join(f"{k}={v}" for k, v in state.items()))
         elif parent.__class__ is SpanContext:
             remote = 1 if parent[2] else 0
-            if state:
+            if state is not None:
                 ids = _IDS(0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1])
                 ids += _string(T3, ",".join(f"{k}={v}" for k, v in state.items()))
                 ids += T4 + b"\x08" + parent[1].to_bytes(8, "big")
@@ -397,24 +408,39 @@ class Encoder:
         return b"".join(out)
 
     def _span_attr(self, key: str, value: Any) -> bytes:
-        """A span attribute :meth:`_fast_span` had not cached: encoded, and remembered."""
+        """A span attribute :meth:`_fast_span` had not cached: encoded, and remembered.
+
+        Values that vary (token counts, costs) come here on most spans, so this is
+        kept short: the key's encoding is remembered with its entry, and integers,
+        floats and strings are written without going through :func:`any_value`.
+        """
         cls = value.__class__
         by_key = self._by_key
         entry = by_key.get(key)
-        if entry is not None and entry[0] is not cls:
-            # a second type for this key (1 and True are equal keys): the general cache
-            return self._attrs(_SPAN_ATTR, {key: value})[0]
-        encoded = _field(_SPAN_ATTR, key_value(key, value))
-        if not _cacheable(value):
-            return encoded
         if entry is None:
             if len(by_key) >= _KEYS_LIMIT:
                 by_key.clear()
-            entry = by_key[key] = (cls, {})
-        values = entry[1]
-        if len(values) >= _VALUES_LIMIT:  # a value that varies (tokens): only it is forgotten
-            values.clear()
-        values[value] = encoded
+            entry = by_key[key] = (cls, {}, _string(T1, key) + T2)
+        elif entry[0] is not cls:
+            # a second type for this key (1 and True are equal keys): the general cache
+            return self._attrs(_SPAN_ATTR, {key: value})[0]
+        if cls is int:
+            body = _ANY_INT + varint(value)
+        elif cls is float:
+            body = _ANY_DOUBLE + _DOUBLE(value)
+        elif cls is str:
+            body = _string(T1, value)
+        else:
+            body = any_value(value)
+        n = len(body)
+        kv = entry[2] + (_SMALL[n] if n < 0x80 else varint(n)) + body
+        n = len(kv)
+        encoded = _SPAN_ATTR + (_SMALL[n] if n < 0x80 else varint(n)) + kv
+        if (cls is int or cls is str) or _cacheable(value):
+            values = entry[1]
+            if len(values) >= _VALUES_LIMIT:  # a value that varies: only its key's are forgotten
+                values.clear()
+            values[value] = encoded
         return encoded
 
     def _tail(self, status: Any, remote: int) -> bytes:
