@@ -396,14 +396,19 @@ class Encoder:
         out = [ids, name_field, kind_times]
         append = out.append
         by_key = self._by_key
-        for key, value in attributes.items():
-            entry = by_key.get(key)
-            if entry is not None and value.__class__ is entry[0]:
-                hit = entry[1].get(value)
-                if hit is not None:
-                    append(hit)
-                    continue
-            append(self._span_attr(key, value))
+        try:
+            for key, value in attributes.items():
+                entry = by_key.get(key)
+                if entry is not None and value.__class__ is entry[0]:
+                    hit = entry[1].get(value)
+                    if hit is not None:
+                        append(hit)
+                        continue
+                append(self._span_attr(key, value))
+        except TypeError:
+            # an unhashable value where its key's were hashable (a tuple holding a list),
+            # or one OTLP can't carry: span() encodes it, or raises what the SDK would
+            return None
         append(tail)
         return b"".join(out)
 
@@ -417,7 +422,10 @@ class Encoder:
         cls = value.__class__
         by_key = self._by_key
         entry = by_key.get(key)
+        cacheable = cls is int or cls is str or _cacheable(value)
         if entry is None:
+            if not cacheable:  # a list, say: no entry, whose values would be looked up
+                return _field(_SPAN_ATTR, key_value(key, value))
             if len(by_key) >= _KEYS_LIMIT:
                 by_key.clear()
             entry = by_key[key] = (cls, {}, _string(T1, key) + T2)
@@ -436,7 +444,7 @@ class Encoder:
         kv = entry[2] + (_SMALL[n] if n < 0x80 else varint(n)) + body
         n = len(kv)
         encoded = _SPAN_ATTR + (_SMALL[n] if n < 0x80 else varint(n)) + kv
-        if (cls is int or cls is str) or _cacheable(value):
+        if cacheable:
             values = entry[1]
             if len(values) >= _VALUES_LIMIT:  # a value that varies: only its key's are forgotten
                 values.clear()
