@@ -99,10 +99,12 @@ class TracingObserver:
         # ReadableSpan's arguments are passed by position: a keyword call of its 13
         # parameters costs 2.5x as much (~0.3 µs a span).  Should an SDK change them, the
         # same arguments go by name (those it still has)
-        names = tuple(inspect.signature(ReadableSpan).parameters)
-        if names == _READABLE_SPAN_PARAMETERS:
+        parameters = inspect.signature(ReadableSpan).parameters
+        if tuple(parameters) == _READABLE_SPAN_PARAMETERS:
             self._readable: Callable[..., ReadableSpan] = ReadableSpan
         else:
+            any_name = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+            names = {n for n in _READABLE_SPAN_PARAMETERS if any_name or n in parameters}
 
             def by_name(*args: Any) -> ReadableSpan:
                 given = zip(_READABLE_SPAN_PARAMETERS, args, strict=True)
