@@ -9,6 +9,13 @@ this module writes it directly, and remembers the encoding of each attribute
 (key, value) it has seen: a sidecar's spans repeat the same routes, models,
 providers and regions, so most of a span is a few cached byte strings joined.
 
+Spans of the sidecar's shape (a plain ``ReadableSpan``, a ``dict`` of attributes,
+no events or links) take a fast path, ``Encoder._fast_span``: it reads the fields
+the properties would return (no Python call per property, no copy of the
+attributes), packs ids, kind and times with ``struct``, and looks each attribute
+up per key, then per value; the batch is joined once.  With every span exported
+this path is ~2.5x cheaper than the per-field one, which every other span takes.
+
 It encodes any SDK ``ReadableSpan`` (events, links, trace state, status, dropped
 counts, array values), not only the sidecar's; tests/observability/test_otlp_encode.py
 checks every field against the official encoder by decoding both.  A value of a
