@@ -222,3 +222,37 @@ def test_built_spans_of_every_shape_encode_as_the_sdk_encodes_them() -> None:
         assert canonical(lean_message(spans, encoder)) == canonical(sdk_message(spans))
     decoded = lean_message(spans, encoder).resource_spans[0].scope_spans[0].spans
     assert [a.key for a in decoded[-1].attributes] == ["overridden"]
+
+
+def test_the_exporter_reads_the_proxy_environment_once_and_still_obeys_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+    import requests.sessions
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "nearby.test")
+    url = "https://collector.test:4318/v1/traces"
+    exporter = LeanOTLPSpanExporter(endpoint=url)
+    session = exporter._client._transport._session  # type: ignore[attr-defined]
+    plain = requests.Session()
+    plain.verify = session.verify
+    scans: list[object] = []
+    real = requests.sessions.get_environ_proxies
+
+    def counted(*args: object, **kwargs: object) -> object:
+        scans.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    proxies = []
+    for target in (url, "https://nearby.test/v1/traces"):
+        first = session.merge_environment_settings(target, {}, None, None, None)
+        first["proxies"]["mutated"] = "by the caller"  # must not reach the next answer
+        second = session.merge_environment_settings(target, {}, None, None, None)
+        assert second == plain.merge_environment_settings(target, {}, None, None, None)
+        proxies.append(second["proxies"])
+    assert proxies[0]["https"] == "http://proxy.test:3128"  # HTTPS_PROXY
+    assert "https" not in proxies[1]  # NO_PROXY
+    assert len(scans) == 4  # each target once for the exporter's session, once for plain
+    exporter.shutdown()
