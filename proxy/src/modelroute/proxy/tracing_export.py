@@ -45,11 +45,14 @@ def session_environment_once(session: Any) -> None:
     doesn't change (the SDK reads its ``OTEL_*`` variables once too), so it is
     remembered per (arguments, session settings).  The user's ``HTTPS_PROXY``,
     ``NO_PROXY`` and ``REQUESTS_CA_BUNDLE`` still apply, read when the exporter first
-    posts.  Anything that is not a ``requests`` session is left alone.
+    posts.  Anything but a ``requests`` session with requests' own merge is left alone.
     """
-    merge = getattr(session, "merge_environment_settings", None)
-    if not callable(merge) or not hasattr(session, "trust_env"):
-        return
+    import requests
+
+    standard = requests.Session.merge_environment_settings
+    if getattr(type(session), "merge_environment_settings", None) is not standard:
+        return  # not a session, or one whose merge is its own
+    merge = session.merge_environment_settings
     settled: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def merge_once(url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
