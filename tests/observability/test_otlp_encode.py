@@ -158,3 +158,101 @@ async def test_the_exporter_posts_lean_batches_a_collector_decodes(rec: SimpleNa
     assert result is SpanExportResult.SUCCESS
     assert len(collector.received) == 1
     assert collector.received[0] == sdk_message(spans)
+
+
+def canonical(message: ExportTraceServiceRequest) -> bytes:
+    """The message's deterministic bytes: equal only if every field is bit for bit (-0.0 too)."""
+    return message.SerializeToString(deterministic=True)
+
+
+def built_spans() -> list[ReadableSpan]:
+    """ReadableSpans built as the sidecar builds them, in every shape the fast path takes or refuses."""
+    resource = Resource({"service.name": "built"})
+    state = TraceState([("vendor", "x1")])
+    local = SpanContext(7, 8, is_remote=False, trace_flags=TraceFlags(1))
+    remote = SpanContext(7, 9, is_remote=True, trace_flags=TraceFlags(1), trace_state=state)
+    values: list[dict[str, object] | None] = [
+        {"v": 1, "t": (1, 2), "f": 0.5, "s": "a", "r": ("stop",)},
+        {"v": True, "t": (True, 2), "f": 0.0, "s": "a", "r": ("stop",)},
+        {"v": 1.0, "t": ("1",), "f": -0.0, "s": "b", "r": ("length",)},
+        {"v": 1, "l": ["x", "y"], "f": 0.5, "s": "a", "n": -3, "big": (1 << 63) - 1},
+        {"r": (["x"], "y"), "l": ("x",), "f": 1.5},
+        None,
+        {},
+    ]
+    statuses = [Status(StatusCode.UNSET), Status(StatusCode.ERROR, "boom"), Status(StatusCode.OK)]
+    spans = []
+    for i, attributes in enumerate(values * 2):
+        for parent, span_state in ((None, None), (local, None), (remote, state), (None, state)):
+            spans.append(
+                ReadableSpan(
+                    f"span {i % 3}",
+                    context=SpanContext(
+                        0xFFFF_0000_0000_0000_0000_0000_0000_0001 + i,
+                        100 + i,
+                        False,
+                        TraceFlags(1),
+                        span_state,
+                    ),
+                    parent=parent,
+                    resource=resource,
+                    attributes=attributes,
+                    kind=list(SpanKind)[i % 5],
+                    status=statuses[i % 3],
+                    start_time=1_700_000_000_000_000_000 + i if i != 3 else 0,
+                    end_time=1_700_000_000_500_000_000 + i,
+                )
+            )
+    return spans
+
+
+class OverridingSpan(ReadableSpan):
+    """A span class whose attributes are not its field: encoded through its properties."""
+
+    @property
+    def attributes(self) -> dict[str, object]:  # type: ignore[override]
+        return {"overridden": True}
+
+
+def test_built_spans_of_every_shape_encode_as_the_sdk_encodes_them() -> None:
+    spans = built_spans()
+    spans.append(OverridingSpan("o", context=SpanContext(1, 2, False), resource=spans[0].resource))
+    encoder = Encoder()
+    for _ in range(2):  # the second time from the caches
+        assert canonical(lean_message(spans, encoder)) == canonical(sdk_message(spans))
+    decoded = lean_message(spans, encoder).resource_spans[0].scope_spans[0].spans
+    assert [a.key for a in decoded[-1].attributes] == ["overridden"]
+
+
+def test_the_exporter_reads_the_proxy_environment_once_and_still_obeys_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+    import requests.sessions
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "nearby.test")
+    url = "https://collector.test:4318/v1/traces"
+    exporter = LeanOTLPSpanExporter(endpoint=url)
+    session = exporter._client._transport._session  # type: ignore[attr-defined]
+    plain = requests.Session()
+    plain.verify = session.verify
+    scans: list[object] = []
+    real = requests.sessions.get_environ_proxies
+
+    def counted(*args: object, **kwargs: object) -> object:
+        scans.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counted)
+    proxies = []
+    for target in (url, "https://nearby.test/v1/traces"):
+        first = session.merge_environment_settings(target, {}, None, None, None)
+        first["proxies"]["mutated"] = "by the caller"  # must not reach the next answer
+        second = session.merge_environment_settings(target, {}, None, None, None)
+        assert second == plain.merge_environment_settings(target, {}, None, None, None)
+        proxies.append(second["proxies"])
+    assert proxies[0]["https"] == "http://proxy.test:3128"  # HTTPS_PROXY
+    assert "https" not in proxies[1]  # NO_PROXY
+    assert len(scans) == 4  # each target once for the exporter's session, once for plain
+    exporter.shutdown()

@@ -335,3 +335,31 @@ def test_a_custom_sampler_is_asked_for_every_span(rec: SimpleNamespace, through:
     )
     drive(obs, fallback_request(rec))
     assert [s.kind for s in exporter.get_finished_spans()] == [SpanKind.SERVER]
+
+
+def test_spans_are_the_same_when_readable_span_changes_its_parameters(
+    rec: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observer passes ReadableSpan's arguments by position only while its signature is
+    the one it knows; for any other it passes them by name, and the spans don't change."""
+    import opentelemetry.sdk.trace as sdk_trace
+
+    def spans() -> list[tuple[Any, ...]]:
+        exporter = InMemorySpanExporter()
+        obs = TracingObserver(TracerProvider(), [SimpleSpanProcessor(exporter)])
+        drive(obs, fallback_request(rec))
+        return [
+            (s.name, s.kind, s.parent, dict(s.attributes or {}), s.status.status_code)
+            for s in exporter.get_finished_spans()
+        ]
+
+    expected = spans()
+
+    def reordered(*, start_time: int, name: str, **rest: Any) -> ReadableSpan:
+        return ReadableSpan(name, start_time=start_time, **rest)
+
+    monkeypatch.setattr(sdk_trace, "ReadableSpan", reordered)
+    obs = TracingObserver(TracerProvider(), [])
+    assert obs._readable is not reordered  # the by-name path
+    got = spans()
+    assert [s[:2] + s[3:] for s in got] == [s[:2] + s[3:] for s in expected]
