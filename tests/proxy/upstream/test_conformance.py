@@ -484,3 +484,23 @@ async def test_an_attempt_that_was_not_sent_does_not_count_against_the_upstream(
     assert not outcome.kind.reached_upstream and not outcome.kind.upstream_unhealthy
     assert server.connections == 0 and pool.in_use == 0
     pool.close()
+
+
+async def test_repeated_headers_arrive_joined_in_order_under_lower_case_names(
+    connect: TransportFactory,
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Ratelimit-Remaining: 9\r\n"
+        b"Vary: Accept\r\nvary: Origin\r\nVARY: Cookie\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    server = await serve(keep_alive(answer, []))
+    pool = connect(2, connect_timeout=1)
+    response = await asyncio.wait_for(pool.post(server.url, "/x", b"", {}), 5)
+    try:
+        assert response.headers["vary"] == "Accept, Origin, Cookie"
+        assert response.headers["x-ratelimit-remaining"] == "9"
+        assert await asyncio.wait_for(response.read(), 5) == b"{}"
+    finally:
+        response.release()
+    pool.close()

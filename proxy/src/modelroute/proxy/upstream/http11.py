@@ -272,12 +272,12 @@ class HTTP11Connection(asyncio.Protocol):
             self._informational = True
             self._headers = []
             return
-        repeated: dict[str, list[str]] = {}
+        headers: dict[str, str] = {}
         for raw_name, raw_value in self._headers:
-            repeated.setdefault(raw_name.decode("latin-1").lower(), []).append(
-                raw_value.decode("latin-1")
-            )
-        headers = {name: ", ".join(values) for name, values in repeated.items()}
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            earlier = headers.get(name)  # a repeated header: its values joined, in order
+            headers[name] = value if earlier is None else f"{earlier}, {value}"
         try:
             coding = content_coding(headers.get("content-encoding", "identity"))
         except BadResponse as exc:

@@ -8,6 +8,7 @@ dispatcher bounds each attempt by the route's first-byte and total deadlines.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from importlib.metadata import version
 
@@ -163,5 +164,14 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
         name: value
         for name, value in headers.items()
-        if name in FORWARDED_RESPONSE_HEADERS or name.startswith(FORWARDED_RESPONSE_PREFIXES)
+        if (_known_forwarded(name) if len(name) <= 64 else _is_forwarded(name))
     }
+
+
+def _is_forwarded(name: str) -> bool:
+    return name in FORWARDED_RESPONSE_HEADERS or name.startswith(FORWARDED_RESPONSE_PREFIXES)
+
+
+# answers repeat a handful of names: each decided once (short names only, so an upstream
+# inventing long ones can't make the cache hold much)
+_known_forwarded = functools.lru_cache(maxsize=256)(_is_forwarded)
