@@ -210,6 +210,20 @@ async def test_a_key_in_a_mid_stream_error_event_is_scrubbed(
     _assert_clean(said, KEY)
 
 
+def _completion(text: str) -> web.Response:
+    """A whole chat answer saying ``text``."""
+    message = {"role": "assistant", "content": text}
+    return web.json_response(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
+        }
+    )
+
+
 async def test_a_key_echoed_in_a_whole_answer_is_replaced_and_the_answer_kept(
     proxies: ProxyFactory, upstream: Callable[[Handler], Awaitable[str]]
 ) -> None:
@@ -221,21 +235,7 @@ async def test_a_key_echoed_in_a_whole_answer_is_replaced_and_the_answer_kept(
 
     async def handler(request: web.Request) -> web.Response:
         text = f"Your key is {_sent_key(request)}; an example key looks like {FOREIGN}."
-        return web.json_response(
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
-            }
-        )
+        return _completion(text)
 
     url = await upstream(handler)
     proxy, exporter = await _traced(proxies, _provider(url) + ROUTE)
@@ -256,20 +256,7 @@ async def test_a_recorded_answer_that_echoes_the_key_reaches_the_span_without_it
     async def handler(request: web.Request) -> web.StreamResponse:
         text = f"Your key is {_sent_key(request)}."
         if not (await request.json()).get("stream"):
-            return web.json_response(
-                {
-                    "id": "c",
-                    "object": "chat.completion",
-                    "model": "m",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-            )
+            return _completion(text)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for piece, finish in ((text[:9], None), (text[9:], "stop")):

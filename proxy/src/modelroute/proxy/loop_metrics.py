@@ -27,7 +27,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import metrics as _client_metrics
@@ -72,7 +72,42 @@ class HistogramChild:
         self.sum += value
 
 
-class LoopCounter(Collector):
+C = TypeVar("C", CounterChild, HistogramChild)
+
+
+class _LoopFamily(Collector, Generic[C]):
+    """A family's children by label values: ``get(*labels)`` finds or makes one."""
+
+    def __init__(
+        self,
+        family: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.family = family
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        # label values as given (the key) → (as exposed, through str once; the child)
+        self.children: dict[tuple[str, ...], tuple[tuple[str, ...], C]] = {}
+        registry.register(self)
+
+    def _child(self) -> C:
+        raise NotImplementedError
+
+    def get(self, *labels: str) -> C:
+        found = self.children.get(labels)
+        if found is None:
+            if len(labels) != len(self.labelnames):
+                raise ValueError(f"{self.family}: expected labels {self.labelnames}, got {labels}")
+            found = self.children[labels] = (tuple(str(v) for v in labels), self._child())
+        return found[1]
+
+    def remove(self, *labels: str) -> None:
+        self.children.pop(labels, None)
+
+
+class LoopCounter(_LoopFamily[CounterChild]):
     """A labelled counter family; ``get(*labels)`` gives the child to ``inc``."""
 
     def __init__(
@@ -84,22 +119,10 @@ class LoopCounter(Collector):
     ) -> None:
         if not name.endswith("_total"):
             raise ValueError(f"counter {name!r}: Prometheus counter names end in _total")
-        self.family = name.removesuffix("_total")
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self.children: dict[tuple[str, ...], tuple[tuple[str, ...], CounterChild]] = {}
-        registry.register(self)
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
-    def get(self, *labels: str) -> CounterChild:
-        found = self.children.get(labels)
-        if found is None:
-            if len(labels) != len(self.labelnames):
-                raise ValueError(f"{self.family}: expected labels {self.labelnames}, got {labels}")
-            found = self.children[labels] = (tuple(str(v) for v in labels), CounterChild())
-        return found[1]
-
-    def remove(self, *labels: str) -> None:
-        self.children.pop(labels, None)
+    def _child(self) -> CounterChild:
+        return CounterChild()
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.family, self.documentation, labels=self.labelnames)
@@ -112,7 +135,7 @@ class LoopCounter(Collector):
         yield family
 
 
-class LoopHistogram(Collector):
+class LoopHistogram(_LoopFamily[HistogramChild]):
     """A (labelled or not) histogram family; ``get(*labels)`` gives the child to ``observe``."""
 
     def __init__(
@@ -126,27 +149,12 @@ class LoopHistogram(Collector):
         bounds = tuple(float(b) for b in buckets if not math.isinf(b))
         if list(bounds) != sorted(set(bounds)) or not bounds:
             raise ValueError(f"histogram {name!r}: buckets must be distinct and ascending")
-        self.family = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         self.bounds = bounds
         self.le = (*(_go_float(b) for b in bounds), "+Inf")
-        self.children: dict[tuple[str, ...], tuple[tuple[str, ...], HistogramChild]] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def get(self, *labels: str) -> HistogramChild:
-        found = self.children.get(labels)
-        if found is None:
-            if len(labels) != len(self.labelnames):
-                raise ValueError(f"{self.family}: expected labels {self.labelnames}, got {labels}")
-            found = self.children[labels] = (
-                tuple(str(v) for v in labels),
-                HistogramChild(self.bounds),
-            )
-        return found[1]
-
-    def remove(self, *labels: str) -> None:
-        self.children.pop(labels, None)
+    def _child(self) -> HistogramChild:
+        return HistogramChild(self.bounds)
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.family, self.documentation, labels=self.labelnames)
