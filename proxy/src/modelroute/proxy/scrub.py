@@ -92,11 +92,21 @@ class Scrubber:
                 data = data.replace(secret, _REDACTED_B)
         return data
 
-    def sent_text(self, text: str) -> str:
-        """:meth:`sent` for text already decoded (a streamed answer recorded for its span)."""
+    def sent_text(self, text: str, *, cut: bool = False) -> str:
+        """:meth:`sent` for text already decoded (a streamed answer recorded for its span).
+
+        ``cut``: the text was cut off at a length limit, so a secret may end it
+        half-written; a tail that is the start of one (4 characters or more) goes too.
+        """
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if cut:
+            for secret in self._secrets:
+                for n in range(min(len(secret) - 1, len(text)), 3, -1):
+                    if text.endswith(secret[:n]):
+                        text = text[:-n] + REDACTED
+                        break
         return text
 
     def stream(self, data: bytes) -> bytes:
@@ -124,7 +134,10 @@ def _scrubber_for(values: tuple[str, ...]) -> Scrubber:
 
     Every attempt to a provider sends the same key, so the sort and encode of
     its secrets is done once, not per attempt; a rotated key is a new entry.
-    Kept in this process only, as the headers themselves are.
+    The cache holds credential values in this process's memory, as the
+    credential store and the pools' request headers already do: at most 256
+    sets (with ``forwardClientAuth``, the most recent clients' tokens among
+    them), never written anywhere.
     """
     secrets: list[str] = []
     for value in values:

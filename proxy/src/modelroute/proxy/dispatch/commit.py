@@ -64,10 +64,16 @@ class Commit(RequestRun):
         assert doc is not None
         # a key this attempt sent, echoed in the answer, is replaced, as in a stream (scrub.py)
         body = ready.scrub.sent(ready.first)
+        record_completion = record.record_content
         if body is not ready.first:  # rare: what is recorded of the answer must not carry it
-            with contextlib.suppress(orjson.JSONDecodeError):
+            try:
                 rescanned = orjson.loads(body)
-                doc = rescanned if isinstance(rescanned, dict) else doc
+            except orjson.JSONDecodeError:
+                rescanned = None
+            if isinstance(rescanned, dict):
+                doc = rescanned
+            else:  # can't read the scrubbed answer: record none of it rather than the key
+                record_completion = False
         attempt.result = AttemptEnd.OK
         attempt.duration = time.perf_counter() - attempt.started
         usage = doc.get("usage")
@@ -87,7 +93,7 @@ class Commit(RequestRun):
                 body, self.d.response_ids, attempt.provider, attempt.region
             )
         record.finish_reasons = tuple(reasons)
-        if record.record_content:
+        if record_completion:
             record.extra["completion"] = [
                 c.get("message") if "message" in c else {"text": c.get("text")}
                 for c in doc.get("choices") or ()
@@ -260,9 +266,11 @@ class Commit(RequestRun):
         record.response_model = facts.model
         record.finish_reasons = tuple(facts.finish_reasons)
         if record.record_content and facts.content:
-            text = self.stream_scrub.sent_text("".join(facts.content))
-            if facts.content_chars > len(text):
-                text += f"… [{facts.content_chars - len(text)} more characters not recorded]"
+            raw = "".join(facts.content)
+            more = facts.content_chars - len(raw)  # counted before the scrub changes lengths
+            text = self.stream_scrub.sent_text(raw, cut=more > 0)
+            if more > 0:
+                text += f"… [{more} more characters not recorded]"
             record.extra["completion"] = [{"role": "assistant", "content": text}]
         attempt.duration = time.perf_counter() - attempt.started
         now = time.monotonic()
