@@ -169,7 +169,9 @@ class Observers:
             hook: [
                 (o, method)
                 for o in self.observers
-                if not getattr(method := getattr(o, hook), _IDLE, False)
+                # a hook an observer lacks is one it doesn't use
+                if (method := getattr(o, hook, None)) is not None
+                and not getattr(method, _IDLE, False)
             ]
             for hook in _HOOKS
         }
