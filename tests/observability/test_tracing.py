@@ -363,3 +363,33 @@ def test_spans_are_the_same_when_readable_span_changes_its_parameters(
     assert obs._readable is not reordered  # the by-name path
     got = spans()
     assert [s[:2] + s[3:] for s in got] == [s[:2] + s[3:] for s in expected]
+
+
+def test_spans_are_the_same_when_readable_span_takes_its_parameters_by_name_only(
+    rec: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same names in the same order, but keyword-only: a call by position would fail
+    every span, so the observer passes them by name."""
+    import inspect
+
+    import opentelemetry.sdk.trace as sdk_trace
+    from modelroute.proxy.tracing_spans import _READABLE_SPAN_PARAMETERS
+
+    exporter = InMemorySpanExporter()
+    obs = TracingObserver(TracerProvider(), [SimpleSpanProcessor(exporter)])
+    drive(obs, fallback_request(rec))
+    expected = [(s.name, s.kind, dict(s.attributes or {})) for s in exporter.get_finished_spans()]
+
+    def keyword_only(**kw: Any) -> ReadableSpan:
+        return ReadableSpan(**kw)
+
+    keyword_only.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in _READABLE_SPAN_PARAMETERS]
+    )
+    monkeypatch.setattr(sdk_trace, "ReadableSpan", keyword_only)
+    exporter = InMemorySpanExporter()
+    obs = TracingObserver(TracerProvider(), [SimpleSpanProcessor(exporter)])
+    assert obs._readable is not keyword_only
+    drive(obs, fallback_request(rec))
+    got = [(s.name, s.kind, dict(s.attributes or {})) for s in exporter.get_finished_spans()]
+    assert got == expected

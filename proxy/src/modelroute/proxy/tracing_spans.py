@@ -100,7 +100,10 @@ class TracingObserver:
         # parameters costs 2.5x as much (~0.3 µs a span).  Should an SDK change them, the
         # same arguments go by name (those it still has)
         parameters = inspect.signature(ReadableSpan).parameters
-        if tuple(parameters) == _READABLE_SPAN_PARAMETERS:
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if tuple(parameters) == _READABLE_SPAN_PARAMETERS and all(
+            p.kind in positional for p in parameters.values()
+        ):
             self._readable: Callable[..., ReadableSpan] = ReadableSpan
         else:
             any_name = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
