@@ -261,3 +261,44 @@ def test_per_pod_book_has_no_redis(clock: Clock) -> None:
     book = BudgetBook(clock=clock)
     assert not book.redis_connected
     assert book.redis_url is None
+
+
+def test_the_per_request_check_agrees_with_the_state_across_windows_and_tables(
+    clock: Clock, route: Route
+) -> None:
+    """``exhausted`` (the dispatcher's check, read from cached counters) says what
+    ``state`` says: across hour and day boundaries, a reloaded table's new route
+    object, and ``observe``; and what ``spend`` charged is what ``state`` reports."""
+    book = BudgetBook(clock=clock)
+    hourly = route("chat", "reject", usdPerHour=1.0)
+
+    def check(r: CompiledRoute) -> None:
+        state = book.state(r)
+        assert state is not None
+        assert (book.exhausted(r) is not None) == state.exhausted
+
+    book.spend(hourly, 0.6)
+    check(hourly)
+    book.spend(hourly, 0.5)
+    check(hourly)  # 1.1 of 1.0: exhausted
+    assert book.exhausted(hourly) is not None
+    clock.set("2026-11-25T13:00:01")  # the next hour: a fresh window
+    check(hourly)
+    assert book.exhausted(hourly) is None
+    book.spend(hourly, 0.4)
+    reloaded = route("chat", "reject", usdPerHour=1.0)  # same name, a new table's object
+    book.spend(reloaded, 0.4)
+    state = book.state(reloaded)
+    assert state is not None and state.spent_usd == pytest.approx(0.8)
+    book.observe([reloaded])
+    book.spend(reloaded, 0.3)
+    check(reloaded)
+    assert book.exhausted(reloaded) is not None  # 1.1 of 1.0 this hour
+    daily = route("chat", "reject", usdPerDay=2.0)  # the limit changed window: day
+    clock.set("2026-11-25T23:59:59")
+    book.spend(daily, 1.5)
+    check(daily)
+    clock.set("2026-11-26T00:00:01")
+    check(daily)
+    state = book.state(daily)
+    assert state is not None and state.spent_usd == 0.0
