@@ -184,6 +184,20 @@ def key_value(key: str, value: Any) -> bytes:
     return _string(T1, key) + _field(T2, any_value(value))
 
 
+def _trace_state(state: Any) -> bytes:
+    """A span's ``trace_state`` field (3): the W3C ``tracestate`` header's text."""
+    return _string(T3, ",".join(f"{k}={v}" for k, v in state.items()))
+
+
+def _status(status: Any) -> bytes:
+    """A span's ``status`` field (15): its description and (when not UNSET) its code."""
+    body = _string(T2, status.description) if status.description else b""
+    code = status.status_code.value
+    if code:
+        body += _STATUS_CODE + _SMALL[code]
+    return _field(_SPAN_STATUS, body)
+
+
 class Encoder:
     """Encodes batches of ``ReadableSpan`` to an ``ExportTraceServiceRequest``, with caches.
 
@@ -272,7 +286,7 @@ class Encoder:
         ]
         state = ctx.trace_state
         if state:
-            parts.append(_string(T3, ",".join(f"{k}={v}" for k, v in state.items())))
+            parts.append(_trace_state(state))
         parent = span.parent
         flags = _HAS_IS_REMOTE
         if parent is not None:
@@ -299,11 +313,7 @@ class Encoder:
             parts.append(_SPAN_DROPPED_LINKS + varint(span.dropped_links))
         status = span.status
         if status is not None:
-            body = _string(T2, status.description) if status.description else b""
-            code = status.status_code.value
-            if code:
-                body += _STATUS_CODE + _SMALL[code]
-            parts.append(_field(_SPAN_STATUS, body))
+            parts.append(_status(status))
         parts.append(_SPAN_FLAGS + _FIXED32(flags))
         return b"".join(parts)
 
@@ -371,21 +381,20 @@ class Encoder:
             state = None
         if parent is None:
             remote = 0
-            ids = _IDS(0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1])
-            if state is not None:
-                ids += _string(T3, ",".join(f"{k}={v}" for k, v in state.items()))
         elif parent.__class__ is SpanContext:
             remote = 1 if parent[2] else 0
-            if state is not None:
-                ids = _IDS(0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1])
-                ids += _string(T3, ",".join(f"{k}={v}" for k, v in state.items()))
-                ids += T4 + b"\x08" + parent[1].to_bytes(8, "big")
-            else:
-                ids = _IDS_PARENT(
-                    0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1], 0x2208, parent[1]
-                )
         else:
             return None
+        if parent is not None and state is None:  # the usual child span: ids in one pack
+            ids = _IDS_PARENT(
+                0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1], 0x2208, parent[1]
+            )
+        else:  # fields in order: trace id, span id, trace state, parent span id
+            ids = _IDS(0x0A10, trace_id >> 64, trace_id & _MASK64, 0x1208, ctx[1])
+            if state is not None:
+                ids += _trace_state(state)
+            if parent is not None:
+                ids += T4 + b"\x08" + parent[1].to_bytes(8, "big")
         name = span._name
         name_field = self._strings.get(name)
         if name_field is None:
@@ -450,10 +459,8 @@ class Encoder:
             body = _string(T1, value)
         else:
             body = any_value(value)
-        n = len(body)
-        kv = entry[2] + (_SMALL[n] if n < 0x80 else varint(n)) + body
-        n = len(kv)
-        encoded = _SPAN_ATTR + (_SMALL[n] if n < 0x80 else varint(n)) + kv
+        # KeyValue: the key's field and the value's tag (entry[2]), then the value's length
+        encoded = _field(_SPAN_ATTR, _field(entry[2], body))
         if cacheable:
             values = entry[1]
             if len(values) >= _VALUES_LIMIT:  # a value that varies: only its key's are forgotten
@@ -463,12 +470,8 @@ class Encoder:
 
     def _tail(self, status: Any, remote: int) -> bytes:
         """A span's status (15) and flags (16) fields, remembered for ``status``."""
-        body = _string(T2, status.description) if status.description else b""
-        code = status.status_code.value
-        if code:
-            body += _STATUS_CODE + _SMALL[code]
         flags = _HAS_IS_REMOTE | (_IS_REMOTE if remote else 0)
-        tail = _field(_SPAN_STATUS, body) + _SPAN_FLAGS + _FIXED32(flags)
+        tail = _status(status) + _SPAN_FLAGS + _FIXED32(flags)
         tails = self._tails[remote]
         if len(tails) >= 256:  # statuses with their own description (errors): a bounded few
             tails.clear()
