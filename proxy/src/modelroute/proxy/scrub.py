@@ -72,17 +72,11 @@ class Scrubber:
 
     def text(self, text: str) -> str:
         """Upstream words for a person: every secret and key-shaped token replaced."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return _KEY_SHAPED.sub(REDACTED, text)
+        return _KEY_SHAPED.sub(REDACTED, self.sent_text(text))
 
     def data(self, data: bytes) -> bytes:
         """An upstream error body (JSON or not), scrubbed like :meth:`text`."""
-        for secret in self._secrets_b:
-            if secret in data:
-                data = data.replace(secret, _REDACTED_B)
-        return _KEY_SHAPED_B.sub(_REDACTED_B, data)
+        return _KEY_SHAPED_B.sub(_REDACTED_B, self.sent(data))
 
     def sent(self, data: bytes) -> bytes:
         """An answer (2xx) as the model wrote it, but for the values we sent: a model
