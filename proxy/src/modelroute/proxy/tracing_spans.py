@@ -12,7 +12,6 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import tracing_attributes as attrs
 from .events import AttemptRecord, RequestRecord, ShadowRecord, idle_hook
 from .tail_sampling import TailSampler
 from .tracing_attributes import attempt_end, attempt_start, server_end, server_error, server_start
@@ -244,7 +243,7 @@ class TracingObserver:
                 (),  # links
                 self._server,
                 None,  # instrumentation_info (deprecated)
-                self._unset if error is None else self._status(self._code_error, error),
+                self._status_for(error),
                 start_ns,
                 end_ns,
                 scope,
@@ -287,7 +286,7 @@ class TracingObserver:
                     (),
                     self._client,
                     None,
-                    self._unset if error is None else self._status(self._code_error, error),
+                    self._status_for(error),
                     a_start_ns,
                     a_start_ns + int(attempt.duration * 1e9) if attempt.span is True else end_ns,
                     scope,
@@ -312,7 +311,7 @@ class TracingObserver:
             f"{record.operation} {record.requested_model}",
             context=parent,
             kind=self._server,
-            attributes=attrs.server_start(record),
+            attributes=server_start(record),
             start_time=start_ns,
         )
         if not server.is_recording():
@@ -326,32 +325,25 @@ class TracingObserver:
                 f"{record.operation} {attempt.upstream_model}",
                 context=context,
                 kind=self._client,
-                attributes=attrs.attempt_start(record, attempt),
+                attributes=attempt_start(record, attempt),
                 start_time=a_start_ns,
             )
             if span.is_recording():
                 attributes: dict[str, Any] = {}
-                status = self._attempt_end(record, attempt, attributes)
+                status = self._status_for(attempt_end(record, attempt, attributes))
                 span.set_attributes(attributes)
                 if status is not self._unset:
                     span.set_status(status)
                 done = attempt.span is True
                 span.end(end_time=a_start_ns + int(attempt.duration * 1e9) if done else end_ns)
-        server.set_attributes(attrs.server_end(record))
-        status = self._server_status(record)
+        server.set_attributes(server_end(record))
+        status = self._status_for(server_error(record))
         if status is not self._unset:
             server.set_status(status)
         server.end(end_time=end_ns)
 
-    def _server_status(self, record: RequestRecord) -> Any:
-        error = attrs.server_error(record)
-        return self._unset if error is None else self._status(self._code_error, error)
-
-    def _attempt_end(
-        self, record: RequestRecord, attempt: AttemptRecord, attributes: dict[str, Any]
-    ) -> Any:
-        """The attempt's outcome into ``attributes``; returns its span status."""
-        error = attrs.attempt_end(record, attempt, attributes)
+    def _status_for(self, error: str | None) -> Any:
+        """A span's status: UNSET, or ERROR with what went wrong (``server_error``/``attempt_end``)."""
         return self._unset if error is None else self._status(self._code_error, error)
 
     def shutdown(self) -> None:
