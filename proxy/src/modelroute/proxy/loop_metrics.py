@@ -27,7 +27,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import metrics as _client_metrics
@@ -92,8 +92,17 @@ class _LoopFamily(Collector, Generic[C]):
         self.children: dict[tuple[str, ...], tuple[tuple[str, ...], C]] = {}
         registry.register(self)
 
+    _metric_family: type[CounterMetricFamily] | type[HistogramMetricFamily]
+
     def _child(self) -> C:
         raise NotImplementedError
+
+    def _empty(self) -> Any:
+        """The family as prometheus_client's types describe it, before its samples."""
+        return self._metric_family(self.family, self.documentation, labels=self.labelnames)
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._empty()
 
     def get(self, *labels: str) -> C:
         found = self.children.get(labels)
@@ -121,14 +130,13 @@ class LoopCounter(_LoopFamily[CounterChild]):
             raise ValueError(f"counter {name!r}: Prometheus counter names end in _total")
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
+    _metric_family = CounterMetricFamily
+
     def _child(self) -> CounterChild:
         return CounterChild()
 
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.family, self.documentation, labels=self.labelnames)
-
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.family, self.documentation, labels=self.labelnames)
+        family: CounterMetricFamily = self._empty()
         created = _created_series()
         for names, child in list(self.children.values()):
             family.add_metric(names, child.value, created=child.created if created else None)
@@ -153,14 +161,13 @@ class LoopHistogram(_LoopFamily[HistogramChild]):
         self.le = (*(_go_float(b) for b in bounds), "+Inf")
         super().__init__(name, documentation, labelnames, registry)
 
+    _metric_family = HistogramMetricFamily
+
     def _child(self) -> HistogramChild:
         return HistogramChild(self.bounds)
 
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.family, self.documentation, labels=self.labelnames)
-
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.family, self.documentation, labels=self.labelnames)
+        family: HistogramMetricFamily = self._empty()
         created = _created_series()
         for names, child in list(self.children.values()):
             cumulative, running = [], 0
@@ -168,9 +175,8 @@ class LoopHistogram(_LoopFamily[HistogramChild]):
                 running += count
                 cumulative.append((le, float(running)))
             family.add_metric(names, cumulative, child.sum)
-            if (
-                created
-            ):  # HistogramMetricFamily takes no ``created``: the sample prometheus_client adds
+            # HistogramMetricFamily takes no ``created``: the sample prometheus_client adds
+            if created:
                 labels = dict(zip(self.labelnames, names, strict=True))
                 family.samples.append(Sample(f"{self.family}_created", labels, child.created))
         yield family
