@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 from modelroute.proxy.events import (
@@ -12,7 +13,6 @@ from modelroute.proxy.events import (
     ShadowRecord,
     idle_hook,
 )
-from modelroute.proxy.request import Endpoint
 
 
 class Counting:
@@ -65,29 +65,14 @@ class Everything:
         self.calls.append("shadow_finished")
 
 
-def _one_request(observers: Observers) -> None:
-    record = RequestRecord(
-        endpoint=Endpoint.CHAT,
-        operation="chat",
-        requested_model="m",
-        stream=False,
-        started=0.0,
-        wall_started=0.0,
-    )
-    attempt = AttemptRecord(
-        number=1,
-        provider="p",
-        model="m",
-        upstream_model="m",
-        region="r",
-        server_address="http://127.0.0.1:1",
-        started=0.0,
-    )
+def _one_request(observers: Observers, rec: SimpleNamespace) -> None:
+    attempt = rec.attempt(1, rec.FLASH)
+    record = rec.request([attempt])
     observers.request_started(record, {})
     observers.attempt_started(record, attempt)
     observers.attempt_finished(record, attempt)
     observers.request_finished(record)
-    observers.shadow_finished(ShadowRecord(route="x", provider="p", model="m", region="r"))
+    observers.shadow_finished(ShadowRecord(route="general", provider="p", model="m", region="r"))
 
 
 class Partial:
@@ -100,22 +85,22 @@ class Partial:
         self.finished += 1
 
 
-def test_an_observer_without_some_hooks_gets_the_ones_it_has() -> None:
+def test_an_observer_without_some_hooks_gets_the_ones_it_has(rec: SimpleNamespace) -> None:
     partial = Partial()
     observers = Observers()
     observers.add(partial)  # type: ignore[arg-type]
-    _one_request(observers)
+    _one_request(observers, rec)
     assert partial.finished == 1
 
 
 def test_idle_hooks_are_never_called_and_the_used_ones_are(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, rec: SimpleNamespace
 ) -> None:
     counting, everything = Counting(), Everything()
     observers = Observers([counting])
     observers.add(everything)  # added later: indexed too
     with caplog.at_level(logging.ERROR, logger="modelroute.events"):
-        _one_request(observers)
+        _one_request(observers, rec)
     assert counting.finished == 1
     assert counting.idle_calls == []  # the fan-out never called them
     assert everything.calls == [
